@@ -1,0 +1,3 @@
+"""aisexec: the openais cluster executive (Totem ring, service engines, IPC)."""
+
+__version__ = "0.1.0"

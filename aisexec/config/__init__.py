@@ -1,0 +1,1 @@
+"""Configuration: the raw tree parsers produce, one schema, and the validated tree services see."""

@@ -1,0 +1,1 @@
+"""Totem single-ring ordering and membership protocol (sans-IO core, transports, crypto)."""
