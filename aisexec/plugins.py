@@ -73,7 +73,7 @@ def config_interfaces() -> dict[str, PluginOrigin]:
 def _load(ep: md.EntryPoint) -> object:
     try:
         return ep.load()
-    except Exception as exc:  # noqa: BLE001 - any import failure is reported with its origin
+    except Exception as exc:
         raise PluginError(f"cannot load {_origin(ep)}: {type(exc).__name__}: {exc}") from exc
 
 
@@ -144,7 +144,7 @@ def load_services(blocked: frozenset[str] = frozenset()) -> list[LoadedService]:
             pm.register(plugin, name=f"{SERVICES_GROUP}:{ep.name}")
             pm.check_pending()
             engine = pm.hook.openais_service_engine()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise PluginError(f"{origin} failed to provide a service engine: {type(exc).__name__}: {exc}") from exc
         if not isinstance(engine, ServiceEngine):
             raise PluginError(f"{origin} returned {engine!r}, not a ServiceEngine")
@@ -156,7 +156,9 @@ def load_services(blocked: frozenset[str] = frozenset()) -> list[LoadedService]:
                 f"({by_id[engine.id].engine.name}) and by {origin} ({engine.name})"
             )
         if engine.name in by_name:
-            raise PluginError(f"service name {engine.name!r} is claimed twice: by {by_name[engine.name].origin} and by {origin}")
+            raise PluginError(
+                f"service name {engine.name!r} is claimed twice: by {by_name[engine.name].origin} and by {origin}"
+            )
         try:
             host = EngineHost(engine)
         except pluggy.PluginValidationError as exc:

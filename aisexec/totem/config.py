@@ -90,8 +90,11 @@ class TotemConfig:
         if cfg.max_messages < 1 or cfg.window_size < 1:
             raise TotemConfigError("window_size", "window_size and max_messages must be at least 1")
         if cfg.max_messages > cfg.window_size:
-            raise TotemConfigError("max_messages", f"{cfg.max_messages} must not exceed window_size ({cfg.window_size})")
-        for name in ("token_retransmits_before_loss_const", "fail_recv_const", "seqno_unchanged_const", "miss_count_const"):
+            raise TotemConfigError(
+                "max_messages", f"{cfg.max_messages} must not exceed window_size ({cfg.window_size})"
+            )
+        counts = ("token_retransmits_before_loss_const", "fail_recv_const", "seqno_unchanged_const", "miss_count_const")
+        for name in counts:
             if getattr(cfg, name) < 1:
                 raise TotemConfigError(name, "must be at least 1")
         if cfg.send_join < 0 or cfg.heartbeat_failures_allowed < 0 or cfg.max_network_delay < 0:

@@ -1,0 +1,264 @@
+"""The synchronisation engine: brings every service's replicated state in line after a ring change.
+
+Sans-IO, like the Totem core.  After each REGULAR configuration:
+
+1. every node multicasts its list of sync-capable service ids (round 0);
+   when the lists of all members are in, the union, in ascending id order,
+   is the plan for this round (a node without one of the services passes
+   through it at once, so mixed installations cannot deadlock);
+2. per service of the plan: ``sync_init``, then ``sync_process`` whenever
+   the driver pumps (it multicasts a bounded share and returns True while
+   more remains), then a *barrier* message carrying the ring id and the
+   service id; when every member's barrier for this ring and service has
+   been delivered, ``sync_activate`` and on to the next service;
+3. after the last service the round is complete and the service layer
+   resumes.
+
+A configuration change during a round calls ``sync_abort`` on the service
+in progress and starts over; barriers of any other ring are ignored.  The
+engine talks to services through :class:`SyncParticipant` and to the ring
+through the ``send`` callable given to it.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from aisexec.totem.api import ConfigChange, ConfKind, RingId
+
+
+class SyncMessageError(ValueError):
+    """A sync control message that does not decode."""
+
+
+class SyncMsg(enum.IntEnum):
+    """Sync control message types (carried under the executive's own service id)."""
+
+    SERVICE_LIST = 1
+    BARRIER = 2
+
+
+_RING = struct.Struct("!IQ")
+_BARRIER = struct.Struct("!BIQH")
+_LIST_HEAD = struct.Struct("!BIQH")
+_ID = struct.Struct("!H")
+
+
+def encode_service_list(ring_id: RingId, service_ids: Iterable[int]) -> bytes:
+    """Round 0 message: the sender's sync-capable service ids for ``ring_id``."""
+    ids = sorted(set(service_ids))
+    return _LIST_HEAD.pack(SyncMsg.SERVICE_LIST, ring_id.rep, ring_id.seq, len(ids)) + b"".join(
+        _ID.pack(i) for i in ids
+    )
+
+
+def encode_barrier(ring_id: RingId, service_id: int) -> bytes:
+    """Barrier message: the sender finished sending ``service_id``'s state for ``ring_id``."""
+    return _BARRIER.pack(SyncMsg.BARRIER, ring_id.rep, ring_id.seq, service_id)
+
+
+def decode(payload: bytes) -> tuple[SyncMsg, RingId, tuple[int, ...]]:
+    """Decode a sync control message into (type, ring id, service ids)."""
+    if len(payload) < _BARRIER.size:
+        raise SyncMessageError("sync message too short")
+    kind, rep, seq, value = _BARRIER.unpack_from(payload)
+    if kind == SyncMsg.BARRIER:
+        if len(payload) != _BARRIER.size:
+            raise SyncMessageError("barrier has trailing bytes")
+        return SyncMsg.BARRIER, RingId(rep, seq), (value,)
+    if kind == SyncMsg.SERVICE_LIST:
+        if len(payload) != _LIST_HEAD.size + value * _ID.size:
+            raise SyncMessageError("service list length does not match its count")
+        ids = tuple(v for (v,) in _ID.iter_unpack(payload[_LIST_HEAD.size :]))
+        return SyncMsg.SERVICE_LIST, RingId(rep, seq), ids
+    raise SyncMessageError(f"unknown sync message type {kind}")
+
+
+class SyncParticipant(Protocol):
+    """What the engine needs of one service (the executive adapts EngineHost to it)."""
+
+    service_id: int
+
+    def sync_init(self, transitional: tuple[int, ...], members: tuple[int, ...], ring_id: RingId) -> None:
+        """Start this service's round."""
+
+    def sync_process(self) -> bool:
+        """Send a share of state; True while more remains."""
+
+    def sync_activate(self) -> None:
+        """Commit the rebuilt state."""
+
+    def sync_abort(self) -> None:
+        """Discard the round's state."""
+
+
+class Phase(enum.Enum):
+    """Where the engine is in a round."""
+
+    IDLE = "idle"
+    SERVICE_LIST = "service-list"
+    PROCESS = "process"
+    BARRIER = "barrier"
+
+
+@dataclass(slots=True)
+class SyncStats:
+    """Counters for tools and tests."""
+
+    rounds_started: int = 0
+    rounds_completed: int = 0
+    rounds_aborted: int = 0
+    stale_messages: int = 0
+
+
+class SyncEngine:
+    """Drives sync rounds; the executive feeds it configuration changes and sync messages.
+
+    ``send(payload) -> bool`` multicasts a sync control message and returns
+    False when the ring cannot take it now (the engine retries on the next
+    ``pump``).  ``on_complete(ring_id)`` is called once per completed round.
+    """
+
+    def __init__(
+        self,
+        nodeid: int,
+        participants: Iterable[SyncParticipant],
+        send: Callable[[bytes], bool],
+        on_complete: Callable[[RingId], None] | None = None,
+    ) -> None:
+        self.nodeid = nodeid
+        self._participants = {p.service_id: p for p in participants}
+        self._send = send
+        self._on_complete = on_complete
+        self.phase = Phase.IDLE
+        self.ring_id: RingId | None = None
+        self.members: tuple[int, ...] = ()
+        self._transitional: tuple[int, ...] = ()
+        self._plan: list[int] = []
+        self._index = 0
+        self._lists: dict[int, tuple[int, ...]] = {}
+        self._barriers: set[int] = set()
+        self._outbox: bytes | None = None
+        self._activated: list[tuple[RingId, int]] = []
+        self.stats = SyncStats()
+
+    # -- inputs ---------------------------------------------------------
+
+    @property
+    def in_progress(self) -> bool:
+        """True from a REGULAR configuration until its round completes."""
+        return self.phase is not Phase.IDLE
+
+    @property
+    def current_service(self) -> int | None:
+        """The service id being synchronised, or None."""
+        if self.phase in (Phase.PROCESS, Phase.BARRIER) and self._index < len(self._plan):
+            return self._plan[self._index]
+        return None
+
+    def on_config_change(self, change: ConfigChange) -> None:
+        """Feed every configuration change delivered by Totem, in order."""
+        if change.kind is ConfKind.TRANSITIONAL:
+            self._transitional = change.members
+            self._abort()
+            return
+        self._abort()
+        self.ring_id = change.ring_id
+        self.members = change.members
+        transitional = tuple(n for n in self._transitional if n in change.members)
+        self._transitional = transitional
+        self.stats.rounds_started += 1
+        self.phase = Phase.SERVICE_LIST
+        self._lists = {}
+        self._plan = []
+        self._index = 0
+        self._outbox = encode_service_list(change.ring_id, self._participants)
+        self.pump()
+
+    def on_message(self, sender: int, payload: bytes) -> None:
+        """Feed a delivered sync control message (agreed order)."""
+        kind, ring_id, ids = decode(payload)
+        if ring_id != self.ring_id or sender not in self.members or self.phase is Phase.IDLE:
+            self.stats.stale_messages += 1
+            return
+        if kind is SyncMsg.SERVICE_LIST:
+            if self.phase is not Phase.SERVICE_LIST:
+                self.stats.stale_messages += 1
+                return
+            self._lists[sender] = ids
+            if len(self._lists) == len(self.members):
+                self._plan = sorted(set().union(*self._lists.values()))
+                self._index = 0
+                self._start_service()
+            return
+        if self.phase is Phase.SERVICE_LIST or ids[0] != self.current_service:
+            self.stats.stale_messages += 1
+            return
+        self._barriers.add(sender)
+        if self.phase is Phase.BARRIER and len(self._barriers) == len(self.members):
+            self._activate_current()
+
+    def pump(self) -> None:
+        """Make progress: send what is waiting, run the current service's ``sync_process``."""
+        if self._outbox is not None:
+            if not self._send(self._outbox):
+                return
+            self._outbox = None
+        if self.phase is Phase.PROCESS:
+            participant = self._participants.get(self.current_service)  # type: ignore[arg-type]
+            more = participant.sync_process() if participant is not None else False
+            if more:
+                return
+            self.phase = Phase.BARRIER
+            self._outbox = encode_barrier(self.ring_id, self.current_service)  # type: ignore[arg-type]
+            if self._send(self._outbox):
+                self._outbox = None
+
+    # -- internals ------------------------------------------------------
+
+    def _start_service(self) -> None:
+        if self._index < len(self._plan):
+            self._barriers = set()
+            self.phase = Phase.PROCESS
+            participant = self._participants.get(self._plan[self._index])
+            if participant is not None:
+                participant.sync_init(self._transitional, self.members, self.ring_id)  # type: ignore[arg-type]
+            self.pump()
+            return
+        self._complete()
+
+    def _activate_current(self) -> None:
+        service_id = self.current_service
+        participant = self._participants.get(service_id)  # type: ignore[arg-type]
+        if participant is not None:
+            participant.sync_activate()
+        self._activated.append((self.ring_id, service_id))  # type: ignore[arg-type]
+        self._index += 1
+        self._start_service()
+
+    def _complete(self) -> None:
+        self.phase = Phase.IDLE
+        self.stats.rounds_completed += 1
+        self._outbox = None
+        if self._on_complete is not None:
+            self._on_complete(self.ring_id)  # type: ignore[arg-type]
+
+    def _abort(self) -> None:
+        if self.phase is Phase.IDLE:
+            return
+        service_id = self.current_service
+        if service_id is not None and service_id in self._participants:
+            self._participants[service_id].sync_abort()
+        self.stats.rounds_aborted += 1
+        self.phase = Phase.IDLE
+        self._outbox = None
+        self._barriers = set()
+
+    def take_activations(self) -> list[tuple[RingId, int]]:
+        """Return and clear the (ring id, service id) activations since the last call (tests, tools)."""
+        done, self._activated = self._activated, []
+        return done
