@@ -247,6 +247,10 @@ class SyncEngine:
         if self._on_complete is not None:
             self._on_complete(self.ring_id)  # type: ignore[arg-type]
 
+    def abort(self) -> None:
+        """Abort the running round, if any (``sync_abort`` on the service in progress)."""
+        self._abort()
+
     def _abort(self) -> None:
         if self.phase is Phase.IDLE:
             return

@@ -19,8 +19,9 @@ import json, sys
 from aisexec import plugins
 out = {}
 try:
+    blocked = frozenset(sys.argv[1].split(",")) if sys.argv[1] else frozenset()
     out["services"] = [[s.engine.id, s.engine.name, s.origin.dist, s.origin.entry_point]
-                       for s in plugins.load_services(frozenset(sys.argv[1].split(",")) if sys.argv[1] else frozenset())]
+                       for s in plugins.load_services(blocked)]
 except plugins.PluginError as exc:
     out["error"] = str(exc)
 out["ifaces"] = sorted(plugins.config_interfaces())

@@ -164,7 +164,8 @@ def build_echo_distribution(root: Path, target: Path) -> None:
         "ais-thirdparty",
         "ais_thirdparty",
         {"service": SERVICE_MODULE, "jsonconf": CONFIG_MODULE},
-        "openais.services =\n    echo3p = ais_thirdparty.service\nopenais.config =\n    json = ais_thirdparty.jsonconf\n",
+        "openais.services =\n    echo3p = ais_thirdparty.service\n"
+        "openais.config =\n    json = ais_thirdparty.jsonconf\n",
     )
     install(project, target)
 

@@ -1,0 +1,159 @@
+"""Cluster message routing: ring deliveries to service handlers, gated by the sync engine.
+
+Every cluster message starts with one header, ``service (u16), msg_id (u16),
+flags (u16)``, network order.  Service id :data:`SYNC_SERVICE_ID` carries the
+sync engine's own control messages.  A message flagged :data:`FLAG_SYNC` is
+sync traffic (state a service multicasts from its sync hooks) and reaches its
+handler at once; any other message delivered while a sync round runs is held
+and handed over, in delivery order, right after the round completes (or,
+when the round is aborted, before the next one starts), so no service
+handles new cluster messages before its state is synchronised.  All members
+hold and release at the same point of the agreed order, so they stay
+identical.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import deque
+from dataclasses import dataclass
+
+from aisexec.plugins import LoadedService
+from aisexec.sync import SyncEngine, SyncMessageError
+from aisexec.totem.api import ConfigChange, ConfKind, RingId
+
+#: Service id reserved for the executive's sync control messages.
+SYNC_SERVICE_ID = 0xFFFF
+#: Header flag: the message is sync traffic.
+FLAG_SYNC = 0x0001
+
+HEADER = struct.Struct("!HHH")
+#: Most messages held during one sync round before the oldest are dropped (and counted).
+MAX_HELD_MESSAGES = 100_000
+
+
+class RoutingError(ValueError):
+    """A cluster message whose header does not decode."""
+
+
+def encode(service: int, msg_id: int, payload: bytes, flags: int = 0) -> bytes:
+    """Prefix ``payload`` with the cluster message header."""
+    return HEADER.pack(service, msg_id, flags) + payload
+
+
+def decode_header(message: bytes) -> tuple[int, int, int]:
+    """Return (service, msg_id, flags) of a cluster message."""
+    if len(message) < HEADER.size:
+        raise RoutingError(f"cluster message of {len(message)} bytes is shorter than its header")
+    return HEADER.unpack_from(message)
+
+
+@dataclass(slots=True)
+class RoutingStats:
+    """Counters for tools and tests."""
+
+    delivered: int = 0
+    held: int = 0
+    held_dropped: int = 0
+    malformed: int = 0
+    unknown_service: int = 0
+    unknown_message: int = 0
+    handler_errors: int = 0
+
+
+class ClusterRouter:
+    """Hands delivered cluster messages and configuration changes to the engines."""
+
+    def __init__(
+        self,
+        engines: dict[int, LoadedService],
+        sync: SyncEngine,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._engines = engines
+        self._sync = sync
+        self._log = logger or logging.getLogger("aisexec.serv")
+        self._held: deque[tuple[int, bytes]] = deque()
+        self.stats = RoutingStats()
+
+    @property
+    def held_count(self) -> int:
+        """Messages waiting for the running sync round to complete."""
+        return len(self._held)
+
+    def deliver(self, sender: int, message: bytes) -> None:
+        """One complete cluster message delivered by the ring, in agreed order."""
+        try:
+            service, msg_id, flags = decode_header(message)
+        except RoutingError as exc:
+            self.stats.malformed += 1
+            self._log.warning("dropping cluster message from node %d: %s", sender, exc)
+            return
+        payload = message[HEADER.size :]
+        if service == SYNC_SERVICE_ID:
+            try:
+                self._sync.on_message(sender, payload)
+            except SyncMessageError as exc:
+                self.stats.malformed += 1
+                self._log.warning("dropping sync message from node %d: %s", sender, exc)
+            return
+        if self._sync.in_progress and not flags & FLAG_SYNC:
+            if len(self._held) >= MAX_HELD_MESSAGES:
+                self._held.popleft()
+                self.stats.held_dropped += 1
+            self._held.append((sender, message))
+            self.stats.held += 1
+            return
+        self._dispatch(sender, service, msg_id, payload)
+
+    def release_held(self) -> None:
+        """Hand over every held message (sync completed or was aborted)."""
+        while self._held:
+            sender, message = self._held.popleft()
+            service, msg_id, _ = decode_header(message)
+            self._dispatch(sender, service, msg_id, message[HEADER.size :])
+
+    def config_change(self, change: ConfigChange) -> None:
+        """A configuration change from the ring: engines' confchg hooks, then the sync engine."""
+        if self._sync.in_progress:
+            # Abort first (the round's shadow state goes), then apply what was held to the live state.
+            self._sync.abort()
+            self.release_held()
+        if change.kind is ConfKind.TRANSITIONAL:
+            self._sync.on_config_change(change)
+        for entry in self._engines.values():
+            self._call(entry, "confchg", kind=change.kind, members=change.members, left=change.left,
+                       joined=change.joined, ring_id=change.ring_id)
+        if change.kind is ConfKind.REGULAR:
+            self._sync.on_config_change(change)
+
+    def sync_completed(self, ring_id: RingId) -> None:
+        """The sync engine finished a round: release held messages."""
+        self.release_held()
+
+    def _dispatch(self, sender: int, service: int, msg_id: int, payload: bytes) -> None:
+        entry = self._engines.get(service)
+        if entry is None:
+            self.stats.unknown_service += 1
+            return
+        handler = entry.engine.exec_handlers.get(msg_id)
+        if handler is None:
+            self.stats.unknown_message += 1
+            self._log.warning("service %s has no cluster message %d (from node %d)", entry.engine.name, msg_id, sender)
+            return
+        self.stats.delivered += 1
+        try:
+            handler.fn(sender, payload)
+        except Exception:
+            self.stats.handler_errors += 1
+            self._log.exception("service %s failed on cluster message %d from node %d",
+                                entry.engine.name, msg_id, sender)
+
+    def _call(self, entry: LoadedService, hook: str, **kwargs: object) -> None:
+        try:
+            getattr(entry.host.hook, hook)(**kwargs)
+        except Exception:
+            self.stats.handler_errors += 1
+            self._log.exception("service %s failed in %s", entry.engine.name, hook)
+
