@@ -1,0 +1,221 @@
+"""The service layer of one node: engines, routing and sync between the ring and the IPC server.
+
+The executive runs one :class:`ServiceLayer` over the Totem stack; the
+in-process test harness (:mod:`aisexec.testing`) runs one per virtual node
+over an in-memory agreed-order bus.  Either way the layer is what engines see
+as their :class:`aisexec.service.ExecutiveApi`, and what the IPC server asks
+to find engines and to know whether cluster requests can be taken now.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from aisexec.plugins import LoadedService
+from aisexec.routing import FLAG_SYNC, SYNC_SERVICE_ID, ClusterRouter, encode
+from aisexec.service import EngineHost, ServiceEngine
+from aisexec.sync import SyncEngine
+from aisexec.totem.api import ConfigChange, ConfKind, QueueFull, RingId
+
+
+class NodeHost(Protocol):
+    """What the layer needs from whatever carries it (the executive, or a test harness)."""
+
+    def send(self, message: bytes, safe: bool) -> None:
+        """Multicast one cluster message on the ring; raise QueueFull when there is no room."""
+
+    def has_room(self, size: int) -> bool:
+        """True when a message of ``size`` bytes can be queued now."""
+
+    def node_address(self, nodeid: int) -> str | None:
+        """Ring-0 address of ``nodeid``, if known."""
+
+    def ring_status(self) -> dict:
+        """Ring state for tools (see ``openais-cfgtool``)."""
+
+    def call_later(self, seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
+        """Run ``fn`` after ``seconds``; return a function that cancels it."""
+
+    def shutdown(self) -> None:
+        """Stop the executive cleanly."""
+
+
+class _SyncAdapter:
+    """Presents one engine's sync hooks to the sync engine, marking what it sends as sync traffic."""
+
+    def __init__(self, layer: ServiceLayer, entry: LoadedService) -> None:
+        self.service_id = entry.engine.id
+        self._layer = layer
+        self._hook = entry.host.hook
+
+    def sync_init(self, transitional: tuple[int, ...], members: tuple[int, ...], ring_id: RingId) -> None:
+        with self._layer.sync_context():
+            self._hook.sync_init(transitional=transitional, members=members, ring_id=ring_id)
+
+    def sync_process(self) -> bool:
+        with self._layer.sync_context():
+            return bool(self._hook.sync_process())
+
+    def sync_activate(self) -> None:
+        self._hook.sync_activate()
+
+    def sync_abort(self) -> None:
+        self._hook.sync_abort()
+
+
+def _has_sync_hooks(host: EngineHost) -> bool:
+    hooks = host.hook
+    return any(getattr(hooks, name).get_hookimpls() for name in ("sync_init", "sync_process", "sync_activate"))
+
+
+class _SyncContext:
+    def __init__(self, layer: ServiceLayer) -> None:
+        self._layer = layer
+
+    def __enter__(self) -> None:
+        self._layer._sync_depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._layer._sync_depth -= 1
+
+
+class ServiceLayer:
+    """Engines, router and sync engine of one node; implements ExecutiveApi for the engines."""
+
+    def __init__(
+        self,
+        nodeid: int,
+        services: list[LoadedService],
+        host: NodeHost,
+        config: Any = None,
+        logger: logging.Logger | None = None,
+        on_sync_complete: Callable[[RingId], None] | None = None,
+    ) -> None:
+        self.nodeid = nodeid
+        self.config = config
+        self.log = logger or logging.getLogger("aisexec.serv")
+        self._host = host
+        self._services = {s.engine.id: s for s in services}
+        self._sync_depth = 0
+        self._ring_id = RingId(nodeid, 0)
+        self._members: tuple[int, ...] = ()
+        self._synced = False
+        self._on_sync_complete = on_sync_complete
+        participants = [_SyncAdapter(self, s) for s in services if _has_sync_hooks(s.host)]
+        self.sync = SyncEngine(nodeid, participants, self._send_sync, on_complete=self._sync_completed)
+        self.router = ClusterRouter(self._services, self.sync, self.log)
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def exec_init(self) -> None:
+        """Call every engine's ``exec_init`` with this layer as its api."""
+        for entry in self._services.values():
+            entry.host.hook.exec_init(api=self)
+
+    def exec_exit(self) -> None:
+        """Call every engine's ``exec_exit`` (errors are logged, never stop the others)."""
+        for entry in self._services.values():
+            try:
+                entry.host.hook.exec_exit()
+            except Exception:
+                self.log.exception("service %s failed in exec_exit", entry.engine.name)
+
+    @property
+    def services(self) -> list[LoadedService]:
+        """Loaded services in id order."""
+        return [self._services[k] for k in sorted(self._services)]
+
+    # -- inputs from the ring -----------------------------------------------
+
+    def deliver(self, sender: int, message: bytes) -> None:
+        """A complete cluster message delivered in agreed order."""
+        self.router.deliver(sender, message)
+
+    def config_change(self, change: ConfigChange) -> None:
+        """A configuration change delivered by the ring."""
+        if change.kind is ConfKind.REGULAR:
+            self._ring_id = change.ring_id
+            self._members = change.members
+            self._synced = False
+        self.router.config_change(change)
+
+    def pump(self) -> None:
+        """Let a running sync round make progress (call when the ring has room)."""
+        if self.sync.in_progress:
+            self.sync.pump()
+
+    # -- ExecutiveApi -------------------------------------------------------
+
+    def sync_context(self) -> _SyncContext:
+        """Context in which multicasts are marked as sync traffic."""
+        return _SyncContext(self)
+
+    def mcast(self, service: int, msg_id: int, payload: bytes, safe: bool = False) -> None:
+        """Multicast a cluster message of ``service``; raises QueueFull when the ring is backed up."""
+        flags = FLAG_SYNC if self._sync_depth else 0
+        self._host.send(encode(service, msg_id, payload, flags), safe)
+
+    def members(self) -> tuple[int, ...]:
+        """Members of the current regular configuration."""
+        return self._members
+
+    def ring_id(self) -> RingId:
+        """Id of the current regular ring."""
+        return self._ring_id
+
+    def ready(self) -> bool:
+        """In a ring and the last sync round completed."""
+        return self._synced and bool(self._members)
+
+    def node_address(self, nodeid: int) -> str | None:
+        """Ring-0 address of ``nodeid``, if known."""
+        return self._host.node_address(nodeid)
+
+    def ring_status(self) -> dict:
+        """Ring state for tools."""
+        status = dict(self._host.ring_status())
+        status.setdefault("nodeid", self.nodeid)
+        status["ring_id"] = str(self._ring_id)
+        status["members"] = list(self._members)
+        status["synced"] = self.ready()
+        return status
+
+    def call_later(self, seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
+        """Run ``fn`` after ``seconds``; return a function that cancels it."""
+        return self._host.call_later(seconds, fn)
+
+    def shutdown(self) -> None:
+        """Ask the executive to stop cleanly."""
+        self._host.shutdown()
+
+    # -- IPC router -----------------------------------------------------------
+
+    def engine_for(self, service_id: int) -> tuple[ServiceEngine, EngineHost] | None:
+        """The engine serving ``service_id`` and its host, or None."""
+        entry = self._services.get(service_id)
+        return None if entry is None else (entry.engine, entry.host)
+
+    def cluster_ready(self) -> bool:
+        """False while a sync round runs (cluster requests get TRY_AGAIN)."""
+        return not self.sync.in_progress
+
+    def has_room(self, size: int) -> bool:
+        """True when the ring can queue ``size`` more bytes now."""
+        return self._host.has_room(size)
+
+    # -- internals ----------------------------------------------------------
+
+    def _send_sync(self, payload: bytes) -> bool:
+        try:
+            self._host.send(encode(SYNC_SERVICE_ID, 0, payload, FLAG_SYNC), False)
+        except QueueFull:
+            return False
+        return True
+
+    def _sync_completed(self, ring_id: RingId) -> None:
+        self._synced = True
+        self.router.sync_completed(ring_id)
+        if self._on_sync_complete is not None:
+            self._on_sync_complete(ring_id)

@@ -1,0 +1,87 @@
+"""The in-process service cluster harness follows extended virtual synchrony."""
+
+from __future__ import annotations
+
+import struct
+
+from aisexec.service import ExecHandler, LibHandler, ServiceEngine
+from aisexec.testing import TRY_AGAIN, ServiceCluster
+from aisexec.totem.api import ConfKind
+
+
+class Counter(ServiceEngine):
+    """A replicated counter: ADD multicasts; sync sends the value; confchgs recorded."""
+
+    id = 90
+    name = "CNT"
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.shadow = 0
+        self.configs = []
+        self.lib_handlers = {1: LibHandler(self.add, needs_cluster=True)}
+        self.exec_handlers = {1: ExecHandler(self.on_add), 2: ExecHandler(self.on_state)}
+
+    def exec_init(self, api):
+        self.api = api
+
+    def add(self, conn, rid, payload):
+        self.api.mcast(self.id, 1, payload + struct.pack("!QI", conn.id, rid))
+
+    def on_add(self, sender, payload):
+        self.value += struct.unpack_from("!I", payload)[0]
+
+    def confchg(self, kind, members, left, joined, ring_id):
+        self.configs.append((kind, members))
+
+    def sync_init(self, transitional, members, ring_id):
+        self.shadow = 0
+        self.sent = False
+
+    def sync_process(self):
+        if not self.sent:
+            self.api.mcast(self.id, 2, struct.pack("!I", self.value))
+            self.sent = True
+        return False
+
+    def on_state(self, sender, payload):
+        self.shadow = max(self.shadow, struct.unpack("!I", payload)[0])
+
+    def sync_activate(self):
+        self.value = self.shadow
+
+
+def test_requests_replicate_and_sync_merges_partitions():
+    cluster = ServiceCluster([Counter])
+    cluster.run()
+    conn = cluster.connect(1, 90)
+    cluster.request(conn, 1, struct.pack("!I", 5))
+    cluster.run()
+    assert [cluster.engine(n, 90).value for n in (1, 2, 3)] == [5, 5, 5]
+    cluster.partition([[1, 2], [3]])
+    cluster.run()
+    cluster.request(conn, 1, struct.pack("!I", 10))
+    cluster.run()
+    assert [cluster.engine(n, 90).value for n in (1, 2, 3)] == [15, 15, 5]
+    cluster.heal()
+    cluster.run()
+    assert [cluster.engine(n, 90).value for n in (1, 2, 3)] == [15, 15, 15]
+    kinds = [k for k, _ in cluster.engine(3, 90).configs]
+    assert kinds[0] is ConfKind.REGULAR and kinds[1:] == [ConfKind.TRANSITIONAL, ConfKind.REGULAR] * 2
+
+
+def test_cluster_requests_get_try_again_during_sync_and_crash_restart():
+    cluster = ServiceCluster([Counter])
+    conn = cluster.connect(2, 90)
+    rid = cluster.request(conn, 1, struct.pack("!I", 1))
+    assert conn.response(rid)[0] == TRY_AGAIN  # the first sync round has not run yet
+    cluster.run()
+    cluster.request(conn, 1, struct.pack("!I", 7))
+    cluster.run()
+    cluster.crash(3)
+    cluster.run()
+    assert cluster.node(1).members() == (1, 2)
+    cluster.restart(3)
+    cluster.run()
+    assert cluster.engine(3, 90).value == 7
+    assert cluster.node(3).members() == (1, 2, 3) and cluster.node(3).ready()
