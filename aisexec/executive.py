@@ -1,0 +1,150 @@
+"""The executive: one node's Totem link, service layer and IPC server, run under gevent.
+
+:class:`Executive` owns the wiring and nothing else: the ring lives in
+:class:`aisexec.totemlink.TotemLink`, routing and sync in
+:class:`aisexec.servicelayer.ServiceLayer`, the local socket in
+:class:`aisexec.ipc.server.IpcServer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.event
+
+from aisexec.ipc.auth import Authorizer
+from aisexec.ipc.server import IpcServer
+from aisexec.plugins import LoadedService
+from aisexec.servicelayer import ServiceLayer
+from aisexec.totem.api import ConfigChange, Delivery, RingId
+from aisexec.totemlink import TotemLink, resolve_nodeid
+
+log = logging.getLogger("aisexec.main")
+
+
+class Executive:
+    """One running node: start it, wait for ``ready_event``, stop it."""
+
+    def __init__(
+        self,
+        config: Any,
+        env: Any,
+        services: list[LoadedService],
+        *,
+        authkey: bytes | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.config = config
+        self.env = env
+        self.services = services
+        self.authkey = authkey
+        self.log = logger or log
+        self.nodeid = resolve_nodeid(config)
+        self.ready_event = gevent.event.Event()
+        self.stopped_event = gevent.event.Event()
+        self.stop_requested = gevent.event.Event()
+        self.link: TotemLink | None = None
+        self.ipc: IpcServer | None = None
+        self.layer = ServiceLayer(self.nodeid, services, host=self, config=config,
+                                  logger=logging.getLogger("aisexec.serv"), on_sync_complete=self._synced)
+        self._pump_greenlet: gevent.Greenlet | None = None
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bring up the service engines, the IPC socket and the ring (returns at once)."""
+        Path(self.env.state_dir).mkdir(parents=True, exist_ok=True)
+        self.link = TotemLink(self.config, self.env, self.nodeid, self.authkey,
+                              on_message=self.layer.deliver, on_config=self._config_change,
+                              on_room=self.layer.pump)
+        self.layer.exec_init()
+        self.ipc = IpcServer(self.env.ipc_socket, router=self.layer, authorizer=self._authorizer(),
+                             max_frame=self.link.max_message + 65536,
+                             logger=logging.getLogger("aisexec.ipc"))
+        self.ipc.start()
+        self.link.start()
+        self._pump_greenlet = gevent.spawn(self._pump_loop)
+        self.log.info("node %d listening on %s", self.nodeid, self.env.ipc_socket)
+
+    def stop(self) -> None:
+        """Leave the ring, close every connection, run the engines' exit hooks, remove the socket."""
+        if self.stopped_event.is_set():
+            return
+        if self._pump_greenlet is not None:
+            self._pump_greenlet.kill(block=False)
+        if self.link is not None:
+            self.link.leave()
+        if self.ipc is not None:
+            self.ipc.stop()
+        self.layer.exec_exit()
+        if self.link is not None:
+            self.link.stop()
+        self.stopped_event.set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block the calling greenlet until the first membership and sync completed."""
+        return self.ready_event.wait(timeout)
+
+    # -- NodeHost for the service layer -----------------------------------------------
+
+    def send(self, message: bytes, safe: bool) -> None:
+        """Multicast one cluster message (raises QueueFull when the ring is backed up)."""
+        assert self.link is not None
+        self.link.mcast(message, safe)
+
+    def has_room(self, size: int) -> bool:
+        """True when the ring can queue ``size`` more bytes now."""
+        return self.link is not None and self.link.has_room(size)
+
+    def node_address(self, nodeid: int) -> str | None:
+        """Ring-0 address of ``nodeid`` as the transport knows it."""
+        return None if self.link is None else self.link.node_address(nodeid)
+
+    def ring_status(self) -> dict:
+        """Ring state for tools."""
+        status = {} if self.link is None else self.link.status()
+        status["ipc"] = {} if self.ipc is None else self.ipc.stats()
+        status["routing"] = dataclasses.asdict(self.layer.router.stats)
+        return status
+
+    def call_later(self, seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
+        """Run ``fn`` in the hub after ``seconds``; return its canceller."""
+        greenlet = gevent.spawn_later(seconds, fn)
+        return lambda: greenlet.kill(block=False)
+
+    def shutdown(self) -> None:
+        """Ask the daemon to stop (``openais-cfgtool -H``)."""
+        self.stop_requested.set()
+
+    # -- internals ----------------------------------------------------------------
+
+    def _authorizer(self) -> Authorizer:
+        return Authorizer.from_config(self.config)
+
+    def _config_change(self, change: ConfigChange) -> None:
+        self.layer.config_change(change)
+
+    def _synced(self, ring_id: RingId) -> None:
+        if not self.ready_event.is_set():
+            logging.getLogger("aisexec.sync").log(
+                25, "Completed service synchronization, ready to provide service.")
+        self.ready_event.set()
+
+    def _pump_loop(self) -> None:
+        """Keep sync rounds moving even when no token callback arrives."""
+        while True:
+            gevent.sleep(0.01)
+            if self.layer.sync.in_progress:
+                self.layer.pump()
+
+
+def describe_delivery(event: Delivery | ConfigChange) -> str:
+    """A short human description of a Totem event (debug logs)."""
+    if isinstance(event, ConfigChange):
+        return f"{event.kind.name} ring {event.ring_id} members {event.members}"
+    return f"message {event.seq} from node {event.sender} ({len(event.payload)} bytes)"
