@@ -64,7 +64,7 @@ class LocalCluster:
     def start(self, index: int, *args: str) -> subprocess.Popen:
         """Start node ``index`` (``aisexec -f``); its output goes to ``<node>/stdout.log``."""
         node = self.nodes[index - 1]
-        out = open(node.root / "stdout.log", "ab")  # noqa: SIM115 - handed to the child
+        out = open(node.root / "stdout.log", "ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "aisexec.main", "-f", *args],
             env=self.environ(index),
