@@ -61,13 +61,15 @@ class LocalCluster:
         env.update(self.extra_env)
         return env
 
-    def start(self, index: int, *args: str) -> subprocess.Popen:
+    def start(self, index: int, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         """Start node ``index`` (``aisexec -f``); its output goes to ``<node>/stdout.log``."""
         node = self.nodes[index - 1]
+        environ = self.environ(index)
+        environ.update(env or {})
         out = open(node.root / "stdout.log", "ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "aisexec.main", "-f", *args],
-            env=self.environ(index),
+            env=environ,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
