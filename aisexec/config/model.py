@@ -1,0 +1,48 @@
+"""The validated configuration services see, whichever parser read the file."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from aisexec.totem.config import TotemConfig
+
+
+@dataclass(slots=True)
+class Config:
+    """A checked openais.conf: every key present with its value or default.
+
+    ``totem`` holds every ``totem { }`` key including the derived timers
+    (``token_retransmit``, ``hold``, ``consensus``,
+    ``rrp_token_expired_timeout``); ``totem_config`` is the same as a
+    :class:`TotemConfig`.  ``interfaces`` are sorted by ``ringnumber``, each
+    with a ``members`` list of ``{"memberaddr": ...}``.  ``logger_subsys``
+    entries have every unset override filled from ``logging``.
+    """
+
+    totem: dict
+    totem_config: TotemConfig
+    interfaces: list[dict] = field(default_factory=list)
+    logging: dict = field(default_factory=dict)
+    logger_subsys: list[dict] = field(default_factory=list)
+    aisexec: dict = field(default_factory=dict)
+    amf: dict = field(default_factory=dict)
+    event: dict = field(default_factory=dict)
+    uidgid: list[dict] = field(default_factory=list)
+    source: str = ""
+    iface: str = ""
+
+    def to_dict(self) -> dict:
+        """A JSON-able copy (for ``aisexec -t``, ``openais-cfgtool --dump``)."""
+        return {
+            "source": self.source,
+            "iface": self.iface,
+            "totem": dict(self.totem),
+            "interfaces": copy.deepcopy(self.interfaces),
+            "logging": dict(self.logging),
+            "logger_subsys": copy.deepcopy(self.logger_subsys),
+            "aisexec": dict(self.aisexec),
+            "amf": dict(self.amf),
+            "event": dict(self.event),
+            "uidgid": copy.deepcopy(self.uidgid),
+        }
