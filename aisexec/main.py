@@ -1,0 +1,343 @@
+"""``aisexec``: the executive's command line, start-up sequence, signals and shutdown.
+
+Start-up order: refuse setuid/setgid, read the environment, load the
+configuration interface and the configuration, check the authentication key
+(``-t`` stops here), configure logging, daemonize (unless ``-f``), take the
+single-instance lock, load the services, start the :class:`Executive`, and
+wait for a signal.  Every failure before the executive runs is one line
+``aisexec: error: ...`` on stderr (the daemon's parent prints it) and an exit
+code from :mod:`aisexec.exitcodes`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from aisexec import __version__, keys, lockfile, logsys, notify, plugins
+from aisexec.env import Environment
+from aisexec.exitcodes import ExitCode
+
+PROG = "aisexec"
+log = logging.getLogger("aisexec.main")
+
+
+class StartupError(Exception):
+    """A start-up failure: one line for the operator and the exit code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = int(code)
+        self.message = message
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``aisexec`` argument parser."""
+    parser = argparse.ArgumentParser(prog=PROG, description="The openais cluster executive (Totem ring, AIS services).")
+    parser.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground (systemd, debugging)")
+    parser.add_argument("-t", "--test-config", action="store_true",
+                        help="check the configuration and the authentication key, then exit (no network)")
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="main configuration file (overrides $OPENAIS_MAIN_CONFIG_FILE)")
+    parser.add_argument("-p", "--pidfile", metavar="PIDFILE",
+                        help="pid file in daemon mode (default STATE_DIR/aisexec.pid)")
+    parser.add_argument("--debug", action="store_true", help="log debug messages of every subsystem")
+    parser.add_argument("-v", "--version", action="store_true",
+                        help="print the version, config interfaces and services")
+    return parser
+
+
+def check_not_setuid() -> None:
+    """Raise StartupError when the process runs setuid or setgid."""
+    if os.getuid() != os.geteuid() or os.getgid() != os.getegid():
+        raise StartupError(ExitCode.SETUID, "refusing to run setuid/setgid (real and effective ids differ); "
+                                            "start aisexec directly as the user it should run as")
+
+
+def describe_service(service: plugins.LoadedService) -> str:
+    """``CPG 8 (openais-py 0.1.0)``."""
+    return f"{service.engine.name} {service.engine.id} ({service.origin.dist} {service.origin.dist_version})"
+
+
+def describe_iface(name: str) -> str:
+    """``default (openais-py 0.1.0)`` for an installed configuration interface."""
+    origin = plugins.config_interfaces().get(name)
+    return f"{name} ({origin.dist} {origin.dist_version})" if origin else name
+
+
+def version_text() -> str:
+    """The ``-v`` output: version, configuration interfaces and services."""
+    lines = [f"openais-py aisexec {__version__}"]
+    ifaces = plugins.config_interfaces()
+    lines.append("config interfaces: " + (", ".join(f"{n} ({o.dist} {o.dist_version})" for n, o in ifaces.items())
+                                          or "none"))
+    try:
+        services = plugins.load_services(blocked_services())
+        lines.append("services: " + (", ".join(describe_service(s) for s in services) or "none"))
+    except plugins.PluginError as exc:
+        lines.append(f"services: cannot load: {exc}")
+    return "\n".join(lines)
+
+
+def blocked_services() -> frozenset[str]:
+    """Entry-point names listed in ``$OPENAIS_BLOCK_SERVICES``."""
+    raw = os.environ.get(plugins.BLOCK_ENV, "")
+    return frozenset(name.strip() for name in raw.split(",") if name.strip())
+
+
+def load_checked_config(env: Environment) -> Any:
+    """Load and validate the main configuration; StartupError on any problem."""
+    from aisexec.config.errors import ConfigError
+    from aisexec.config.validated import load_config
+
+    try:
+        return load_config(env.config_iface, env.main_config_file)
+    except plugins.PluginError as exc:
+        raise StartupError(ExitCode.PLUGIN, str(exc)) from None
+    except ConfigError as exc:
+        raise StartupError(ExitCode.CONFIG, str(exc)) from None
+
+
+def authkey_path(config: Any, env: Environment) -> str:
+    """``totem.keyfile`` if set, else ``$OPENAIS_TOTEM_AUTHKEY_FILE``."""
+    return (config.totem.get("keyfile") if isinstance(config.totem, dict) else None) or env.totem_authkey_file
+
+
+def load_key_if_needed(config: Any, env: Environment) -> bytes | None:
+    """The authentication key when ``totem.secauth`` is on (None otherwise); StartupError if unusable."""
+    if not config.totem.get("secauth", True):
+        return None
+    try:
+        return keys.load_authkey(authkey_path(config, env))
+    except keys.KeyFileError as exc:
+        raise StartupError(ExitCode.KEY, str(exc)) from None
+
+
+@dataclass(slots=True)
+class Prepared:
+    """Everything checked before the daemon starts."""
+
+    args: argparse.Namespace
+    env: Environment
+    config: Any
+    authkey: bytes | None
+
+
+def prepare(args: argparse.Namespace) -> Prepared:
+    """Steps up to the key check (all that ``-t`` does)."""
+    check_not_setuid()
+    env = Environment.from_environ()
+    if args.config:
+        env = dataclasses.replace(env, main_config_file=args.config)
+    config = load_checked_config(env)
+    authkey = load_key_if_needed(config, env)
+    return Prepared(args, env, config, authkey)
+
+
+@dataclass(slots=True)
+class Daemon:
+    """The running executive: lock, services, executive and the signal-driven shutdown."""
+
+    prepared: Prepared
+    lock: lockfile.InstanceLock | None = None
+    pidfile: str | None = None
+    services: list = field(default_factory=list)
+    executive: Any = None
+    exit_code: int = ExitCode.OK
+    stop_event: Any = None
+    signal_handlers: list = field(default_factory=list)
+    heartbeat: Any = None
+
+    def start(self) -> None:
+        """Lock, load services, log the banner and start the executive (StartupError on failure)."""
+        import gevent.event
+
+        self.stop_event = gevent.event.Event()
+        env = self.prepared.env
+        try:
+            self.lock = lockfile.acquire(env.state_dir)
+        except lockfile.AlreadyRunningError as exc:
+            raise StartupError(ExitCode.ALREADY_RUNNING, str(exc)) from None
+        except OSError as exc:
+            raise StartupError(ExitCode.DAEMONIZE, f"cannot lock {env.state_dir}: {exc.strerror or exc}") from None
+        if self.pidfile:
+            try:
+                lockfile.write_pidfile(self.pidfile)
+            except OSError as exc:
+                raise StartupError(ExitCode.DAEMONIZE, f"cannot write pid file {self.pidfile}: {exc}") from None
+        try:
+            self.services = plugins.load_services(blocked_services())
+        except plugins.PluginError as exc:
+            raise StartupError(ExitCode.PLUGIN, str(exc)) from None
+        log.log(logsys.NOTICE, "openais-py aisexec %s starting; config interface %s from %s; services: %s",
+                __version__, describe_iface(env.config_iface), env.main_config_file,
+                ", ".join(describe_service(s) for s in self.services) or "none")
+        notify.status("starting")
+        try:
+            from aisexec.executive import Executive
+
+            self.executive = Executive(self.prepared.config, env, self.services, authkey=self.prepared.authkey,
+                                       logger=log)
+            self.executive.start()
+        except StartupError:
+            raise
+        except Exception as exc:
+            log.debug("service engine initialisation failed", exc_info=True)
+            raise StartupError(ExitCode.SERVICE_INIT,
+                               f"service initialisation failed: {type(exc).__name__}: {exc}") from None
+        self._install_signals()
+        self.heartbeat = self.watch(self._heartbeat)
+        self.watch(self._wait_ready)
+        stop_requested = getattr(self.executive, "stop_requested", None)
+        if stop_requested is not None:
+            self.watch(lambda: (stop_requested.wait(), self.request_stop("shutdown requested")))
+
+    def watch(self, fn) -> Any:
+        """Spawn ``fn`` as a long-lived greenlet whose crash stops the daemon with ExitCode.RUNTIME."""
+        import gevent
+
+        greenlet = gevent.spawn(fn)
+        greenlet.link_exception(self.on_greenlet_failure)
+        return greenlet
+
+    def on_greenlet_failure(self, greenlet: Any) -> None:
+        """``link_exception`` callback: log the crash and stop with ExitCode.RUNTIME."""
+        log.critical("internal task %s died: %r; stopping", greenlet, greenlet.exception)
+        self.exit_code = ExitCode.RUNTIME
+        self.stop_event.set()
+
+    def request_stop(self, why: str) -> None:
+        """Begin a clean stop."""
+        log.log(logsys.NOTICE, "%s: stopping", why)
+        self.stop_event.set()
+
+    def _heartbeat(self) -> None:
+        """Keep the hub alive for the signal watchers and feed the systemd watchdog (``$WATCHDOG_USEC``)."""
+        import gevent
+
+        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        owner = os.environ.get("WATCHDOG_PID")
+        feed = usec > 0 and (not owner or owner == str(os.getpid()))
+        interval = usec / 2e6 if feed else 1.0
+        while True:
+            gevent.sleep(interval)
+            if feed:
+                notify.watchdog()
+
+    def _wait_ready(self) -> None:
+        self.executive.ready_event.wait()
+        notify.ready(f"ready; node {getattr(self.executive, 'nodeid', '?')} providing service")
+
+    def _install_signals(self) -> None:
+        import gevent
+
+        self.signal_handlers = [
+            gevent.signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM"),
+            gevent.signal_handler(signal.SIGINT, self.request_stop, "SIGINT"),
+            gevent.signal_handler(signal.SIGHUP, self.on_sighup),
+            gevent.signal_handler(signal.SIGUSR2, self.on_sigusr2),
+        ]
+
+    def on_sighup(self) -> None:
+        """Reopen log files."""
+        count = logsys.reopen()
+        log.log(logsys.NOTICE, "SIGHUP: reopened %d log file(s)", count)
+
+    def on_sigusr2(self) -> str:
+        """Dump the blackbox and every service's ``dump`` hook into the state directory; return the path."""
+        state_dir = self.prepared.env.state_dir
+        path = os.path.join(state_dir, f"aisexec-blackbox.{os.getpid()}.log")
+        count = logsys.dump_blackbox(path)
+        dumps = {}
+        for service in self.services:
+            try:
+                dumps[service.engine.name] = service.host.hook.dump()
+            except Exception as exc:  # a broken dump hook must not kill the daemon
+                dumps[service.engine.name] = f"dump failed: {type(exc).__name__}: {exc}"
+        with open(path, "a", encoding="utf-8") as out:
+            out.write("services: " + json.dumps(dumps, default=repr, sort_keys=True) + "\n")
+        log.log(logsys.NOTICE, "SIGUSR2: wrote %d blackbox records and %d service dumps to %s",
+                count, len(dumps), path)
+        return path
+
+    def run(self) -> int:
+        """Wait for a stop request, then stop cleanly; return the exit code."""
+        self.stop_event.wait()
+        self.shutdown()
+        return self.exit_code
+
+    def shutdown(self) -> None:
+        """Stop the executive (exec_exit hooks, socket removed), remove the pid file, drop the lock."""
+        notify.stopping("stopping")
+        for handler in self.signal_handlers:
+            handler.cancel()
+        self.signal_handlers.clear()
+        if self.heartbeat is not None:
+            self.heartbeat.kill(block=False)
+        try:
+            if self.executive is not None:
+                self.executive.stop()
+        finally:
+            if self.pidfile:
+                lockfile.remove_pidfile(self.pidfile)
+            if self.lock is not None:
+                self.lock.release()
+        if self.executive is not None:
+            log.log(logsys.NOTICE, "aisexec stopped")
+
+
+def _fail(exc: StartupError) -> int:
+    print(f"{PROG}: error: {exc.message}", file=sys.stderr)
+    return exc.code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``aisexec`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    args = build_parser().parse_args(argv)
+    if args.version:
+        print(version_text())
+        return ExitCode.OK
+    try:
+        prepared = prepare(args)
+    except StartupError as exc:
+        return _fail(exc)
+    if args.test_config:
+        print(f"Configuration OK: {prepared.env.main_config_file} (iface {prepared.env.config_iface})")
+        return ExitCode.OK
+    try:
+        logsys.configure_logging(prepared.config.logging, prepared.config.logger_subsys,
+                                 foreground=args.foreground, force_debug=args.debug)
+    except OSError as exc:
+        return _fail(StartupError(ExitCode.LOGGING, f"cannot open log destination: {exc}"))
+    pipe = None
+    daemon = Daemon(prepared)
+    if not args.foreground:
+        from aisexec.daemonize import daemonize
+
+        daemon.pidfile = args.pidfile or lockfile.default_pidfile(prepared.env.state_dir)
+        pipe = daemonize(PROG)
+    try:
+        daemon.start()
+    except StartupError as exc:
+        if pipe is not None:  # the daemon's stderr is /dev/null: keep the reason in its log too
+            log.error("%s", exc.message)
+        if daemon.lock is not None:
+            daemon.shutdown()
+        if pipe is not None:
+            pipe.failed(exc.code, exc.message)
+            return exc.code
+        return _fail(exc)
+    if pipe is not None:
+        pipe.started()
+    return daemon.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
