@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aisexec import __version__, keys, lockfile, logsys, notify, plugins
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--pidfile", metavar="PIDFILE",
                         help="pid file in daemon mode (default STATE_DIR/aisexec.pid)")
     parser.add_argument("--debug", action="store_true", help="log debug messages of every subsystem")
+    parser.add_argument("--embedded", metavar="DIR",
+                        help="run the embedded default: one node on 127.0.0.1 with its config, generated authkey, "
+                             "socket, state and log under DIR (created if missing; no root needed)")
     parser.add_argument("-v", "--version", action="store_true",
                         help="print the version, config interfaces and services")
     return parser
@@ -293,6 +297,17 @@ class Daemon:
             log.log(logsys.NOTICE, "aisexec stopped")
 
 
+def use_embedded(directory: str) -> None:
+    """Lay out (or reuse) the embedded single-node default under ``directory`` and point the environment at it."""
+    from aisexec.embedded import single_node
+
+    node = single_node(Path(directory))
+    os.environ.update(node.environ())
+    print(f"{PROG}: embedded single node under {node.root}\n"
+          f"  config  {node.config_file}\n  socket  {node.socket}   (export OPENAIS_IPC_SOCKET={node.socket})\n"
+          f"  log     {node.log_file}\n  stop    Ctrl-C, or kill -TERM {os.getpid()}", file=sys.stderr, flush=True)
+
+
 def _fail(exc: StartupError) -> int:
     print(f"{PROG}: error: {exc.message}", file=sys.stderr)
     return exc.code
@@ -304,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.version:
         print(version_text())
         return ExitCode.OK
+    if args.embedded:
+        use_embedded(args.embedded)
     try:
         prepared = prepare(args)
     except StartupError as exc:
