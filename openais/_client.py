@@ -1,0 +1,208 @@
+"""The handle every service module builds on: connection, calls, dispatch, finalize.
+
+Works from plain threads and under gevent (with or without monkey-patching):
+calls hold a lock so one request is outstanding per handle, responses are
+matched by request id, and a dead executive turns into :class:`Library`
+errors instead of hangs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import select
+import socket
+import threading
+
+from openais import _wire
+from openais.errors import AisError, BadHandle, Library, SaAisError, Timeout
+
+#: Seconds allowed to connect and complete the handshake.
+CONNECT_TIMEOUT = 2.0
+#: Seconds a call waits for its answer unless told otherwise.
+CALL_TIMEOUT = 30.0
+
+DISPATCH_ONE = 1
+DISPATCH_ALL = 2
+DISPATCH_BLOCKING = 3
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = sock.recv(size)
+        if not chunk:
+            raise ConnectionError("the executive closed the connection")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_response(sock: socket.socket, max_frame: int) -> tuple[int, int, int, int, bytes]:
+    header = _recv_exact(sock, _wire.RESPONSE.size)
+    size, service, msg_id, request_id, error = _wire.RESPONSE.unpack(header)
+    _wire.check_size(size, _wire.RESPONSE.size, max_frame)
+    payload = _recv_exact(sock, size - _wire.RESPONSE.size) if size > _wire.RESPONSE.size else b""
+    return service, msg_id, request_id, error, payload
+
+
+class Handle:
+    """A library handle: two connections to the local executive for one service."""
+
+    def __init__(self, service_id: int, *, path: str | None = None, max_frame: int = _wire.MAX_FRAME) -> None:
+        self._service = service_id
+        self._path = path or _wire.socket_path()
+        self._max_frame = max_frame
+        self._call_lock = threading.Lock()
+        self._dispatch_lock = threading.Lock()
+        self._next_request = 0
+        self._finalized = False
+        self._dead = False
+        self._response = self._connect()
+        try:
+            self._response.sendall(_wire.encode_request(service_id, _wire.HELLO_RESPONSE, 0,
+                                                        _wire.HELLO_VERSION.pack(_wire.PROTOCOL_VERSION)))
+            *_, payload = self._handshake_answer(self._response)
+            self.conn_id, _cookie = _wire.HELLO_ANSWER.unpack(payload)
+            self._dispatch = self._connect()
+            self._dispatch.sendall(_wire.encode_request(service_id, _wire.HELLO_DISPATCH, 0, payload))
+            self._handshake_answer(self._dispatch)
+        except BaseException:
+            self._close_sockets()
+            raise
+        self._response.settimeout(None)
+        self._dispatch.settimeout(None)
+
+    # -- connection -------------------------------------------------------------
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(self._path)
+        except OSError as exc:
+            sock.close()
+            raise Library(f"cannot connect to the executive at {self._path}: {exc.strerror or exc} "
+                          "(is aisexec running? is OPENAIS_IPC_SOCKET right?)") from None
+        return sock
+
+    def _handshake_answer(self, sock: socket.socket) -> tuple[int, int, int, int, bytes]:
+        try:
+            answer = _read_response(sock, self._max_frame)
+        except (OSError, ConnectionError, _wire.FrameError) as exc:
+            raise Library(f"handshake with the executive at {self._path} failed: {exc}") from None
+        if answer[3] != SaAisError.OK:
+            raise AisError.from_code(answer[3], f"the executive refused the connection: "
+                                                f"SA_AIS_ERR_{SaAisError(answer[3]).name}")
+        return answer
+
+    def _close_sockets(self) -> None:
+        for name in ("_response", "_dispatch"):
+            sock = getattr(self, name, None)
+            if sock is None:
+                continue
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _check(self) -> None:
+        if self._finalized:
+            raise BadHandle("the handle was finalized")
+        if self._dead:
+            raise Library("the connection to the executive is lost")
+
+    # -- calls ----------------------------------------------------------------
+
+    def _call(self, msg_id: int, payload: bytes, timeout: float | None = None) -> bytes:
+        """Send one request and wait for its answer; raise the AisError it carries."""
+        self._check()
+        with self._call_lock:
+            self._check()
+            self._next_request = (self._next_request + 1) & 0xFFFFFFFF or 1
+            request_id = self._next_request
+            sock = self._response
+            try:
+                sock.settimeout(CALL_TIMEOUT if timeout is None else max(timeout, 0.001))
+                sock.sendall(_wire.encode_request(self._service, msg_id, request_id, payload))
+                while True:
+                    _s, _m, rid, error, answer = _read_response(sock, self._max_frame)
+                    if rid == request_id:
+                        break
+            except TimeoutError:
+                # The answer may still come: later calls skip it by request id.
+                raise Timeout(f"no answer from the executive within {timeout or CALL_TIMEOUT} s") from None
+            except (OSError, ConnectionError, _wire.FrameError) as exc:
+                if self._finalized:
+                    raise BadHandle("the handle was finalized") from None
+                self._dead = True
+                raise Library(f"lost the connection to the executive: {exc}") from None
+        if error != SaAisError.OK:
+            raise AisError.from_code(error)
+        return answer
+
+    # -- dispatch ---------------------------------------------------------------
+
+    def fileno(self) -> int:
+        """The selection object: readable when callbacks are pending."""
+        self._check()
+        return self._dispatch.fileno()
+
+    def dispatch(self, flags: int = DISPATCH_ALL) -> None:
+        """Run pending callbacks: one, all, or (BLOCKING) until finalize."""
+        self._check()
+        if flags not in (DISPATCH_ONE, DISPATCH_ALL, DISPATCH_BLOCKING):
+            from openais.errors import InvalidParam
+
+            raise InvalidParam(f"dispatch flags must be DISPATCH_ONE, DISPATCH_ALL or DISPATCH_BLOCKING, not {flags}")
+        with self._dispatch_lock:
+            if flags == DISPATCH_BLOCKING:
+                while not self._finalized:
+                    try:
+                        self._dispatch_frame(block=True)
+                    except Library:
+                        if self._finalized:
+                            return
+                        raise
+                return
+            while self._dispatch_frame(block=False) and flags == DISPATCH_ALL:
+                pass
+
+    def _dispatch_frame(self, block: bool) -> bool:
+        """Read and run one callback frame; False when none is pending (non-blocking)."""
+        sock = self._dispatch
+        try:
+            if not block:
+                readable, _, _ = select.select([sock], [], [], 0)
+                if not readable:
+                    return False
+            frame = _read_response(sock, self._max_frame)
+        except (OSError, ConnectionError, ValueError, _wire.FrameError) as exc:
+            if self._finalized:
+                return False
+            if isinstance(exc, OSError) and exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return False
+            self._dead = True
+            raise Library(f"lost the dispatch connection to the executive: {exc}") from None
+        _service, msg_id, _rid, _error, payload = frame
+        self._on_dispatch(msg_id, payload)
+        return True
+
+    def _on_dispatch(self, msg_id: int, payload: bytes) -> None:
+        """Decode one callback message and call the user's callback (services override this)."""
+        raise NotImplementedError(f"{type(self).__name__} does not handle callback {msg_id}")
+
+    # -- life cycle --------------------------------------------------------------
+
+    def finalize(self) -> None:
+        """Close the handle; every later call raises BadHandle."""
+        if self._finalized:
+            raise BadHandle("the handle was already finalized")
+        self._finalized = True
+        self._close_sockets()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._finalized:
+            self.finalize()
