@@ -1,0 +1,1 @@
+"""Command-line tools of the application library: ``openais-cfgtool``, ``openais-clmtool``, ``openais-cpgtool``."""
