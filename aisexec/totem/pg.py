@@ -1,0 +1,396 @@
+"""totempg, sans-IO: packing small messages into frames and cutting large ones into fragments.
+
+Layering: services -> ``Packer``/``Assembler`` (this module) -> ``SrpCore.submit`` / ``Delivery``.
+
+Frame format (every integer big-endian)::
+
+    packed frame:    u8 version=1 | u8 kind=0 | u16 count | count x u32 length | payloads
+    fragment frame:  u8 version=1 | u8 kind=1 | u16 0     | u32 msg_id | u32 index | u32 total | u32 msg_len | bytes
+
+A packed frame holds one or more whole messages.  A message that does not fit in one frame
+alone is cut into ``total`` fragment frames with a per-sender message id; fragment ``index``
+0 starts the chain and every frame carries its slice of the message.
+
+Configuration changes (how the driver tells the layer): for every :class:`ConfigChange`
+the core delivers, call :meth:`PgEndpoint.on_event` (or ``Assembler.config_change`` and
+``Packer.config_change``).  The assembler drops every partial chain at *every* change
+(transitional and regular), so a message cut by a change is never delivered in part.
+The packer watches its own frames come back (self delivery); a fragmented message whose
+chain was started in the own delivery stream but not completed when a change arrives is
+re-queued whole, with a fresh id, at the head of the queue.  A message none of whose
+fragments has come back yet is left alone: Totem originates it whole in the new ring.
+
+Per-sender FIFO across a re-queue: once a fragmented message has been handed to the core,
+the packer hands nothing further until its own last fragment has come back, so a re-queued
+message is never overtaken.  The driver must therefore call :meth:`PgEndpoint.pump` again
+after every batch of delivered events (the simulator does), or the queue stalls.  The cost
+is about one token rotation of idle time after each fragmented message.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from aisexec.totem.api import ConfigChange, Delivery, QueueFull
+from aisexec.totem.config import MAX_MESSAGE_SIZE
+
+VERSION = 1
+KIND_PACKED = 0
+KIND_FRAGMENT = 1
+
+_HEADER = struct.Struct("!BBH")
+_LENGTH = struct.Struct("!I")
+_FRAGMENT = struct.Struct("!IIII")
+HEADER_SIZE = _HEADER.size
+FRAGMENT_HEADER_SIZE = _HEADER.size + _FRAGMENT.size
+#: Smallest frame the packer accepts (header plus room for payload bytes).
+MIN_FRAME = FRAGMENT_HEADER_SIZE + 16
+_MAX_COUNT = 0xFFFF
+
+
+class FrameError(ValueError):
+    """A frame that does not decode (the one exception the strict decoder raises)."""
+
+
+def encode_packed(messages: list[bytes]) -> bytes:
+    """Encode whole ``messages`` into one packed frame."""
+    if not messages or len(messages) > _MAX_COUNT:
+        raise ValueError("a packed frame holds 1..65535 messages")
+    parts = [_HEADER.pack(VERSION, KIND_PACKED, len(messages))]
+    parts.extend(_LENGTH.pack(len(m)) for m in messages)
+    parts.extend(messages)
+    return b"".join(parts)
+
+
+def encode_fragment(msg_id: int, index: int, total: int, msg_len: int, chunk: bytes | memoryview) -> bytes:
+    """Encode fragment ``index`` of ``total`` of message ``msg_id`` (whole length ``msg_len``)."""
+    return b"".join((_HEADER.pack(VERSION, KIND_FRAGMENT, 0), _FRAGMENT.pack(msg_id, index, total, msg_len), chunk))
+
+
+def decode_packed(frame: memoryview, count: int) -> list[memoryview]:
+    """Split the body of a packed frame; raise :class:`FrameError` unless lengths add up exactly."""
+    if count == 0:
+        raise FrameError("packed frame with no message")
+    offset = HEADER_SIZE
+    body = offset + count * _LENGTH.size
+    if body > len(frame):
+        raise FrameError("length array runs past the frame")
+    out = []
+    pos = body
+    for _ in range(count):
+        (length,) = _LENGTH.unpack_from(frame, offset)
+        offset += _LENGTH.size
+        end = pos + length
+        if end > len(frame):
+            raise FrameError("message runs past the frame")
+        out.append(frame[pos:end])
+        pos = end
+    if pos != len(frame):
+        raise FrameError("trailing bytes after the last message")
+    return out
+
+
+def decode_header(frame: memoryview) -> tuple[int, int]:
+    """Return ``(kind, count)`` of a frame or raise :class:`FrameError`."""
+    if len(frame) < HEADER_SIZE:
+        raise FrameError("frame shorter than its header")
+    version, kind, count = _HEADER.unpack_from(frame, 0)
+    if version != VERSION:
+        raise FrameError(f"unknown frame version {version}")
+    if kind == KIND_FRAGMENT:
+        if count != 0 or len(frame) < FRAGMENT_HEADER_SIZE:
+            raise FrameError("malformed fragment header")
+    elif kind != KIND_PACKED:
+        raise FrameError(f"unknown frame kind {kind}")
+    return kind, count
+
+
+def decode_fragment(frame: memoryview) -> tuple[int, int, int, int, memoryview]:
+    """Return ``(msg_id, index, total, msg_len, chunk)`` of a fragment frame or raise :class:`FrameError`."""
+    msg_id, index, total, msg_len = _FRAGMENT.unpack_from(frame, HEADER_SIZE)
+    chunk = frame[FRAGMENT_HEADER_SIZE:]
+    if total < 2 or index >= total or msg_len > MAX_MESSAGE_SIZE or not chunk:
+        raise FrameError("fragment fields out of range")
+    return msg_id, index, total, msg_len, chunk
+
+
+class _Chain:
+    """A fragmented message being produced: the whole message and how far it is cut."""
+
+    __slots__ = ("chunk", "message", "msg_id", "next_index", "seen", "total")
+
+    def __init__(self, msg_id: int, message: bytes, chunk: int) -> None:
+        self.msg_id = msg_id
+        self.message = message
+        self.chunk = chunk
+        self.total = -(-len(message) // chunk)
+        self.next_index = 0
+        self.seen = 0
+
+
+class Packer:
+    """Queue of whole outgoing messages, turned into frames on demand.
+
+    ``max_frame`` is the largest frame the core accepts (``SrpCore.max_payload``).  The
+    queue is bounded by ``max_bytes`` and ``max_count``; :meth:`add` raises
+    :class:`QueueFull` when a message does not fit (answer TRY_AGAIN) and ``ValueError``
+    when it exceeds :data:`MAX_MESSAGE_SIZE` (answer TOO_BIG).
+    """
+
+    def __init__(self, max_frame: int, max_bytes: int = 4 * MAX_MESSAGE_SIZE, max_count: int = 4096) -> None:
+        if max_frame < MIN_FRAME:
+            raise ValueError(f"max_frame {max_frame} below {MIN_FRAME}")
+        self.max_frame = max_frame
+        self.max_bytes = max_bytes
+        self.max_count = max_count
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._current: _Chain | None = None
+        self._in_flight: dict[int, _Chain] = {}
+        self._next_id = 1
+        self._peeked: tuple[bytes, int] | None = None  # frame, messages it consumes (-1: a fragment)
+        self.requeued = 0
+
+    @property
+    def queued_count(self) -> int:
+        """Messages waiting (a message being cut counts until its last fragment is taken)."""
+        return len(self._queue) + (1 if self._current is not None else 0)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the whole messages waiting."""
+        return self._queued_bytes + (len(self._current.message) if self._current is not None else 0)
+
+    def add(self, message: bytes) -> None:
+        """Queue one whole message or raise :class:`QueueFull` / ``ValueError`` (too big)."""
+        if len(message) > MAX_MESSAGE_SIZE:
+            raise ValueError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_SIZE}")
+        if self.queued_count >= self.max_count or self.queued_bytes + len(message) > self.max_bytes:
+            raise QueueFull("pg pending queue full")
+        self._queue.append(message)
+        self._queued_bytes += len(message)
+
+    def _fits_packed(self, size: int, count: int) -> bool:
+        return HEADER_SIZE + _LENGTH.size * count + size <= self.max_frame
+
+    def peek(self) -> bytes | None:
+        """Build (once) and return the next frame, without consuming it; ``None`` when idle."""
+        if self._peeked is not None:
+            return self._peeked[0]
+        chain = self._current
+        if chain is None and self._in_flight:
+            return None  # wait until the last fragmented message came back whole (FIFO across re-queues)
+        if chain is None and self._queue and not self._fits_packed(len(self._queue[0]), 1):
+            chain = _Chain(self._new_id(), self._queue[0], self.max_frame - FRAGMENT_HEADER_SIZE)
+            self._current = chain
+            self._queue.popleft()
+            self._queued_bytes -= len(chain.message)
+        if chain is not None:
+            start = chain.next_index * chain.chunk
+            chunk = memoryview(chain.message)[start : start + chain.chunk]
+            frame = encode_fragment(chain.msg_id, chain.next_index, chain.total, len(chain.message), chunk)
+            self._peeked = (frame, -1)
+            return frame
+        if not self._queue:
+            return None
+        take: list[bytes] = []
+        size = 0
+        for message in self._queue:
+            if len(take) == _MAX_COUNT or not self._fits_packed(size + len(message), len(take) + 1):
+                break
+            take.append(message)
+            size += len(message)
+        frame = encode_packed(take)
+        self._peeked = (frame, len(take))
+        return frame
+
+    def accept(self) -> None:
+        """Consume the frame last returned by :meth:`peek` (the core took it)."""
+        if self._peeked is None:
+            raise RuntimeError("accept() without a peeked frame")
+        _, consumed = self._peeked
+        self._peeked = None
+        if consumed < 0:
+            chain = self._current
+            assert chain is not None
+            if chain.next_index == 0:
+                self._in_flight[chain.msg_id] = chain
+            chain.next_index += 1
+            if chain.next_index == chain.total:
+                self._current = None
+            return
+        for _ in range(consumed):
+            self._queued_bytes -= len(self._queue.popleft())
+
+    def pump(self, submit: Callable[[bytes], object], limit: int | None = None) -> int:
+        """Hand frames to ``submit`` until idle, ``limit`` frames, or it raises :class:`QueueFull`."""
+        sent = 0
+        while limit is None or sent < limit:
+            frame = self.peek()
+            if frame is None:
+                break
+            try:
+                submit(frame)
+            except QueueFull:
+                break
+            self.accept()
+            sent += 1
+        return sent
+
+    def own_fragment_delivered(self, msg_id: int, index: int) -> None:
+        """Note that fragment ``index`` of own message ``msg_id`` came back in the delivered stream."""
+        chain = self._in_flight.get(msg_id)
+        if chain is None:
+            return
+        chain.seen = index + 1
+        if chain.seen == chain.total:
+            del self._in_flight[msg_id]
+
+    def config_change(self, change: ConfigChange) -> None:
+        """Re-queue, whole and with a fresh id, every own message whose chain this change cuts."""
+        del change  # every kind cuts chains: the assembler drops partials on both
+        broken = [c for c in self._in_flight.values() if c.seen > 0]
+        for chain in reversed(broken):
+            del self._in_flight[chain.msg_id]
+            if self._current is chain:
+                self._current = None
+                if self._peeked is not None and self._peeked[1] < 0:
+                    self._peeked = None
+            self._queue.appendleft(chain.message)
+            self._queued_bytes += len(chain.message)
+            self.requeued += 1
+        if broken and self._peeked is not None and self._peeked[1] >= 0:
+            self._peeked = None  # the head of the queue changed
+
+    def _new_id(self) -> int:
+        msg_id = self._next_id
+        self._next_id = msg_id + 1 if msg_id < 0xFFFFFFFF else 1
+        return msg_id
+
+
+class _Assembly:
+    __slots__ = ("buffer", "msg_id", "msg_len", "next_index", "total")
+
+    def __init__(self, msg_id: int, total: int, msg_len: int) -> None:
+        self.msg_id = msg_id
+        self.total = total
+        self.msg_len = msg_len
+        self.next_index = 0
+        self.buffer = bytearray()
+
+
+class Assembler:
+    """Per-sender reassembly of delivered frames into whole messages.
+
+    Malformed frames and broken chains are dropped and counted (``malformed``,
+    ``orphans``, ``broken``), never raised.
+    """
+
+    def __init__(self) -> None:
+        self._partial: dict[int, _Assembly] = {}
+        self.malformed = 0
+        self.orphans = 0
+        self.broken = 0
+        self.dropped_on_change = 0
+
+    def feed(self, sender: int, frame: bytes | memoryview) -> list[bytes]:
+        """Take one delivered frame from ``sender`` and return the messages it completes."""
+        view = memoryview(frame)
+        try:
+            kind, count = decode_header(view)
+            if kind == KIND_PACKED:
+                if sender in self._partial:  # a chain must not be interleaved with packed frames
+                    del self._partial[sender]
+                    self.broken += 1
+                return [bytes(m) for m in decode_packed(view, count)]
+            msg_id, index, total, msg_len, chunk = decode_fragment(view)
+        except (FrameError, struct.error):
+            self.malformed += 1
+            return []
+        return self._fragment(sender, msg_id, index, total, msg_len, chunk)
+
+    def _fragment(
+        self, sender: int, msg_id: int, index: int, total: int, msg_len: int, chunk: memoryview
+    ) -> list[bytes]:
+        assembly = self._partial.get(sender)
+        if index == 0:
+            if assembly is not None:
+                self.broken += 1
+            assembly = self._partial[sender] = _Assembly(msg_id, total, msg_len)
+        elif assembly is None:
+            self.orphans += 1
+            return []
+        elif assembly.msg_id != msg_id or assembly.next_index != index or assembly.total != total:
+            del self._partial[sender]
+            self.broken += 1
+            return []
+        assembly.buffer += chunk
+        assembly.next_index += 1
+        if len(assembly.buffer) > assembly.msg_len:
+            del self._partial[sender]
+            self.malformed += 1
+            return []
+        if assembly.next_index < assembly.total:
+            return []
+        del self._partial[sender]
+        if len(assembly.buffer) != assembly.msg_len:
+            self.malformed += 1
+            return []
+        return [bytes(assembly.buffer)]
+
+    def config_change(self, change: ConfigChange) -> None:
+        """Drop every partial assembly: no chain survives a configuration change."""
+        del change
+        self.dropped_on_change += len(self._partial)
+        self._partial.clear()
+
+    @property
+    def partial_senders(self) -> tuple[int, ...]:
+        """Senders with a chain in progress (sorted)."""
+        return tuple(sorted(self._partial))
+
+
+class PgEndpoint:
+    """One node's packer and assembler wired together for a driver.
+
+    The driver calls :meth:`send` for application messages, :meth:`pump` to hand
+    frames to the core, and :meth:`on_events` with the core's ``Ready.events``; it gets
+    back ``(sender, message)`` pairs and the configuration changes, in order.
+    """
+
+    def __init__(
+        self, nodeid: int, max_frame: int, max_bytes: int = 4 * MAX_MESSAGE_SIZE, max_count: int = 4096
+    ) -> None:
+        self.nodeid = nodeid
+        self.packer = Packer(max_frame, max_bytes, max_count)
+        self.assembler = Assembler()
+
+    def send(self, message: bytes) -> None:
+        """Queue one application message (raises :class:`QueueFull` or ``ValueError``)."""
+        self.packer.add(message)
+
+    def pump(self, submit: Callable[[bytes], object], limit: int | None = None) -> int:
+        """Hand queued frames to the core's ``submit``; see :meth:`Packer.pump`."""
+        return self.packer.pump(submit, limit)
+
+    def on_events(self, events: Iterable[Delivery | ConfigChange]) -> list[tuple[int, bytes] | ConfigChange]:
+        """Turn core events into delivered ``(sender, message)`` pairs and config changes."""
+        out: list[tuple[int, bytes] | ConfigChange] = []
+        for event in events:
+            if isinstance(event, ConfigChange):
+                self.assembler.config_change(event)
+                self.packer.config_change(event)
+                out.append(event)
+                continue
+            if event.sender == self.nodeid:
+                self._note_own(event.payload)
+            out.extend((event.sender, m) for m in self.assembler.feed(event.sender, event.payload))
+        return out
+
+    def _note_own(self, payload: bytes) -> None:
+        view = memoryview(payload)
+        if len(view) >= FRAGMENT_HEADER_SIZE and view[1] == KIND_FRAGMENT:
+            msg_id, index, _, _ = _FRAGMENT.unpack_from(view, HEADER_SIZE)
+            self.packer.own_fragment_delivered(msg_id, index)

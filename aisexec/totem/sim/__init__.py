@@ -1,0 +1,7 @@
+"""Deterministic simulator for the sans-IO Totem core, with EVS invariant checking.
+
+One ``random.Random(seed)`` drives everything; a virtual clock orders events by
+``(time, sequence)``.  :func:`aisexec.totem.sim.runner.run_seed` runs one generated
+scenario and returns a :class:`~aisexec.totem.sim.runner.SimResult`; the soak CLI is
+``python -m aisexec.totem.sim --seeds N --start S --nodes 2-16``.
+"""

@@ -1,0 +1,84 @@
+"""One simulated node: its core, its timers, its application and its recorded trace."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections import deque
+from typing import Any
+
+from aisexec.totem.api import ConfigChange, Delivery, TimerName
+from aisexec.totem.pg import PgEndpoint
+
+_APP_HEADER = struct.Struct("!IIII")  # sender, counter, incarnation, length of the filler
+
+
+def app_message(sender: int, counter: int, incarnation: int, size: int) -> bytes:
+    """Build a self-checking application message: header plus filler derived from its id."""
+    filler = hashlib.blake2b(_APP_HEADER.pack(sender, counter, incarnation, size), digest_size=32).digest()
+    body = (filler * (size // 32 + 1))[:size]
+    return _APP_HEADER.pack(sender, counter, incarnation, size) + body
+
+
+def parse_app_message(payload: bytes) -> tuple[int, int, int] | None:
+    """Return ``(sender, counter, incarnation)`` of an intact app message, else ``None``."""
+    if len(payload) < _APP_HEADER.size:
+        return None
+    sender, counter, incarnation, size = _APP_HEADER.unpack_from(payload, 0)
+    if len(payload) != _APP_HEADER.size + size or app_message(sender, counter, incarnation, size) != payload:
+        return None
+    return sender, counter, incarnation
+
+
+class SimNode:
+    """A node slot: survives crashes; ``core`` is replaced on restart (a new incarnation).
+
+    ``trace`` holds tuples, in order, for the invariant checker:
+    ``("start", inc, ring_seq)``, ``("crash", inc)``, ``("conf", inc, ConfigChange)``,
+    ``("msg", inc, (sender, counter), ring_id, seq, sender_of_frame)``, ``("bad", inc, sender)``.
+    """
+
+    def __init__(self, nodeid: int) -> None:
+        self.nodeid = nodeid
+        self.core: Any = None
+        self.pg: PgEndpoint | None = None
+        self.incarnation = 0
+        self.alive = False
+        self.paused_until = 0.0
+        self.timer_gen: dict[TimerName, int] = {}
+        self.persisted_ring_seq = 0
+        self.counter = 0
+        self.outbox: deque[bytes] = deque()
+        self.accepted: list[tuple[int, int]] = []  # ids accepted by the core or packer, this incarnation
+        self.trace: list[tuple] = []
+        self.queue_full = 0
+
+    def record_events(self, events: list[Delivery | ConfigChange]) -> None:
+        """Append the core's events to the trace (through pg when it is on)."""
+        inc = self.incarnation
+        if self.pg is None:
+            for event in events:
+                if isinstance(event, ConfigChange):
+                    self.trace.append(("conf", inc, event))
+                else:
+                    self._record_message(event.payload, event.sender, event.ring_id, event.seq)
+            return
+        ring_seq: dict[int, tuple] = {}
+        for event in events:
+            if isinstance(event, Delivery):
+                ring_seq[event.sender] = (event.ring_id, event.seq)
+            for item in self.pg.on_events([event]):
+                if isinstance(item, ConfigChange):
+                    self.trace.append(("conf", inc, item))
+                else:
+                    sender, message = item
+                    ring_id, seq = ring_seq[sender]
+                    self._record_message(message, sender, ring_id, seq)
+
+    def _record_message(self, payload: bytes, frame_sender: int, ring_id: Any, seq: int) -> None:
+        parsed = parse_app_message(payload)
+        if parsed is None:
+            self.trace.append(("bad", self.incarnation, frame_sender))
+            return
+        sender, counter, _ = parsed
+        self.trace.append(("msg", self.incarnation, (sender, counter), ring_id, seq, frame_sender))

@@ -1,0 +1,155 @@
+"""One node's Totem stack, assembled: transport, crypto, SRP core, packing, gevent driver.
+
+:class:`TotemLink` is what the executive sees of the ring: ``mcast`` whole
+cluster messages (up to 1 MiB), receive whole messages and configuration
+changes through callbacks, ask for room, and read the ring's status.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aisexec.totem.api import ConfigChange, Delivery, MessageTooBig
+from aisexec.totem.config import MAX_MESSAGE_SIZE
+
+log = logging.getLogger("aisexec.totem")
+
+
+class NodeIdError(ValueError):
+    """No usable nodeid: IPv6 without ``totem.nodeid``, or an address that gives 0."""
+
+
+def resolve_nodeid(config: Any) -> int:
+    """``totem.nodeid`` if set, else the ring-0 IPv4 address in network order (bit 31 cleared if asked)."""
+    nodeid = int(config.totem.get("nodeid") or 0)
+    if nodeid:
+        return nodeid
+    bind = config.interfaces[0]["bindnetaddr"]
+    addr = ipaddress.ip_address(bind)
+    if addr.version != 4:
+        raise NodeIdError("totem.nodeid is required with an IPv6 interface")
+    nodeid = int(addr)
+    if config.totem.get("clear_node_high_bit") in (True, "yes", "on"):
+        nodeid &= 0x7FFFFFFF
+    if nodeid == 0:
+        raise NodeIdError(f"bindnetaddr {bind} gives nodeid 0, which is reserved; set totem.nodeid")
+    return nodeid
+
+
+class TotemLink:
+    """The ring as the executive uses it."""
+
+    def __init__(
+        self,
+        config: Any,
+        env: Any,
+        nodeid: int,
+        authkey: bytes | None,
+        *,
+        on_message: Callable[[int, bytes], None],
+        on_config: Callable[[ConfigChange], None],
+        on_room: Callable[[], None] | None = None,
+    ) -> None:
+        from aisexec.totem.crypto import PacketCrypto
+        from aisexec.totem.driver import TotemDriver
+        from aisexec.totem.pg import PgEndpoint
+        from aisexec.totem.ringseq import RingSeqStore
+        from aisexec.totem.srp import SrpCore
+        from aisexec.totem.transport import make_transport
+
+        self.config = config
+        self.nodeid = nodeid
+        self._on_message = on_message
+        self._on_config = on_config
+        self._on_room = on_room
+        secauth = config.totem.get("secauth") in (True, "on", "yes")
+        self.cipher = "aes-256-gcm" if secauth else "none"
+        self.store = RingSeqStore(env.state_dir, nodeid)
+        self.crypto = PacketCrypto(nodeid, authkey if secauth else None, state_dir=env.state_dir)
+        self.transport = make_transport(config, nodeid)
+        totem_config = config.totem_config
+        self.core = SrpCore(nodeid, totem_config, ring_seq=self.store.load())
+        self.pg = PgEndpoint(nodeid, self.core.max_payload)
+        self.driver = TotemDriver(self.core, self.transport, self.crypto, self.store, on_events=self._on_events)
+        self.max_message = MAX_MESSAGE_SIZE
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the sockets and start forming a ring."""
+        self.driver.start()
+
+    def leave(self) -> None:
+        """Tell the ring we are going (orderly shutdown)."""
+        self.driver.leave()
+
+    def stop(self) -> None:
+        """Close the sockets and cancel every timer."""
+        self.driver.stop()
+
+    # -- sending ------------------------------------------------------------------
+
+    def mcast(self, message: bytes, safe: bool = False) -> None:
+        """Queue one whole cluster message; raises QueueFull when the ring is backed up.
+
+        Every message is delivered in agreed order (``safe`` is accepted for
+        the API's sake; packed frames mix messages, so per-message safe
+        delivery is not offered at this layer).
+        """
+        try:
+            self.pg.send(message)
+        except ValueError as exc:
+            raise MessageTooBig(str(exc)) from None
+        self._flush()
+
+    def has_room(self, size: int) -> bool:
+        """True when a message of ``size`` bytes can be queued now."""
+        packer = self.pg.packer
+        return packer.queued_count < packer.max_count and packer.queued_bytes + size <= packer.max_bytes
+
+    def _flush(self) -> None:
+        """Move packed frames into the core while it has room."""
+        if self.pg.pump(self.driver.submit) and self._on_room is not None:
+            self._on_room()
+
+    # -- receiving ----------------------------------------------------------------
+
+    def _on_events(self, events: list[Delivery | ConfigChange]) -> None:
+        for item in self.pg.on_events(events):
+            if isinstance(item, ConfigChange):
+                self._on_config(item)
+            else:
+                self._on_message(item[0], item[1])
+        self._flush()
+
+    # -- status --------------------------------------------------------------------
+
+    def node_address(self, nodeid: int) -> str | None:
+        """Ring-0 address the transport knows for ``nodeid``."""
+        return self.transport.address_of(nodeid)
+
+    def status(self) -> dict:
+        """Ring state for tools and metrics."""
+        core = self.core
+        iface = self.config.interfaces[0]
+        faulty = not self.transport.healthy() if hasattr(self.transport, "healthy") else False
+        return {
+            "nodeid": self.nodeid,
+            "state": core.state.name,
+            "rings": [{
+                "ringnumber": iface.get("ringnumber", 0),
+                "address": self.transport.local_address,
+                "transport": self.config.totem.get("transport", "udp"),
+                "status": "faulty" if faulty else "active",
+                "ring_id": str(core.ring_id),
+            }],
+            "crypto": self.cipher,
+            "pending": core.pending_count + self.pg.packer.queued_count,
+            "stats": dict(core.stats),
+            "transport_stats": dict(getattr(self.transport, "stats", {}) or {}),
+            "driver": dict(getattr(self.driver, "stats", {}) or {}),
+            "crypto_stats": dict(getattr(self.crypto, "stats", {}) or {}),
+        }

@@ -1,0 +1,231 @@
+"""totempg packing, fragmentation, reassembly, strict decoding and configuration-change handling."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from aisexec.totem.api import ConfigChange, ConfKind, Delivery, QueueFull, RingId
+from aisexec.totem.config import MAX_MESSAGE_SIZE
+from aisexec.totem.pg import (
+    FRAGMENT_HEADER_SIZE,
+    KIND_FRAGMENT,
+    Assembler,
+    FrameError,
+    Packer,
+    PgEndpoint,
+    decode_header,
+    decode_packed,
+    encode_fragment,
+    encode_packed,
+)
+
+RING = RingId(1, 4)
+TRANS = ConfigChange(ConfKind.TRANSITIONAL, (1,), (2,), (), RING)
+REG = ConfigChange(ConfKind.REGULAR, (1,), (), (), RingId(1, 8))
+
+
+def drain(packer: Packer, echo: bool = True) -> list[bytes]:
+    """Pump every frame; with ``echo`` each fragment is reported back at once as self-delivered."""
+    frames: list[bytes] = []
+    while packer.pump(frames.append):
+        if not echo:
+            break
+        for frame in frames:
+            if frame[1] == KIND_FRAGMENT:
+                msg_id, index = struct.unpack_from("!II", frame, 4)
+                packer.own_fragment_delivered(msg_id, index)
+    return frames
+
+
+def test_nothing_is_handed_on_while_a_fragmented_message_is_unconfirmed() -> None:
+    packer = Packer(300)
+    packer.add(bytes(1000))
+    packer.add(b"next")
+    frames: list[bytes] = []
+    packer.pump(frames.append)
+    assert all(f[1] == KIND_FRAGMENT for f in frames) and packer.peek() is None
+    for frame in frames[:-1]:
+        packer.own_fragment_delivered(*struct.unpack_from("!II", frame, 4))
+    assert packer.peek() is None
+    packer.own_fragment_delivered(*struct.unpack_from("!II", frames[-1], 4))
+    assert Assembler().feed(1, packer.peek() or b"") == [b"next"]
+
+
+def test_small_messages_share_one_frame() -> None:
+    packer = Packer(1000)
+    for i in range(10):
+        packer.add(bytes([i]) * 20)
+    frames = drain(packer)
+    assert len(frames) == 1 and len(frames[0]) <= 1000
+    assert Assembler().feed(7, frames[0]) == [bytes([i]) * 20 for i in range(10)]
+    assert packer.queued_count == 0 and packer.queued_bytes == 0
+
+
+def test_frames_never_exceed_the_limit_and_preserve_order() -> None:
+    rng = random.Random(5)
+    packer = Packer(600)
+    messages = [rng.randbytes(rng.randint(0, 2500)) for _ in range(200)]
+    for message in messages:
+        packer.add(message)
+    frames = drain(packer)
+    assert all(len(f) <= 600 for f in frames)
+    assembler = Assembler()
+    out = [m for f in frames for m in assembler.feed(3, f)]
+    assert out == messages
+    assert (assembler.malformed, assembler.orphans, assembler.broken) == (0, 0, 0)
+
+
+def test_one_mebibyte_message_round_trips() -> None:
+    message = random.Random(1).randbytes(MAX_MESSAGE_SIZE)
+    packer = Packer(1400)
+    packer.add(message)
+    frames = drain(packer)
+    assert len(frames) == -(-MAX_MESSAGE_SIZE // (1400 - FRAGMENT_HEADER_SIZE))
+    assembler = Assembler()
+    out = [m for f in frames for m in assembler.feed(2, f)]
+    assert out == [message]
+
+
+def test_too_big_and_queue_bounds() -> None:
+    packer = Packer(1000, max_bytes=100, max_count=3)
+    with pytest.raises(ValueError):
+        packer.add(bytes(MAX_MESSAGE_SIZE + 1))
+    packer.add(bytes(60))
+    with pytest.raises(QueueFull):
+        packer.add(bytes(41))
+    packer.add(b"a")
+    packer.add(b"b")
+    with pytest.raises(QueueFull):
+        packer.add(b"c")
+    drain(packer)
+    packer.add(bytes(100))
+
+
+def test_pump_stops_on_queue_full_and_resumes_with_the_same_frame() -> None:
+    packer = Packer(200)
+    packer.add(bytes(1000))
+    taken: list[bytes] = []
+
+    def submit(frame: bytes) -> None:
+        if len(taken) == 2:
+            raise QueueFull
+        taken.append(frame)
+
+    assert packer.pump(submit) == 2
+    first_retry = packer.peek()
+    rest = drain(packer)
+    assert rest[0] == first_retry
+    assembler = Assembler()
+    assert [m for f in taken + rest for m in assembler.feed(1, f)] == [bytes(1000)]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"",
+        b"\x01",
+        b"\x02\x00\x00\x01\x00\x00\x00\x00",  # bad version
+        b"\x01\x07\x00\x01\x00\x00\x00\x00",  # bad kind
+        b"\x01\x00\x00\x00",  # packed, zero messages
+        b"\x01\x00\x00\x02\x00\x00\x00\x01",  # length array runs past the frame
+        b"\x01\x00\x00\x01\x00\x00\x00\x05abc",  # message runs past the frame
+        b"\x01\x00\x00\x01\x00\x00\x00\x01abc",  # trailing bytes
+        b"\x01\x01\x00\x00" + struct.pack("!IIII", 1, 0, 1, 5) + b"x",  # total < 2
+        b"\x01\x01\x00\x00" + struct.pack("!IIII", 1, 3, 2, 5) + b"x",  # index >= total
+        b"\x01\x01\x00\x00" + struct.pack("!IIII", 1, 0, 2, MAX_MESSAGE_SIZE + 1) + b"x",
+        b"\x01\x01\x00\x00" + struct.pack("!III", 1, 0, 2),  # short fragment header
+    ],
+)
+def test_malformed_frames_are_counted_never_raised(frame: bytes) -> None:
+    assembler = Assembler()
+    assert assembler.feed(1, frame) == []
+    assert assembler.malformed == 1
+
+
+def test_strict_decoder_raises_frame_error() -> None:
+    with pytest.raises(FrameError):
+        decode_packed(memoryview(b"\x01\x00\x00\x01\x00\x00\x00\x09ab"), 1)
+    assert decode_header(memoryview(encode_packed([b"x"]))) == (0, 1)
+
+
+def test_fragment_lengths_must_add_up() -> None:
+    assembler = Assembler()
+    assert assembler.feed(1, encode_fragment(9, 0, 2, 10, b"abcde")) == []
+    assert assembler.feed(1, encode_fragment(9, 1, 2, 10, b"fgh")) == []
+    assert assembler.malformed == 1
+
+
+def test_orphan_and_broken_chains_are_dropped() -> None:
+    assembler = Assembler()
+    assert assembler.feed(1, encode_fragment(4, 1, 3, 9, b"def")) == []
+    assert assembler.orphans == 1
+    assembler.feed(1, encode_fragment(5, 0, 3, 9, b"abc"))
+    assert assembler.feed(1, encode_fragment(5, 2, 3, 9, b"ghi")) == []  # index 1 missing
+    assert assembler.broken == 1
+    assembler.feed(2, encode_fragment(6, 0, 2, 4, b"ab"))
+    assert assembler.feed(1, encode_packed([b"z"])) == [b"z"]  # other senders are independent
+    assert assembler.feed(2, encode_fragment(6, 1, 2, 4, b"cd")) == [b"abcd"]
+
+
+def test_configuration_change_drops_partial_assemblies() -> None:
+    assembler = Assembler()
+    assembler.feed(2, encode_fragment(1, 0, 2, 4, b"ab"))
+    assert assembler.partial_senders == (2,)
+    assembler.config_change(TRANSITIONAL_CHANGE)
+    assert assembler.partial_senders == ()
+    assert assembler.feed(2, encode_fragment(1, 1, 2, 4, b"cd")) == []
+    assert assembler.dropped_on_change == 1
+
+
+TRANSITIONAL_CHANGE = TRANS
+
+
+def _deliver(endpoint: PgEndpoint, sender: int, frames: list[bytes], seq: list[int]) -> list:
+    events = []
+    for frame in frames:
+        seq[0] += 1
+        events.append(Delivery(sender, frame, RING, seq[0], 0))
+    return endpoint.on_events(events)
+
+
+def test_message_cut_by_a_change_is_requeued_whole_and_delivered_once() -> None:
+    me = PgEndpoint(1, 300)
+    big = random.Random(2).randbytes(1500)
+    me.send(big)
+    frames = drain(me.packer, echo=False)
+    assert len(frames) > 3 and frames[0][1] == KIND_FRAGMENT
+    seq = [0]
+    assert _deliver(me, 1, frames[:2], seq) == []  # two fragments came back, then the ring changed
+    assert me.on_events([TRANS]) == [TRANS]
+    assert me.packer.requeued == 1
+    assert _deliver(me, 1, frames[2:], seq) == []  # the old chain's tail is thrown away
+    me.on_events([REG])
+    again = drain(me.packer)
+    assert _deliver(me, 1, again, seq) == [(1, big)]
+    assert me.packer.requeued == 1
+
+
+def test_message_not_yet_started_is_not_requeued() -> None:
+    me = PgEndpoint(1, 300)
+    me.send(bytes(1500))
+    frames = drain(me.packer, echo=False)
+    me.on_events([TRANS, REG])
+    assert me.packer.requeued == 0
+    assert _deliver(me, 1, frames, [0]) == [(1, bytes(1500))]
+
+
+def test_requeue_while_still_cutting_abandons_the_old_chain() -> None:
+    me = PgEndpoint(1, 300)
+    me.send(bytes(3000))
+    me.send(b"after")
+    taken: list[bytes] = []
+    me.packer.pump(taken.append, limit=3)
+    _deliver(me, 1, taken[:1], [0])
+    me.on_events([TRANS, REG])
+    frames = drain(me.packer, echo=False)
+    out = _deliver(me, 1, frames, [10])
+    out += _deliver(me, 1, drain(me.packer, echo=False), [50])
+    assert out == [(1, bytes(3000)), (1, b"after")]
