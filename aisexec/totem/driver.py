@@ -1,0 +1,209 @@
+"""The gevent driver: runs the sans-IO Totem core with real sockets, timers and a monotonic clock.
+
+Per received batch the driver opens every datagram (authentication, replay
+check), drops what is not for it, feeds data packets to the core before
+tokens (so a token never overtakes the data that travelled with it), then
+applies the core's :class:`~aisexec.totem.api.Ready`: the ring sequence is
+persisted first, then packets are sealed and sent, timers armed, and events
+handed to the layer above.  The node's own multicasts are fed back to its
+core locally, never through the network.  A pause detector logs
+``Process pause detected for N ms`` when the hub was blocked for longer
+than half the token timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+
+from aisexec.totem import wire
+from aisexec.totem.api import MULTICAST, ConfigChange, ConfKind, Delivery, Guarantee, Ready, TimerName
+from aisexec.totem.crypto import PacketCrypto, PacketRejected
+
+log = logging.getLogger("aisexec.totem")
+_TOKEN_TYPES = (wire.T_ORF_TOKEN, wire.T_COMMIT_TOKEN)
+_TYPE_OFFSET = 3
+
+
+class TotemDriver:
+    """Drive one SrpCore under gevent."""
+
+    def __init__(
+        self,
+        core: Any,
+        transport: Any,
+        crypto: PacketCrypto,
+        store: Any,
+        *,
+        on_events: Callable[[list[Delivery | ConfigChange]], None],
+        clock: Callable[[], float] = time.monotonic,
+        faults: Any = None,
+    ) -> None:
+        self.core = core
+        self.transport = transport
+        self.crypto = crypto
+        self.store = store
+        self.nodeid = core.nodeid
+        self._on_events = on_events
+        self._clock = clock
+        self._faults = faults
+        self._timers: dict[TimerName, Any] = {}
+        self._local: list[bytes] = []
+        self._running = False
+        self._applying = False
+        self._pause_greenlet: gevent.Greenlet | None = None
+        token_ms = getattr(core, "config", None).token if hasattr(core, "config") else 1000
+        self._pause_limit = token_ms / 2000.0
+        self.stats = {"rejected": 0, "not_for_me": 0, "malformed": 0, "pauses": 0, "max_pause_ms": 0,
+                      "memberships": 0}
+        self._last_members: tuple[int, ...] = ()
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the transport and start forming a ring."""
+        self._running = True
+        self.transport.start(self._on_batch)
+        self.core.start(self._clock())
+        self._apply()
+        self._pause_greenlet = gevent.spawn(self._pause_watch)
+
+    def leave(self) -> None:
+        """Multicast a leave (orderly shutdown) and flush it out."""
+        if not self._running:
+            return
+        self.core.leave(self._clock())
+        self._apply()
+
+    def stop(self) -> None:
+        """Cancel timers and close the transport."""
+        self._running = False
+        for timer in self._timers.values():
+            timer.stop()
+        self._timers.clear()
+        if self._pause_greenlet is not None:
+            self._pause_greenlet.kill(block=False)
+        self.transport.stop()
+
+    # -- inputs -----------------------------------------------------------------
+
+    def submit(self, payload: bytes, guarantee: Guarantee = Guarantee.AGREED) -> None:
+        """Queue one frame in the core (raises QueueFull); sent on the next token."""
+        self.core.submit(self._clock(), payload, guarantee)
+        self._apply()
+
+    def _on_batch(self, batch: list[tuple[bytes, tuple]]) -> None:
+        if not self._running:
+            return
+        data: list[bytes] = []
+        tokens: list[bytes] = []
+        for datagram, source in batch:
+            try:
+                sender, target, packet = self.crypto.open(datagram)
+            except PacketRejected:
+                self.stats["rejected"] += 1
+                continue
+            if sender == self.nodeid:
+                continue  # our own multicast looped back by the kernel: already fed locally
+            self.transport.learn(sender, source)
+            if target and target != self.nodeid:
+                self.stats["not_for_me"] += 1
+                continue
+            if len(packet) <= _TYPE_OFFSET:
+                self.stats["malformed"] += 1
+                continue
+            (tokens if packet[_TYPE_OFFSET] in _TOKEN_TYPES else data).append(packet)
+        if self._faults is not None:
+            data = self._faults.filter(data)
+            tokens = self._faults.filter(tokens)
+        now = self._clock()
+        receive = self.core.receive
+        for packet in data:
+            receive(now, packet)
+        for packet in tokens:
+            receive(now, packet)
+        self._apply()
+
+    def _timer_fired(self, name: TimerName) -> None:
+        self._timers.pop(name, None)
+        if not self._running:
+            return
+        self.core.timer_expired(self._clock(), name)
+        self._apply()
+
+    # -- outputs ----------------------------------------------------------------
+
+    def _apply(self) -> None:
+        """Carry out everything the core asked for, feeding own multicasts back until quiet."""
+        if self._applying:
+            return
+        self._applying = True
+        try:
+            while True:
+                ready: Ready = self.core.take_ready()
+                if not ready and not self._local:
+                    break
+                self._carry_out(ready)
+                if self._local:
+                    local, self._local = self._local, []
+                    now = self._clock()
+                    for packet in local:
+                        self.core.receive(now, packet)
+        finally:
+            self._applying = False
+
+    def _carry_out(self, ready: Ready) -> None:
+        if ready.ring_seq_to_persist is not None:
+            self.store.save(ready.ring_seq_to_persist)
+        for dest, packet in ready.sends:
+            if dest == MULTICAST:
+                self.transport.multicast(self.crypto.seal(packet, 0))
+                self._local.append(packet)
+            elif dest == self.nodeid:
+                self._local.append(packet)
+            else:
+                self.transport.unicast(dest, self.crypto.seal(packet, dest))
+        if ready.timers:
+            now = self._clock()
+            loop = gevent.get_hub().loop
+            for name, deadline in ready.timers.items():
+                old = self._timers.pop(name, None)
+                if old is not None:
+                    old.stop()
+                if deadline is not None:
+                    timer = loop.timer(max(deadline - now, 0.0))
+                    timer.start(self._timer_fired, name)
+                    self._timers[name] = timer
+        if ready.events:
+            for event in ready.events:
+                if isinstance(event, ConfigChange) and event.kind is ConfKind.REGULAR:
+                    self._log_membership(event)
+            self._on_events(ready.events)
+
+    def _log_membership(self, change: ConfigChange) -> None:
+        self.stats["memberships"] += 1
+        before = set(self._last_members)
+        joined = [n for n in change.members if n not in before]
+        left = [n for n in self._last_members if n not in change.members]
+        self._last_members = change.members
+        log.log(25, "A new membership (%s) was formed. Members joined: %s left: %s",
+                change.ring_id, " ".join(map(str, joined)) or "none", " ".join(map(str, left)) or "none")
+
+    # -- pause detection ----------------------------------------------------------
+
+    def _pause_watch(self) -> None:
+        interval = max(self._pause_limit / 2.5, 0.01)
+        last = self._clock()
+        while self._running:
+            gevent.sleep(interval)
+            now = self._clock()
+            lag = now - last - interval
+            last = now
+            if lag > self._pause_limit:
+                self.stats["pauses"] += 1
+                self.stats["max_pause_ms"] = max(self.stats["max_pause_ms"], int(lag * 1000))
+                log.warning("Process pause detected for %d ms, flushing membership messages.", int(lag * 1000))

@@ -1,0 +1,140 @@
+"""UDP transports on loopback under gevent, and the driver around a fake core."""
+
+from __future__ import annotations
+
+import os
+import socket as pysocket
+
+import gevent
+import pytest
+
+from aisexec.localcluster import free_port_pair
+from aisexec.totem.api import MULTICAST, Ready, TimerName
+from aisexec.totem.crypto import PacketCrypto
+from aisexec.totem.driver import TotemDriver
+from aisexec.totem.ringseq import RingSeqStore
+from aisexec.totem.transport import UdpTransport, UdpuTransport, resolve_bind
+
+
+def collect(transport):
+    got = []
+    transport.start(lambda batch: got.extend(batch))
+    return got
+
+
+def wait(predicate, timeout=3.0):
+    with gevent.Timeout(timeout, False):
+        while not predicate():
+            gevent.sleep(0.01)
+    return predicate()
+
+
+def test_resolve_bind_accepts_exact_loopback_addresses():
+    assert resolve_bind("127.0.0.3")[0] == "127.0.0.3"
+    assert resolve_bind("127.0.0.0")[0] == "127.0.0.1"
+    with pytest.raises(OSError, match="matches no local interface"):
+        resolve_bind("198.51.100.77")
+
+
+def test_udpu_multicast_reaches_every_member_and_unicast_one():
+    port = free_port_pair()
+    a = UdpuTransport("127.0.0.1", port, ["127.0.0.1", "127.0.0.2", "127.0.0.3"])
+    b = UdpuTransport("127.0.0.2", port, ["127.0.0.1", "127.0.0.2", "127.0.0.3"])
+    c = UdpuTransport("127.0.0.3", port, ["127.0.0.1", "127.0.0.2", "127.0.0.3"])
+    got_b, got_c = collect(b), collect(c)
+    collect(a)
+    try:
+        a.multicast(b"to all")
+        assert wait(lambda: got_b and got_c)
+        a.learn(3, ("127.0.0.3", port))
+        a.unicast(3, b"to c")
+        assert wait(lambda: len(got_c) == 2)
+        assert [d for d, _ in got_b] == [b"to all"]
+        assert got_c[1][0] == b"to c" and got_c[1][1][0] == "127.0.0.1"
+    finally:
+        for t in (a, b, c):
+            t.stop()
+
+
+def test_udp_multicast_on_loopback_reaches_other_nodes():
+    port = free_port_pair()
+    _, lo = resolve_bind("127.0.0.1")
+    a = UdpTransport("127.0.0.1", port, "239.255.77.1", lo)
+    b = UdpTransport("127.0.0.2", port, "239.255.77.1", lo)
+    got_b = collect(b)
+    collect(a)
+    try:
+        a.multicast(b"group")
+        assert wait(lambda: got_b)
+        assert got_b[0][0] == b"group"
+        b.learn(1, ("127.0.0.1", port - 1))
+        got_a = []
+        a._on_batch = got_a.extend
+        b.unicast(1, b"token")
+        assert wait(lambda: any(d == b"token" for d, _ in got_a))
+    finally:
+        a.stop()
+        b.stop()
+
+
+class FakeCore:
+    """Records inputs; multicasts once on start and arms a timer."""
+
+    def __init__(self, nodeid):
+        self.nodeid = nodeid
+        self.received = []
+        self.fired = []
+        self.ready = Ready()
+
+    def start(self, now):
+        self.ready.ring_seq_to_persist = 8
+        self.ready.sends.append((MULTICAST, b"\x70\xac\x01\x01hello"))
+        self.ready.timers[TimerName.JOIN] = now + 0.05
+
+    def receive(self, now, packet):
+        self.received.append(packet)
+
+    def timer_expired(self, now, name):
+        self.fired.append(name)
+
+    def take_ready(self):
+        ready, self.ready = self.ready, Ready()
+        return ready
+
+
+def test_driver_persists_before_sending_feeds_own_multicast_and_fires_timers(tmp_path):
+    port = free_port_pair()
+    order = []
+    store = RingSeqStore(tmp_path, 1)
+    original_save = store.save
+    store.save = lambda seq: (order.append(("save", seq)), original_save(seq))
+    transport = UdpuTransport("127.0.0.1", port, ["127.0.0.1", "127.0.0.2"])
+    original_multicast = transport.multicast
+    transport.multicast = lambda data: (order.append(("send", len(data))), original_multicast(data))
+    core = FakeCore(1)
+    peer = UdpuTransport("127.0.0.2", port, ["127.0.0.1", "127.0.0.2"])
+    got = collect(peer)
+    driver = TotemDriver(core, transport, PacketCrypto(1, os.urandom(128)), store, on_events=lambda e: None)
+    driver.start()
+    try:
+        assert order[0] == ("save", 8) and order[1][0] == "send"
+        assert store.load() == 8
+        assert core.received == [b"\x70\xac\x01\x01hello"]  # fed back locally
+        assert wait(lambda: got) and b"hello" not in got[0][0]  # encrypted on the wire
+        assert wait(lambda: core.fired == [TimerName.JOIN])
+        with pysocket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM) as s:
+            s.sendto(os.urandom(300), ("127.0.0.1", port))
+        assert wait(lambda: driver.stats["rejected"] == 1)
+        assert len(core.received) == 1
+    finally:
+        driver.stop()
+        peer.stop()
+
+
+def test_ringseq_store_missing_and_short_files(tmp_path):
+    store = RingSeqStore(tmp_path, 7)
+    assert store.load() == 0
+    store.save(1234)
+    assert store.load() == 1234
+    store.path.write_bytes(b"\x01\x02")
+    assert store.load() == 0
