@@ -144,6 +144,7 @@ class SyncEngine:
         self._barriers: set[int] = set()
         self._outbox: bytes | None = None
         self._activated: list[tuple[RingId, int]] = []
+        self._pumping = False
         self.stats = SyncStats()
 
     # -- inputs ---------------------------------------------------------
@@ -204,6 +205,15 @@ class SyncEngine:
 
     def pump(self) -> None:
         """Make progress: send what is waiting, run the current service's ``sync_process``."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            self._pump()
+        finally:
+            self._pumping = False
+
+    def _pump(self) -> None:
         if self._outbox is not None:
             if not self._send(self._outbox):
                 return

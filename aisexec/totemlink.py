@@ -53,7 +53,8 @@ class TotemLink:
         on_config: Callable[[ConfigChange], None],
         on_room: Callable[[], None] | None = None,
     ) -> None:
-        from aisexec.totem.crypto import PacketCrypto
+        from aisexec.totem import wire
+        from aisexec.totem.crypto import OVERHEAD, PacketCrypto
         from aisexec.totem.driver import TotemDriver
         from aisexec.totem.pg import PgEndpoint
         from aisexec.totem.ringseq import RingSeqStore
@@ -72,7 +73,8 @@ class TotemLink:
         self.transport = make_transport(config, nodeid)
         totem_config = config.totem_config
         self.core = SrpCore(nodeid, totem_config, ring_seq=self.store.load())
-        self.pg = PgEndpoint(nodeid, self.core.max_payload)
+        frame = min(self.core.max_payload, totem_config.netmtu - 28 - OVERHEAD - wire.MCAST_OVERHEAD)
+        self.pg = PgEndpoint(nodeid, frame)
         self.driver = TotemDriver(self.core, self.transport, self.crypto, self.store, on_events=self._on_events)
         self.max_message = MAX_MESSAGE_SIZE
 
@@ -103,7 +105,7 @@ class TotemLink:
             self.pg.send(message)
         except ValueError as exc:
             raise MessageTooBig(str(exc)) from None
-        self._flush()
+        self.pg.pump(self.driver.submit)
 
     def has_room(self, size: int) -> bool:
         """True when a message of ``size`` bytes can be queued now."""
@@ -151,5 +153,5 @@ class TotemLink:
             "stats": dict(core.stats),
             "transport_stats": dict(getattr(self.transport, "stats", {}) or {}),
             "driver": dict(getattr(self.driver, "stats", {}) or {}),
-            "crypto_stats": dict(getattr(self.crypto, "stats", {}) or {}),
+            "crypto_stats": self.crypto.stats.as_dict(),
         }

@@ -83,7 +83,7 @@ class TotemDriver:
         """Cancel timers and close the transport."""
         self._running = False
         for timer in self._timers.values():
-            timer.stop()
+            timer.kill(block=False)
         self._timers.clear()
         if self._pause_greenlet is not None:
             self._pause_greenlet.kill(block=False)
@@ -128,11 +128,15 @@ class TotemDriver:
             receive(now, packet)
         self._apply()
 
-    def _timer_fired(self, name: TimerName) -> None:
+    def _timer_fired(self, name: TimerName, deadline: float) -> None:
         self._timers.pop(name, None)
         if not self._running:
             return
-        self.core.timer_expired(self._clock(), name)
+        now = self._clock()
+        if now < deadline - 0.0005:  # the hub's cached time ran ahead: wait for the real deadline
+            self._timers[name] = gevent.spawn_later(deadline - now, self._timer_fired, name, deadline)
+            return
+        self.core.timer_expired(now, name)
         self._apply()
 
     # -- outputs ----------------------------------------------------------------
@@ -169,15 +173,14 @@ class TotemDriver:
                 self.transport.unicast(dest, self.crypto.seal(packet, dest))
         if ready.timers:
             now = self._clock()
-            loop = gevent.get_hub().loop
             for name, deadline in ready.timers.items():
                 old = self._timers.pop(name, None)
                 if old is not None:
-                    old.stop()
+                    old.kill(block=False)
                 if deadline is not None:
-                    timer = loop.timer(max(deadline - now, 0.0))
-                    timer.start(self._timer_fired, name)
-                    self._timers[name] = timer
+                    # A greenlet, not a raw loop callback: the core's outputs may block (IPC sends).
+                    self._timers[name] = gevent.spawn_later(max(deadline - now, 0.0), self._timer_fired, name,
+                                                            deadline)
         if ready.events:
             for event in ready.events:
                 if isinstance(event, ConfigChange) and event.kind is ConfKind.REGULAR:

@@ -116,7 +116,7 @@ class Transport:
         self.family = family
         self.addresses: dict[int, str] = {}
         self.stats = {"packets_in": 0, "packets_out": 0, "bytes_in": 0, "bytes_out": 0, "oversized": 0,
-                      "send_errors": 0}
+                      "send_errors": 0, "recv_errors": 0}
         self._readers: list[gevent.Greenlet] = []
         self._sockets: list[Any] = []
         self._on_batch: Callable[[Batch], None] | None = None
@@ -147,29 +147,40 @@ class Transport:
 
     def _read_loop(self, sock: Any) -> None:
         fd = sock.fileno()
-        recv = sock.recvfrom
+        first = self._drain_first(sock)
         while True:
             socket.wait_read(fd)
             batch: Batch = []
-            while len(batch) < 512:
-                try:
-                    data, source = recv(MAX_DATAGRAM + 1)
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                        break
-                    if exc.errno == errno.EBADF:
-                        return
-                    continue
-                if len(data) > MAX_DATAGRAM:
-                    self.stats["oversized"] += 1
-                    continue
-                self.stats["packets_in"] += 1
-                self.stats["bytes_in"] += len(data)
-                batch.append((data, source))
+            if first is not None:  # data that travelled with a token is fed before it
+                self._drain(first, batch)
+            self._drain(sock, batch)
             if batch and self._on_batch is not None:
                 self._on_batch(batch)
+
+    def _drain_first(self, sock: Any) -> Any:
+        """A socket to drain before ``sock`` at every wake-up (None: nothing)."""
+        return None
+
+    def _drain(self, sock: Any, batch: Batch) -> None:
+        recv = sock.recvfrom
+        while len(batch) < 512:
+            try:
+                data, source = recv(MAX_DATAGRAM + 1)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    break
+                if exc.errno == errno.EBADF:
+                    return
+                self.stats["recv_errors"] += 1
+                break
+            if len(data) > MAX_DATAGRAM:
+                self.stats["oversized"] += 1
+                continue
+            self.stats["packets_in"] += 1
+            self.stats["bytes_in"] += len(data)
+            batch.append((data, source))
 
     def _sendto(self, sock: Any, data: bytes, address: tuple) -> None:
         try:
@@ -265,6 +276,9 @@ class UdpTransport(Transport):
 
     def _receivers(self) -> list[Any]:
         return [self._mcast_rx, self._token]
+
+    def _drain_first(self, sock: Any) -> Any:
+        return self._mcast_rx if sock is self._token else None
 
     def multicast(self, data: bytes) -> None:
         """Send ``data`` to the group."""
