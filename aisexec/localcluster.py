@@ -9,6 +9,7 @@ index (1..N).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -19,7 +20,14 @@ from pathlib import Path
 
 from aisexec.embedded import NodeLayout, local_cluster
 
-_PORT_BASE = 20000
+_STATUS_PROBE = """
+import json
+from openais import cfg
+with cfg.initialize() as h:
+    s = h.ring_status()
+    print(json.dumps({"nodeid": s.nodeid, "state": s.state, "synced": s.synced, "members": list(s.members),
+                      "ring_id": s.rings[0].ring_id if s.rings else None}))
+"""
 
 
 def free_port_pair() -> int:
@@ -125,12 +133,10 @@ class LocalCluster:
                               text=True, timeout=timeout)
 
     def status(self, index: int) -> dict | None:
-        """``openais-cfgtool --json -s`` of node ``index`` (None if unreachable)."""
-        import json
-
-        out = subprocess.run([sys.executable, "-m", "openais.tools.cfgtool", "-s", "--json"],
-                             env=self.environ(index), capture_output=True, text=True, timeout=15)
-        if not out.stdout.strip().startswith("{"):
+        """Node ``index``'s view through the CFG library: nodeid, state, synced, ring_id, members (None if down)."""
+        out = subprocess.run([sys.executable, "-c", _STATUS_PROBE], env=self.environ(index), capture_output=True,
+                             text=True, timeout=15)
+        if out.returncode != 0 or not out.stdout.strip().startswith("{"):
             return None
         return json.loads(out.stdout)
 
