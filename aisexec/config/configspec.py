@@ -86,6 +86,8 @@ logfile_priority = option(emerg, alert, crit, err, warning, notice, info, debug,
 [aisexec]
 user = string(min=1, default=ais)
 group = string(min=1, default=ais)
+metrics_port = integer(min=0, max=65535, default=0)
+metrics_address = ip_address(default=127.0.0.1)
 
 [amf]
 mode = option(enabled, disabled, default=disabled)

@@ -5,8 +5,8 @@ check), drops what is not for it, feeds data packets to the core before
 tokens (so a token never overtakes the data that travelled with it), then
 applies the core's :class:`~aisexec.totem.api.Ready`: the ring sequence is
 persisted first, then packets are sealed and sent, timers armed, and events
-handed to the layer above.  The node's own multicasts are fed back to its
-core locally, never through the network.  A pause detector logs
+handed to the layer above.  The core keeps its own multicasts itself, so
+none is fed back (copies the kernel loops back are dropped).  A pause detector logs
 ``Process pause detected for N ms`` when the hub was blocked for longer
 than half the token timeout.
 """
@@ -165,8 +165,8 @@ class TotemDriver:
             self.store.save(ready.ring_seq_to_persist)
         for dest, packet in ready.sends:
             if dest == MULTICAST:
+                # The core keeps its own messages when it originates them: no local copy is fed back.
                 self.transport.multicast(self.crypto.seal(packet, 0))
-                self._local.append(packet)
             elif dest == self.nodeid:
                 self._local.append(packet)
             else:

@@ -1,0 +1,146 @@
+"""SrpCore: the sans-IO Totem single-ring ordering and membership protocol (public entry).
+
+Initial configuration convention: ``start`` forms a one-node ring at once; its installation
+delivers only ``REGULAR(members=(me,), joined=())`` (no TRANSITIONAL before a node's first
+REGULAR, as the simulator's alternation check requires).
+Later rings deliver TRANSITIONAL (old members still with me) then REGULAR.
+
+Token callbacks: ``add_token_callback(fn)`` registers ``fn(now)``, called on every accepted
+ORF token visit *before* this node originates messages, so a packing layer can flush into
+``submit`` and have the frames leave on this very visit.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from aisexec.totem.api import MULTICAST, Guarantee, MembState, MessageTooBig, QueueFull, Ready, RingId, TimerName
+from aisexec.totem.config import TotemConfig
+from aisexec.totem.srp_membership import MembershipMixin
+from aisexec.totem.srp_ordering import OrderingMixin
+from aisexec.totem.srp_recovery import RecoveryMixin
+from aisexec.totem.srp_state import PENDING_CAPACITY, SrpState
+from aisexec.totem.wire import CommitToken, HoldCancel, Join, MalformedPacket, Mcast, MergeDetect, OrfToken, decode
+
+
+class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
+    """One node's Totem protocol engine; deterministic given its ``rng``; never touches IO or clocks."""
+
+    def __init__(self, nodeid: int, config: TotemConfig, ring_seq: int = 0, rng: random.Random | None = None) -> None:
+        SrpState.__init__(self, nodeid, config, ring_seq, rng)
+        self._dispatch = {
+            OrfToken: self.on_token,
+            Mcast: self.on_mcast,
+            Join: self.on_join,
+            CommitToken: self.on_commit_token,
+            MergeDetect: self.on_merge_detect,
+            HoldCancel: self.on_hold_cancel,
+        }
+
+    # ------------------------------------------------------------ driver inputs
+    def start(self, now: float) -> None:
+        """Enter GATHER and form a (possibly one-node) ring."""
+        if self.started:
+            return
+        self.started = True
+        self.gather_enter(now)
+
+    def receive(self, now: float, packet: bytes) -> None:
+        """Handle one plaintext Totem packet; malformed packets are dropped and counted."""
+        if self.left or not self.started:
+            return
+        self.stats_counters["packets_received"] += 1
+        try:
+            msg = decode(packet)
+        except MalformedPacket:
+            self.stats_counters["packets_malformed"] += 1
+            return
+        if msg.sender == self._nodeid:
+            return  # my own multicast looped back: already handled locally
+        self._dispatch[type(msg)](now, msg)
+
+    def timer_expired(self, now: float, name: TimerName) -> None:
+        """A timer armed through ``Ready.timers`` fired."""
+        if self.left or not self.started:
+            return
+        if name == TimerName.TOKEN_LOSS:
+            if self.memb_state != MembState.GATHER:
+                self.count("token_losses")
+                self.gather_enter(now)
+        elif name == TimerName.TOKEN_RETRANSMIT:
+            self.on_token_retransmit(now)
+        elif name == TimerName.HOLD:
+            self.release_held_token(now)
+        elif name == TimerName.JOIN:
+            self.on_join_timer(now)
+        elif name == TimerName.CONSENSUS:
+            self.on_consensus_timeout(now)
+        elif name == TimerName.MERGE_DETECT:
+            self.on_merge_timer(now)
+
+    def submit(self, now: float, payload: bytes, guarantee: Guarantee = Guarantee.AGREED) -> None:
+        """Queue one frame for ordering; raises MessageTooBig or QueueFull."""
+        if len(payload) > self.max_payload_size:
+            raise MessageTooBig(f"{len(payload)} > {self.max_payload_size}")
+        if len(self.pending) >= PENDING_CAPACITY:
+            raise QueueFull("pending queue full")
+        self.pending.append((bytes(payload), int(guarantee)))
+        if self.started and not self.left:
+            self.request_hold_cancel(now)
+
+    def leave(self, now: float) -> None:
+        """Orderly shutdown: multicast a leave (a join with dummy sender 0 naming me failed) and go quiet."""
+        if self.left:
+            return
+        fail = tuple(sorted(self.fail_set | {self._nodeid}))
+        proc = tuple(sorted(self.proc_set | set(self.my_memb)))
+        self.send(MULTICAST, Join(0, self.ring_seq_floor, proc, fail).encode())
+        self.left = True
+        self.cancel(*TimerName)
+
+    def take_ready(self) -> Ready:
+        """Drain the outputs accumulated since the last call."""
+        out = self.out
+        self.out = Ready()
+        return out
+
+    def add_token_callback(self, callback: Callable[[float], None]) -> None:
+        """Register ``callback(now)`` to run on each accepted token visit, before origination."""
+        self.token_callbacks.append(callback)
+
+    # ------------------------------------------------------------ introspection
+    @property
+    def nodeid(self) -> int:
+        """This node's id."""
+        return self._nodeid
+
+    @property
+    def state(self) -> MembState:
+        """Current membership state."""
+        return self.memb_state
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """Members of the current (installed or being installed) ring, sorted."""
+        return self.my_memb
+
+    @property
+    def pending_count(self) -> int:
+        """Frames waiting to be originated."""
+        return len(self.pending)
+
+    @property
+    def max_payload(self) -> int:
+        """Largest payload ``submit`` accepts."""
+        return self.max_payload_size
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """A copy of the statistics counters."""
+        return dict(self.stats_counters)
+
+    @property
+    def ring(self) -> RingId:
+        """Alias of ``ring_id``."""
+        return self.ring_id

@@ -1,0 +1,267 @@
+"""Ordering on an established ring: the ORF token, retransmission, flow control, delivery, release."""
+
+from __future__ import annotations
+
+from aisexec.totem.api import MULTICAST, Delivery, Guarantee, MembState, TimerName
+from aisexec.totem.config import MAX_RTR_ENTRIES, SORT_QUEUE_CAPACITY
+from aisexec.totem.wire import _MCAST, FLAG_ENCAPSULATED, HEADER, MAGIC, T_MCAST, VERSION, HoldCancel, Mcast, OrfToken
+
+_MCAST_HDR = HEADER.pack  # bound once: hot path
+_MCAST_BODY = _MCAST.pack
+
+
+class OrderingMixin:
+    """Token visit (§1.3), data receipt (§1.4), agreed/safe delivery (§1.6) and release (§1.8)."""
+
+    # ------------------------------------------------------------ data messages
+    def on_mcast(self, now: float, m: Mcast) -> None:
+        """Store a data message of my ring; a foreign one may start a membership change."""
+        self.count("mcasts_received")
+        ring = self.ring_id
+        if m.ring_rep != ring.rep or m.ring_seq != ring.seq:
+            self.on_foreign(now, m.sender, m.ring_seq)
+            return
+        if self.memb_state == MembState.COMMIT:
+            return
+        seq = m.seq
+        sq = self.sort_queue
+        if seq <= self.last_released or seq in sq or seq > self.last_released + SORT_QUEUE_CAPACITY:
+            self.count("mcasts_duplicate")
+            return
+        raw = m.encode()
+        sq[seq] = (m.sender, m.guarantee, m.payload, raw, m.encapsulated)
+        if seq > self.my_high_seq_received:
+            self.my_high_seq_received = seq
+        self.advance_aru()
+        if self.memb_state == MembState.OPERATIONAL:
+            self.deliver_ready()
+
+    def advance_aru(self) -> None:
+        """Walk ``my_aru`` forward to the first hole."""
+        sq = self.sort_queue
+        aru = self.my_aru
+        while aru + 1 in sq:
+            aru += 1
+        if aru != self.my_aru:
+            self.my_aru = aru
+            if self.miss_counts:
+                for s in [s for s in self.miss_counts if s <= aru]:
+                    del self.miss_counts[s]
+
+    def deliver_ready(self) -> None:
+        """Deliver the contiguous prefix (agreed); a safe message also waits for the two-visit aru."""
+        sq = self.sort_queue
+        ring = self.ring_id
+        while self.my_high_delivered < self.my_aru:
+            seq = self.my_high_delivered + 1
+            sender, guarantee, payload, _raw, encapsulated = sq[seq]
+            if guarantee == Guarantee.SAFE and seq > self.safe_aru:
+                return
+            self.my_high_delivered = seq
+            if not encapsulated:
+                self.emit(Delivery(sender, payload, ring, seq, guarantee))
+                self.stats_counters["messages_delivered"] += 1
+
+    def release(self, release_to: int) -> None:
+        """Free every buffer up to ``release_to`` (already seen by all on two visits and delivered here)."""
+        sq = self.sort_queue
+        for seq in range(self.last_released + 1, release_to + 1):
+            sq.pop(seq, None)
+        if release_to > self.last_released:
+            self.last_released = release_to
+
+    # ------------------------------------------------------------ the token
+    def on_token(self, now: float, tok: OrfToken) -> None:
+        """One visit of the ORF token (§1.3 steps 1-19)."""
+        state = self.memb_state
+        if state not in (MembState.OPERATIONAL, MembState.RECOVERY):
+            self.count("packets_ignored")
+            return
+        ring = self.ring_id
+        if tok.ring_rep != ring.rep or tok.ring_seq != ring.seq:
+            self.count("tokens_foreign")
+            return
+        if tok.token_seq <= self.my_token_seq:
+            self.count("tokens_duplicate")
+            return
+        self.count("tokens_received")
+        self.held_token = None
+        is_rep = ring.rep == self._nodeid
+        # idle detection (step 3)
+        if tok.seq == self.my_last_seq:
+            self.my_seq_unchanged += 1
+            if is_rep and not self.merge_armed and state == MembState.OPERATIONAL:
+                self.merge_armed = True
+                self.arm(now, TimerName.MERGE_DETECT, self.cfg.merge)
+        else:
+            self.my_seq_unchanged = 0
+        self.my_last_seq = tok.seq
+        for callback in self.token_callbacks:
+            callback(now)
+        last_aru = self.my_last_aru
+        self.my_last_aru = tok.aru
+        if state == MembState.OPERATIONAL:
+            self.safe_aru = min(tok.aru, last_aru)
+            self.release(min(tok.aru, last_aru, self.my_high_delivered))
+        # flow control (§1.7)
+        cfg = self.cfg
+        queue = self.pending if state == MembState.OPERATIONAL else self.recovery_queue
+        cbl = len(queue)
+        allowed = min(cfg.max_messages, cfg.window_size - tok.fcc)
+        backlog_total = tok.backlog + cbl - self.my_pbl
+        if backlog_total > 0:
+            share = cfg.window_size * cbl // backlog_total
+            if 0 < share < allowed:
+                allowed = share
+        allowed = max(allowed, 0)
+        # serve retransmission requests (step 9)
+        sent = 0
+        sq = self.sort_queue
+        rtr_out = []
+        for entry in tok.rtr:
+            rrep, rseq, seq = entry
+            if rrep == ring.rep and rseq == ring.seq and seq in sq and sent < allowed:
+                self.send(MULTICAST, sq[seq][3])
+                sent += 1
+                self.stats_counters["retransmits"] += 1
+            elif rrep == ring.rep and rseq == ring.seq and seq <= self.last_released:
+                continue  # everybody had it: stale request
+            else:
+                rtr_out.append(entry)
+        # add my own gaps (step 10)
+        seq_now = tok.seq
+        if self.my_aru < seq_now and len(rtr_out) < MAX_RTR_ENTRIES:
+            listed = {e[2] for e in rtr_out if e[0] == ring.rep and e[1] == ring.seq}
+            miss = self.miss_counts
+            for s in range(self.my_aru + 1, seq_now + 1):
+                if len(rtr_out) >= MAX_RTR_ENTRIES:
+                    break
+                if s in sq:
+                    continue
+                c = miss.get(s, 0) + 1
+                miss[s] = c
+                if c >= cfg.miss_count_const and s not in listed:
+                    rtr_out.append((ring.rep, ring.seq, s))
+                    self.stats_counters["retransmit_requests"] += 1
+        # originate (steps 11-12)
+        room = self.last_released + SORT_QUEUE_CAPACITY - (seq_now + allowed + cfg.window_size)
+        new = min(allowed - sent, len(queue)) if room > 0 else 0
+        if new > 0:
+            me = self._nodeid
+            encapsulated = state == MembState.RECOVERY
+            flags = FLAG_ENCAPSULATED if encapsulated else 0
+            header = _MCAST_HDR(MAGIC, VERSION, T_MCAST, flags, me)
+            for _ in range(new):
+                if encapsulated:
+                    payload, guarantee = queue.popleft(), 0
+                    self.count("recovery_messages")
+                else:
+                    payload, guarantee = queue.popleft()
+                seq_now += 1
+                raw = header + _MCAST_BODY(ring.rep, ring.seq, seq_now, guarantee) + payload
+                sq[seq_now] = (me, guarantee, payload, raw, encapsulated)
+                self.send(MULTICAST, raw)
+            self.stats_counters["messages_originated"] += new
+            self.my_high_seq_received = max(self.my_high_seq_received, seq_now)
+            self.advance_aru()
+            sent += new
+        # flow-control bookkeeping (step 13)
+        fcc = max(tok.fcc + sent - self.my_trc, 0)
+        backlog = max(tok.backlog + cbl - self.my_pbl, 0)
+        self.my_trc = sent
+        self.my_pbl = cbl
+        # aru rule (§1.5)
+        aru, aru_addr = tok.aru, tok.aru_addr
+        if self.my_aru < aru or aru_addr == self._nodeid or aru_addr == 0:
+            aru = self.my_aru
+            aru_addr = 0 if aru == seq_now else self._nodeid
+        # fail to receive (§2.9)
+        if aru_addr != 0 and aru == last_aru and aru != seq_now and state == MembState.OPERATIONAL:
+            self.my_aru_count += 1
+        else:
+            self.my_aru_count = 0
+        if self.my_aru_count > cfg.fail_recv_const and aru_addr == self._nodeid:
+            self.count("fail_to_recv")
+            self.failed_to_recv = True
+            self.fail_set.add(self._nodeid)
+            self.gather_enter(now)
+            return
+        self.my_token_seq = tok.token_seq
+        retrans_flg = tok.retrans_flg
+        if state == MembState.RECOVERY:
+            retrans_flg = self.recovery_token_counters(seq_now, aru, retrans_flg)
+        out = OrfToken(self._nodeid, ring.rep, ring.seq, tok.token_seq + 1, seq_now, aru, aru_addr,
+                       backlog, fcc, retrans_flg, tuple(rtr_out))
+        hold = is_rep and state == MembState.OPERATIONAL and self.my_seq_unchanged > cfg.seqno_unchanged_const
+        self.forward_token(now, out, hold)
+        if state == MembState.OPERATIONAL:
+            self.deliver_ready()
+        elif self.install_aru_ok >= 2:
+            self.install(now)
+
+    def forward_token(self, now: float, tok: OrfToken, hold: bool) -> None:
+        """Send the token to my successor, or hold it (idle rep, or a one-node ring)."""
+        cfg = self.cfg
+        self.arm(now, TimerName.TOKEN_LOSS, cfg.token)
+        dest = self.successor()
+        if dest == self._nodeid:
+            # one-node ring: the token comes straight back; pace it by the hold timer when idle
+            self.held_token = tok
+            busy = bool(self.pending) or bool(self.recovery_queue) or self.memb_state == MembState.RECOVERY
+            self.cancel(TimerName.TOKEN_RETRANSMIT)
+            self.arm(now, TimerName.HOLD, 0 if busy and not hold else cfg.hold)
+            return
+        raw = tok.encode()
+        self.last_token_copy = raw
+        self.last_token_dest = dest
+        if hold:
+            self.held_token = tok
+            self.cancel(TimerName.TOKEN_RETRANSMIT)
+            self.arm(now, TimerName.HOLD, cfg.hold)
+            return
+        self.send(dest, raw)
+        self.arm(now, TimerName.TOKEN_RETRANSMIT, cfg.token_retransmit)
+
+    def release_held_token(self, now: float) -> None:
+        """Hold expired or was cancelled: pass the held token on."""
+        tok = self.held_token
+        if tok is None:
+            return
+        self.held_token = None
+        if self.successor() == self._nodeid:
+            self.on_token(now, tok)
+            return
+        self.send(self.last_token_dest, self.last_token_copy)
+        self.arm(now, TimerName.TOKEN_RETRANSMIT, self.cfg.token_retransmit)
+
+    def on_hold_cancel(self, now: float, hc: HoldCancel) -> None:
+        """A member has something to send: stop treating the ring as idle."""
+        if (hc.ring_rep, hc.ring_seq) != tuple(self.ring_id) or self.memb_state != MembState.OPERATIONAL:
+            return
+        self.my_seq_unchanged = 0
+        if self.held_token is not None:
+            self.release_held_token(now)
+
+    def on_token_retransmit(self, now: float) -> None:
+        """No newer token arrived in time: resend my last copy (ORF or commit token)."""
+        if self.memb_state == MembState.GATHER or self.last_token_copy is None or self.held_token is not None:
+            return
+        self.count("token_retransmits")
+        self.send(self.last_token_dest, self.last_token_copy)
+        self.arm(now, TimerName.TOKEN_RETRANSMIT, self.cfg.token_retransmit)
+
+    def request_hold_cancel(self, now: float) -> None:
+        """New work while the ring looks idle: ask the rep to release the token."""
+        if self.memb_state != MembState.OPERATIONAL:
+            return
+        if self.held_token is not None:
+            if self.successor() == self._nodeid:
+                self.arm(now, TimerName.HOLD, 0)
+            else:
+                self.my_seq_unchanged = 0
+                self.release_held_token(now)
+            return
+        if self.my_seq_unchanged >= self.cfg.seqno_unchanged_const:
+            self.my_seq_unchanged = 0
+            self.count("hold_cancels_sent")
+            self.send(MULTICAST, HoldCancel(self._nodeid, self.ring_id.rep, self.ring_id.seq).encode())
