@@ -158,6 +158,7 @@ class Daemon:
     stop_event: Any = None
     signal_handlers: list = field(default_factory=list)
     heartbeat: Any = None
+    metrics: Any = None
 
     def start(self) -> None:
         """Lock, load services, log the banner and start the executive (StartupError on failure)."""
@@ -190,6 +191,7 @@ class Daemon:
             self.executive = Executive(self.prepared.config, env, self.services, authkey=self.prepared.authkey,
                                        logger=log)
             self.executive.start()
+            self._start_metrics()
         except StartupError:
             raise
         except Exception as exc:
@@ -277,9 +279,26 @@ class Daemon:
         self.shutdown()
         return self.exit_code
 
+    def _start_metrics(self) -> None:
+        """Serve Prometheus metrics on loopback when ``aisexec { metrics_port }`` is set."""
+        settings = self.prepared.config.aisexec
+        if not settings.get("metrics_port"):
+            return
+        from aisexec.metrics import MetricsAddressError, MetricsServer
+
+        try:
+            self.metrics = MetricsServer(str(settings["metrics_address"]), int(settings["metrics_port"]),
+                                         self.executive.ring_status)
+            self.metrics.start()
+        except (MetricsAddressError, OSError) as exc:
+            raise StartupError(ExitCode.CONFIG, f"metrics endpoint: {exc}") from None
+        log.info("metrics on %s", self.metrics.url)
+
     def shutdown(self) -> None:
         """Stop the executive (exec_exit hooks, socket removed), remove the pid file, drop the lock."""
         notify.stopping("stopping")
+        if self.metrics is not None:
+            self.metrics.stop()
         for handler in self.signal_handlers:
             handler.cancel()
         self.signal_handlers.clear()
