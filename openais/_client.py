@@ -164,8 +164,43 @@ class Handle:
                             return
                         raise
                 return
-            while self._dispatch_frame(block=False) and flags == DISPATCH_ALL:
-                pass
+            if flags == DISPATCH_ONE:
+                self._dispatch_frame(block=False)
+                return
+            self._dispatch_all()
+
+    def _dispatch_all(self) -> None:
+        """Read every pending callback in large chunks, then run them (no bytes are left in user space)."""
+        sock = self._dispatch
+        buf = bytearray()
+        try:
+            while True:
+                try:
+                    chunk = sock.recv(1 << 20, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    raise ConnectionError("the executive closed the connection")
+                buf += chunk
+            frames, used = _wire.split_responses(buf, self._max_frame)
+            rest = buf[used:]
+            if rest:  # complete the frame the executive is still writing
+                need = _wire.RESPONSE.unpack_from(rest)[0] if len(rest) >= _wire.RESPONSE.size else None
+                if need is None:
+                    rest += _recv_exact(sock, _wire.RESPONSE.size - len(rest))
+                    need = _wire.RESPONSE.unpack_from(rest)[0]
+                _wire.check_size(need, _wire.RESPONSE.size, self._max_frame)
+                rest += _recv_exact(sock, need - len(rest))
+                frames += _wire.split_responses(rest, self._max_frame)[0]
+        except (OSError, ConnectionError, _wire.FrameError) as exc:
+            if self._finalized:
+                return
+            self._dead = True
+            raise Library(f"lost the dispatch connection to the executive: {exc}") from None
+        for _service, msg_id, _rid, _error, payload in frames:
+            if self._finalized:  # a callback finalized the handle
+                return
+            self._on_dispatch(msg_id, payload)
 
     def _dispatch_frame(self, block: bool) -> bool:
         """Read and run one callback frame; False when none is pending (non-blocking)."""

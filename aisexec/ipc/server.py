@@ -168,7 +168,7 @@ class IpcServer:
     """Accepts library connections on a Unix socket and routes their requests."""
 
     def __init__(self, path: str, router: Router, authorizer: Authorizer, *, max_frame: int = _wire.MAX_FRAME,
-                 max_queued_bytes: int = 8 * 1024 * 1024, logger: logging.Logger | None = None) -> None:
+                 max_queued_bytes: int = 32 * 1024 * 1024, logger: logging.Logger | None = None) -> None:
         self.path = path
         self.router = router
         self.authorizer = authorizer
