@@ -138,7 +138,10 @@ def watch() -> None:
             if sys.stdin in readable and not sys.stdin.readline():
                 break
             if h in readable:
-                h.dispatch(openais.DISPATCH_ALL)
+                try:
+                    h.dispatch(openais.DISPATCH_ALL)
+                except openais.Library:
+                    return  # our own node was the one killed
 
 
 def main() -> None:
