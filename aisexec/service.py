@@ -50,12 +50,19 @@ class LibHandler:
     ``needs_cluster``: the request multicasts on the ring; the IPC layer
     answers ``SA_AIS_ERR_TRY_AGAIN`` itself while sync runs or while the
     ring's pending queue has no room.  ``max_size`` caps the payload
-    (``SA_AIS_ERR_INVALID_PARAM`` beyond, before the handler runs).
+    (``SA_AIS_ERR_TOO_BIG`` beyond, before the handler runs).
+
+    ``pipelined``: the library sends these requests without waiting for
+    each answer (a bounded window per handle).  Instead of answering
+    TRY_AGAIN, the IPC layer then stops reading that connection until the
+    ring has room and sync is over (back-pressure through the socket), so a
+    request it accepted is never refused for lack of room.
     """
 
     fn: LibFn
     needs_cluster: bool = False
     max_size: int = 1024 * 1024 + 4096
+    pipelined: bool = False
 
 
 @dataclass(frozen=True, slots=True)

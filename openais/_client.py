@@ -21,6 +21,8 @@ from openais.errors import AisError, BadHandle, Library, SaAisError, Timeout
 CONNECT_TIMEOUT = 2.0
 #: Seconds a call waits for its answer unless told otherwise.
 CALL_TIMEOUT = 30.0
+#: Pipelined requests a handle may have unanswered at once (then TryAgain).
+PIPELINE_WINDOW = 128
 
 DISPATCH_ONE = 1
 DISPATCH_ALL = 2
@@ -56,6 +58,9 @@ class Handle:
         self._call_lock = threading.Lock()
         self._dispatch_lock = threading.Lock()
         self._next_request = 0
+        self._pipelined: set[int] = set()
+        self._deferred: AisError | None = None
+        self._rbuf = bytearray()
         self._finalized = False
         self._dead = False
         self._response = self._connect()
@@ -125,9 +130,10 @@ class Handle:
                 sock.settimeout(CALL_TIMEOUT if timeout is None else max(timeout, 0.001))
                 sock.sendall(_wire.encode_request(self._service, msg_id, request_id, payload))
                 while True:
-                    _s, _m, rid, error, answer = _read_response(sock, self._max_frame)
+                    _s, _m, rid, error, answer = self._next_response(sock)
                     if rid == request_id:
                         break
+                    self._settle(rid, error)
             except TimeoutError:
                 # The answer may still come: later calls skip it by request id.
                 raise Timeout(f"no answer from the executive within {timeout or CALL_TIMEOUT} s") from None
@@ -139,6 +145,92 @@ class Handle:
         if error != SaAisError.OK:
             raise AisError.from_code(error)
         return answer
+
+    def _next_response(self, sock: socket.socket) -> tuple[int, int, int, int, bytes]:
+        """The next response frame, from what was read ahead or from the socket."""
+        while True:
+            frames, _used = _wire.split_responses(self._rbuf, self._max_frame)
+            if frames:
+                first = frames[0]
+                del self._rbuf[: _wire.RESPONSE.size + len(first[4])]
+                return first
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("the executive closed the connection")
+            self._rbuf += chunk
+
+    def _settle(self, request_id: int, error: int) -> None:
+        """Account the answer to a pipelined request; keep its error for the next call."""
+        if request_id in self._pipelined:
+            self._pipelined.discard(request_id)
+            if error != SaAisError.OK and self._deferred is None:
+                self._deferred = AisError.from_code(error, "an earlier pipelined request failed: "
+                                                           f"SA_AIS_ERR_{SaAisError(error).name}")
+
+    def _reap(self) -> None:
+        """Read every answer already waiting (never blocks) and settle pipelined ones."""
+        sock = self._response
+        sock.settimeout(0.0)  # MSG_DONTWAIT alone would still wait out a socket timeout
+        while True:
+            try:
+                chunk = sock.recv(1 << 16)
+            except BlockingIOError:
+                break
+            if not chunk:
+                raise ConnectionError("the executive closed the connection")
+            self._rbuf += chunk
+        frames, used = _wire.split_responses(self._rbuf, self._max_frame)
+        del self._rbuf[:used]
+        for _s, _m, rid, error, _payload in frames:
+            self._settle(rid, error)
+
+    def _send_pipelined(self, msg_id: int, payload: bytes) -> None:
+        """Send a request without waiting for its answer (at most PIPELINE_WINDOW outstanding).
+
+        Raises TryAgain when the window is full (the executive is backed up),
+        and raises the error of an earlier pipelined request that failed.
+        """
+        self._check()
+        with self._call_lock:
+            self._check()
+            try:
+                self._reap()
+                if self._deferred is not None:
+                    error, self._deferred = self._deferred, None
+                    raise error
+                if len(self._pipelined) >= PIPELINE_WINDOW:
+                    from openais.errors import TryAgain
+
+                    raise TryAgain("the executive has not yet taken this handle's earlier messages")
+                self._next_request = (self._next_request + 1) & 0xFFFFFFFF or 1
+                request_id = self._next_request
+                self._response.settimeout(CALL_TIMEOUT)
+                self._response.sendall(_wire.encode_request(self._service, msg_id, request_id, payload))
+                self._pipelined.add(request_id)
+            except (OSError, ConnectionError, _wire.FrameError) as exc:
+                if self._finalized:
+                    raise BadHandle("the handle was finalized") from None
+                self._dead = True
+                raise Library(f"lost the connection to the executive: {exc}") from None
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until the executive has answered every pipelined request; raise a deferred error."""
+        self._check()
+        with self._call_lock:
+            sock = self._response
+            sock.settimeout(CALL_TIMEOUT if timeout is None else timeout)
+            try:
+                while self._pipelined:
+                    _s, _m, rid, error, _payload = self._next_response(sock)
+                    self._settle(rid, error)
+            except TimeoutError:
+                raise Timeout("pipelined requests still unanswered") from None
+            except (OSError, ConnectionError, _wire.FrameError) as exc:
+                self._dead = True
+                raise Library(f"lost the connection to the executive: {exc}") from None
+            if self._deferred is not None:
+                error, self._deferred = self._deferred, None
+                raise error
 
     # -- dispatch ---------------------------------------------------------------
 
@@ -174,6 +266,7 @@ class Handle:
         sock = self._dispatch
         buf = bytearray()
         try:
+            sock.settimeout(None)
             while True:
                 try:
                     chunk = sock.recv(1 << 20, socket.MSG_DONTWAIT)

@@ -308,10 +308,12 @@ class CpgHandle(Handle):
     def join(self, group: str) -> None:
         """Join ``group``; returns once every node has applied the join (Exist if already joined)."""
         self._call(Request.JOIN, encode_group_request(_checked_group(group)))
+        self._joined = group
 
     def leave(self, group: str) -> None:
         """Leave ``group`` (NotExist if this handle has not joined it)."""
         self._call(Request.LEAVE, encode_group_request(_checked_group(group)))
+        self._joined = None
 
     def mcast(self, data: bytes, guarantee: int = AGREED) -> None:
         """Multicast ``data`` to the joined group; TryAgain when the executive is backed up."""
@@ -319,7 +321,12 @@ class CpgHandle(Handle):
             raise InvalidParam(f"unknown guarantee {guarantee}")
         if len(data) > MAX_MESSAGE:
             raise TooBig(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
-        self._call(Request.MCAST, encode_mcast_request(data, guarantee))
+        if getattr(self, "_joined", None) is None:
+            self._call(Request.MCAST, encode_mcast_request(data, guarantee))  # the executive says NotExist
+            return
+        # Pipelined: up to PIPELINE_WINDOW messages in flight; TryAgain when the executive is backed
+        # up; an error the executive found for an earlier message is raised by a later call.
+        self._send_pipelined(Request.MCAST, encode_mcast_request(data, guarantee))
 
     def membership(self, group: str) -> list[Member]:
         """Current members of ``group`` as this node knows them (empty if nobody joined it)."""

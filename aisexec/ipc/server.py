@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import socket as pysocket
+import time
 from typing import Any, Protocol
 
 import gevent
@@ -38,6 +39,11 @@ from openais import _wire
 from openais.errors import SaAisError
 
 READ_CHUNK = 256 * 1024
+#: Room asked for beyond a request's payload (the service's own headers).
+PIPELINE_SLACK = 1024
+#: How often a parked connection checks for room, and for how long at most (then TRY_AGAIN).
+PARK_POLL = 0.002
+PARK_LIMIT = 30.0
 WRITE_CHUNK = 1024 * 1024
 HANDSHAKE_TIMEOUT = 5.0
 
@@ -181,7 +187,7 @@ class IpcServer:
         self._acceptor: gevent.Greenlet | None = None
         self._greenlets: set[gevent.Greenlet] = set()
         self.counters = {"accepted": 0, "refused": 0, "malformed": 0, "requests": 0, "try_again": 0,
-                         "handler_errors": 0, "overflows": 0}
+                         "handler_errors": 0, "overflows": 0, "parked": 0}
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -372,6 +378,19 @@ class IpcServer:
             pass
         conn.close()
 
+    def _cluster_can_take(self, size: int) -> bool:
+        return self.router.cluster_ready() and self.router.has_room(size + PIPELINE_SLACK)
+
+    def _park(self, conn: IpcConnection, size: int) -> bool:
+        """Hold this connection's reader until the ring can take ``size`` bytes; False on timeout."""
+        self.counters["parked"] += 1
+        deadline = time.monotonic() + PARK_LIMIT
+        while not conn.closed and time.monotonic() < deadline:
+            gevent.sleep(PARK_POLL)
+            if self._cluster_can_take(size):
+                return True
+        return False
+
     def _request(self, conn: IpcConnection, service: int, msg_id: int, request_id: int, payload: bytes) -> None:
         self.counters["requests"] += 1
         if service != conn.service:
@@ -385,10 +404,11 @@ class IpcServer:
         if len(payload) > handler.max_size:
             conn.respond(service, msg_id, request_id, SaAisError.TOO_BIG)
             return
-        if handler.needs_cluster and not (self.router.cluster_ready() and self.router.has_room(len(payload))):
-            self.counters["try_again"] += 1
-            conn.respond(service, msg_id, request_id, SaAisError.TRY_AGAIN)
-            return
+        if handler.needs_cluster and not self._cluster_can_take(len(payload)):
+            if not (handler.pipelined and self._park(conn, len(payload))):
+                self.counters["try_again"] += 1
+                conn.respond(service, msg_id, request_id, SaAisError.TRY_AGAIN)
+                return
         try:
             handler.fn(conn, request_id, payload)
         except QueueFull:

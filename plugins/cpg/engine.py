@@ -90,7 +90,8 @@ class CpgEngine(ServiceEngine):
         self.lib_handlers = {
             Request.JOIN: LibHandler(self._lib_join, needs_cluster=True, max_size=1024),
             Request.LEAVE: LibHandler(self._lib_leave, needs_cluster=True, max_size=1024),
-            Request.MCAST: LibHandler(self._lib_mcast, needs_cluster=True, max_size=wire.MAX_MESSAGE + 1024),
+            Request.MCAST: LibHandler(self._lib_mcast, needs_cluster=True, max_size=wire.MAX_MESSAGE + 1024,
+                                      pipelined=True),
             Request.MEMBERSHIP: LibHandler(self._lib_membership, max_size=1024),
             Request.LOCAL_NODEID: LibHandler(self._lib_local_nodeid, max_size=0),
             Request.ITERATE: LibHandler(self._lib_iterate, max_size=0),
