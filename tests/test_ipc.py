@@ -37,7 +37,9 @@ class EchoEngine(ServiceEngine):
             4: LibHandler(self.cluster, needs_cluster=True, max_size=100),
             5: LibHandler(self.boom),
             6: LibHandler(self.full),
+            10: LibHandler(self.taken, needs_cluster=True, pipelined=True),
         }
+        self.taken_payloads = []
 
     def lib_init(self, conn):
         self.inits.append(conn.id)
@@ -60,6 +62,10 @@ class EchoEngine(ServiceEngine):
 
     def cluster(self, conn, rid, payload):
         conn.respond(self.id, 4, rid, 1, b"ok")
+
+    def taken(self, conn, rid, payload):
+        self.taken_payloads.append(payload)
+        conn.respond(self.id, 10, rid, 1 if payload != b"bad" else 12)
 
     def boom(self, conn, rid, payload):
         raise RuntimeError("handler bug")
@@ -282,3 +288,24 @@ def test_unprivileged_uid_is_refused_and_a_configured_uid_admitted():
     finally:
         srv.stop()
         shutil.rmtree(public, ignore_errors=True)
+
+
+def test_pipelined_requests_are_parked_not_refused_and_the_window_bounds_them(server):
+    from openais import _client
+
+    h = EchoHandle(server.path)
+    server.router.room = False
+    for i in range(_client.PIPELINE_WINDOW):
+        h._send_pipelined(10, str(i).encode())
+    with pytest.raises(openais.TryAgain):
+        h._send_pipelined(10, b"one too many")
+    time.sleep(0.2)
+    assert server.engine.taken_payloads == []  # parked while the ring has no room
+    server.router.room = True
+    h.flush(timeout=5)
+    assert server.engine.taken_payloads == [str(i).encode() for i in range(_client.PIPELINE_WINDOW)]
+    h._send_pipelined(10, b"bad")
+    with pytest.raises(openais.NotExist):  # the executive's error for an earlier message surfaces later
+        h.flush(timeout=5)
+    assert h._call(1, b"ok") == b"ok"
+    h.finalize()
