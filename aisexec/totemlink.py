@@ -56,6 +56,7 @@ class TotemLink:
         from aisexec.totem import wire
         from aisexec.totem.crypto import OVERHEAD, PacketCrypto
         from aisexec.totem.driver import TotemDriver
+        from aisexec.totem.faults import FaultLayer
         from aisexec.totem.pg import PgEndpoint
         from aisexec.totem.ringseq import RingSeqStore
         from aisexec.totem.srp import SrpCore
@@ -75,7 +76,9 @@ class TotemLink:
         self.core = SrpCore(nodeid, totem_config, ring_seq=self.store.load())
         frame = min(self.core.max_payload, totem_config.netmtu - 28 - OVERHEAD - wire.MCAST_OVERHEAD)
         self.pg = PgEndpoint(nodeid, frame)
-        self.driver = TotemDriver(self.core, self.transport, self.crypto, self.store, on_events=self._on_events)
+        self.faults = FaultLayer.from_environ()  # None unless OPENAIS_FAULTS / OPENAIS_FAULTS_FILE is set
+        self.driver = TotemDriver(self.core, self.transport, self.crypto, self.store, on_events=self._on_events,
+                                  faults=self.faults)
         self.max_message = MAX_MESSAGE_SIZE
 
     # -- lifecycle ----------------------------------------------------------------
@@ -154,4 +157,5 @@ class TotemLink:
             "transport_stats": dict(getattr(self.transport, "stats", {}) or {}),
             "driver": dict(getattr(self.driver, "stats", {}) or {}),
             "crypto_stats": self.crypto.stats.as_dict(),
+            "faults": dict(self.faults.stats) if self.faults is not None else {},
         }

@@ -21,8 +21,10 @@ from openais.errors import AisError, BadHandle, Library, SaAisError, Timeout
 CONNECT_TIMEOUT = 2.0
 #: Seconds a call waits for its answer unless told otherwise.
 CALL_TIMEOUT = 30.0
-#: Pipelined requests a handle may have unanswered at once (then TryAgain).
-PIPELINE_WINDOW = 128
+#: Pipelined requests a handle may have unanswered at once (then TryAgain), and their bytes:
+#: small enough that the socket buffer always takes them, so a send never blocks on a parked executive.
+PIPELINE_WINDOW = 64
+PIPELINE_BYTES = 96 * 1024
 
 DISPATCH_ONE = 1
 DISPATCH_ALL = 2
@@ -58,7 +60,7 @@ class Handle:
         self._call_lock = threading.Lock()
         self._dispatch_lock = threading.Lock()
         self._next_request = 0
-        self._pipelined: set[int] = set()
+        self._pipelined: dict[int, int] = {}  # request id -> frame size
         self._deferred: AisError | None = None
         self._rbuf = bytearray()
         self._finalized = False
@@ -162,7 +164,7 @@ class Handle:
     def _settle(self, request_id: int, error: int) -> None:
         """Account the answer to a pipelined request; keep its error for the next call."""
         if request_id in self._pipelined:
-            self._pipelined.discard(request_id)
+            del self._pipelined[request_id]
             if error != SaAisError.OK and self._deferred is None:
                 self._deferred = AisError.from_code(error, "an earlier pipelined request failed: "
                                                            f"SA_AIS_ERR_{SaAisError(error).name}")
@@ -198,15 +200,19 @@ class Handle:
                 if self._deferred is not None:
                     error, self._deferred = self._deferred, None
                     raise error
-                if len(self._pipelined) >= PIPELINE_WINDOW:
+                frame = _wire.encode_request(self._service, msg_id, 0, payload)
+                in_flight = sum(self._pipelined.values())
+                if self._pipelined and (len(self._pipelined) >= PIPELINE_WINDOW
+                                        or in_flight + len(frame) > PIPELINE_BYTES):
                     from openais.errors import TryAgain
 
                     raise TryAgain("the executive has not yet taken this handle's earlier messages")
                 self._next_request = (self._next_request + 1) & 0xFFFFFFFF or 1
                 request_id = self._next_request
                 self._response.settimeout(CALL_TIMEOUT)
-                self._response.sendall(_wire.encode_request(self._service, msg_id, request_id, payload))
-                self._pipelined.add(request_id)
+                frame = _wire.encode_request(self._service, msg_id, request_id, payload)
+                self._response.sendall(frame)
+                self._pipelined[request_id] = len(frame)
             except (OSError, ConnectionError, _wire.FrameError) as exc:
                 if self._finalized:
                     raise BadHandle("the handle was finalized") from None

@@ -71,6 +71,8 @@ class TotemDriver:
         self.core.start(self._clock())
         self._apply()
         self._pause_greenlet = gevent.spawn(self._pause_watch)
+        if self._faults is not None:
+            self._faults.start(self._reinject)
 
     def leave(self) -> None:
         """Multicast a leave (orderly shutdown) and flush it out."""
@@ -87,6 +89,8 @@ class TotemDriver:
         self._timers.clear()
         if self._pause_greenlet is not None:
             self._pause_greenlet.kill(block=False)
+        if self._faults is not None:
+            self._faults.stop()
         self.transport.stop()
 
     # -- inputs -----------------------------------------------------------------
@@ -125,6 +129,16 @@ class TotemDriver:
         for packet in data:
             receive(now, packet)
         for packet in tokens:
+            receive(now, packet)
+        self._apply()
+
+    def _reinject(self, packets: list[bytes]) -> None:
+        """Feed packets the fault layer held back (data before tokens, as in a batch)."""
+        if not self._running:
+            return
+        now = self._clock()
+        receive = self.core.receive
+        for packet in sorted(packets, key=lambda p: p[_TYPE_OFFSET] in _TOKEN_TYPES):
             receive(now, packet)
         self._apply()
 
