@@ -40,28 +40,25 @@ def supplementary_groups(pid: int) -> set[int]:
     return set()
 
 
-def _uid(value: Any) -> int | None:
+def _resolve(value: Any, by_name: Any) -> int | None:
+    """A numeric id as is, a name through ``by_name`` (pwd/grp), None when empty or unknown."""
     if value in (None, ""):
         return None
     text = str(value)
     if text.isdigit():
         return int(text)
     try:
-        return pwd.getpwnam(text).pw_uid
+        return by_name(text)
     except KeyError:
         return None
+
+
+def _uid(value: Any) -> int | None:
+    return _resolve(value, lambda name: pwd.getpwnam(name).pw_uid)
 
 
 def _gid(value: Any) -> int | None:
-    if value in (None, ""):
-        return None
-    text = str(value)
-    if text.isdigit():
-        return int(text)
-    try:
-        return grp.getgrnam(text).gr_gid
-    except KeyError:
-        return None
+    return _resolve(value, lambda name: grp.getgrnam(name).gr_gid)
 
 
 @dataclass(slots=True)
