@@ -288,7 +288,7 @@ class Daemon:
 
         try:
             self.metrics = MetricsServer(str(settings["metrics_address"]), int(settings["metrics_port"]),
-                                         self.executive.ring_status)
+                                         self.executive.layer.ring_status)
             self.metrics.start()
         except (MetricsAddressError, OSError) as exc:
             raise StartupError(ExitCode.CONFIG, f"metrics endpoint: {exc}") from None

@@ -1,0 +1,104 @@
+"""A running executive as an operator and a third party meet it: plugins, metrics, readiness, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from aisexec.embedded import single_node
+from aisexec.localcluster import LocalCluster, free_port_pair
+from tests.thirdparty import build_echo_distribution
+
+pytestmark = pytest.mark.multiprocess
+
+CLIENT = """
+import sys
+from openais._client import Handle
+h = Handle(200)
+print(h._call(1, b"abc").decode())
+print(int.from_bytes(h._call(2, b""), "big"))
+h.finalize()
+"""
+
+
+def wait_ready(env: dict, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run([sys.executable, "-m", "openais.tools.cfgtool", "--ready"], env=env,
+                             capture_output=True, text=True)
+        if out.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise TimeoutError("executive never became ready")
+
+
+def test_executive_loads_and_uses_a_third_party_service_and_config_parser(tmp_path):
+    site = tmp_path / "site"
+    build_echo_distribution(tmp_path / "src", site)
+    node = single_node(tmp_path / "node")
+    conf = tmp_path / "openais.json"
+    conf.write_text(json.dumps({
+        "totem": {"version": 2, "nodeid": 1, "secauth": "off", "transport": "udpu",
+                  "interface": [{"ringnumber": 0, "bindnetaddr": "127.0.0.1", "mcastport": free_port_pair(),
+                                 "member": [{"memberaddr": "127.0.0.1"}]}]},
+        "logging": {"to_stderr": "yes", "to_syslog": "no"},
+    }))
+    env = {**os.environ, **node.environ(), "PYTHONPATH": str(site), "OPENAIS_DEFAULT_CONFIG_IFACE": "json",
+           "OPENAIS_MAIN_CONFIG_FILE": str(conf)}
+    proc = subprocess.Popen([sys.executable, "-m", "aisexec.main", "-f"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_ready(env)
+        out = subprocess.run([sys.executable, "-c", CLIENT], env=env, capture_output=True, text=True, timeout=20)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["cba", "1"]  # echoed by the plugin; its cluster message went round the ring
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        log = proc.communicate(timeout=20)[0]
+    assert proc.returncode == 0
+    assert "config interface json (ais-thirdparty 1.2.3)" in log
+    assert "ECHO3P 200 (ais-thirdparty 1.2.3)" in log
+    assert not node.socket.exists()
+
+
+def test_metrics_readiness_and_liveness_of_a_running_node(tmp_path):
+    port = free_port_pair()
+    with LocalCluster(tmp_path, 1, transport="udpu", secauth=True) as cluster:
+        config = cluster.nodes[0].config_file
+        config.write_text(config.read_text() + f"aisexec {{\n\tmetrics_port: {port}\n}}\n")
+        cluster.start(1)
+        env = cluster.environ(1)
+        wait_ready(env)
+        ping = subprocess.run([sys.executable, "-m", "openais.tools.cfgtool", "--ping", "--json"], env=env,
+                              capture_output=True, text=True)
+        assert ping.returncode == 0 and json.loads(ping.stdout)["alive"] is True
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        assert "openais_up 1" in text
+        assert "openais_ring_members 1" in text
+        assert "openais_synced 1" in text
+        cluster.kill(1, signal.SIGTERM)
+        down = subprocess.run([sys.executable, "-m", "openais.tools.cfgtool", "--ready"], env=env,
+                              capture_output=True, text=True)
+        assert down.returncode == 2 and "openais-cfgtool" in down.stderr
+
+
+def test_demo_starts_a_cluster_shows_it_and_leaves_nothing_behind(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "aisexec.demo", "-n", "2", "--once", "--dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if line[:1].isdigit()]
+    assert [r[0] for r in rows] == ["1", "2"]
+    assert all(r[3] == "OPERATIONAL" and r[-1] == "1,2" for r in rows)
+    pids = [int(r[2]) for r in rows]
+    time.sleep(0.5)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
