@@ -73,6 +73,9 @@ def test_sigkill_gives_survivors_a_new_configuration_in_time_and_the_node_rejoin
         assert elapsed < (TOKEN_MS + CONSENSUS_MS) / 1000 + 1.0, f"new configuration after {elapsed:.2f} s"
         assert [m[0] for m in event["members"]] == [1]
         cluster3.wait_members([1, 2], [1, 2], timeout=10)
+        log = cluster3.log(1)
+        assert "A processor failed, forming new configuration" in log
+        assert "A new membership" in log and "left: 3" in log
         cluster3.start(3)
         status = cluster3.wait_members([1, 2, 3], [1, 2, 3], timeout=30)
         assert len({s["ring_id"] for s in status.values()}) == 1

@@ -57,7 +57,9 @@ class TotemDriver:
         self._applying = False
         self._pause_greenlet: gevent.Greenlet | None = None
         token_ms = getattr(core, "config", None).token if hasattr(core, "config") else 1000
+        self._token_ms = token_ms
         self._pause_limit = token_ms / 2000.0
+        self._seen = {"token_losses": 0, "retransmit_requests": 0}
         self.stats = {"rejected": 0, "not_for_me": 0, "malformed": 0, "pauses": 0, "max_pause_ms": 0,
                       "memberships": 0}
         self._last_members: tuple[int, ...] = ()
@@ -166,6 +168,8 @@ class TotemDriver:
                 if not ready and not self._local:
                     break
                 self._carry_out(ready)
+                if ready.timers or ready.events:
+                    self._log_protocol_events()
                 if self._local:
                     local, self._local = self._local, []
                     now = self._clock()
@@ -173,6 +177,20 @@ class TotemDriver:
                         self.core.receive(now, packet)
         finally:
             self._applying = False
+
+    def _log_protocol_events(self) -> None:
+        """Turn the core's counters into the log lines operators grep for."""
+        stats = getattr(self.core, "stats_counters", None) or {}
+        losses = stats.get("token_losses", 0)
+        if losses > self._seen["token_losses"]:
+            log.log(25, "A processor failed, forming new configuration. (token not received in %d ms)",
+                    self._token_ms)
+        requests = stats.get("retransmit_requests", 0)
+        if requests > self._seen["retransmit_requests"]:
+            log.info("Retransmit List: %d message(s) requested (%d in all)",
+                     requests - self._seen["retransmit_requests"], requests)
+        self._seen["token_losses"] = losses
+        self._seen["retransmit_requests"] = requests
 
     def _carry_out(self, ready: Ready) -> None:
         if ready.ring_seq_to_persist is not None:
