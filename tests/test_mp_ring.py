@@ -118,3 +118,14 @@ def test_random_garbage_sent_to_the_ports_changes_nothing(cluster3):
         assert after[i]["ring_id"] == before[i]["ring_id"]
         assert after[i]["members"] == [1, 2, 3]
         assert all(p.poll() is None for p in cluster3.procs.values())
+
+
+def test_two_live_nodes_claiming_one_nodeid_are_reported_loudly(tmp_path):
+    with LocalCluster(tmp_path, 2, transport="udpu", secauth=True) as cluster:
+        config = cluster.nodes[1].config_file
+        config.write_text(config.read_text().replace("nodeid: 2", "nodeid: 1"))
+        cluster.start_all()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and "Duplicate nodeid 1" not in cluster.log(1) + cluster.log(2):
+            time.sleep(0.2)
+        assert "Duplicate nodeid 1" in cluster.log(1) + cluster.log(2)

@@ -27,6 +27,7 @@ from aisexec.totem.crypto import PacketCrypto, PacketRejected
 log = logging.getLogger("aisexec.totem")
 _TOKEN_TYPES = (wire.T_ORF_TOKEN, wire.T_COMMIT_TOKEN)
 _TYPE_OFFSET = 3
+_EPOCH = slice(12, 28)  # the sender's epoch in the crypto envelope header
 
 
 class TotemDriver:
@@ -60,6 +61,7 @@ class TotemDriver:
         self._token_ms = token_ms
         self._pause_limit = token_ms / 2000.0
         self._seen = {"token_losses": 0, "retransmit_requests": 0}
+        self._last_duplicate_log = -1e9
         self.stats = {"rejected": 0, "not_for_me": 0, "malformed": 0, "pauses": 0, "max_pause_ms": 0,
                       "memberships": 0}
         self._last_members: tuple[int, ...] = ()
@@ -114,7 +116,9 @@ class TotemDriver:
                 self.stats["rejected"] += 1
                 continue
             if sender == self.nodeid:
-                continue  # our own multicast looped back by the kernel: already fed locally
+                if datagram[_EPOCH] != self.crypto.epoch:
+                    self._duplicate_nodeid(source)
+                continue  # our own multicast looped back by the kernel
             self.transport.learn(sender, source)
             if target and target != self.nodeid:
                 self.stats["not_for_me"] += 1
@@ -133,6 +137,15 @@ class TotemDriver:
         for packet in tokens:
             receive(now, packet)
         self._apply()
+
+    def _duplicate_nodeid(self, source: tuple) -> None:
+        """Another process sends with our nodeid: a configuration error that must be seen."""
+        self.stats["duplicate_nodeid"] = self.stats.get("duplicate_nodeid", 0) + 1
+        now = self._clock()
+        if now - self._last_duplicate_log >= 5.0:
+            self._last_duplicate_log = now
+            log.error("Duplicate nodeid %d: another node at %s uses it too; give every node its own totem.nodeid",
+                      self.nodeid, source[0])
 
     def _reinject(self, packets: list[bytes]) -> None:
         """Feed packets the fault layer held back (data before tokens, as in a batch)."""
