@@ -33,7 +33,7 @@ import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from aisexec.totem.api import ConfigChange, Delivery, QueueFull
+from aisexec.totem.api import ConfigChange, ConfKind, Delivery, QueueFull
 from aisexec.totem.config import MAX_MESSAGE_SIZE
 
 VERSION = 1
@@ -249,8 +249,13 @@ class Packer:
             del self._in_flight[msg_id]
 
     def config_change(self, change: ConfigChange) -> None:
-        """Re-queue, whole and with a fresh id, every own message whose chain this change cuts."""
-        del change  # every kind cuts chains: the assembler drops partials on both
+        """Re-queue, whole and with a fresh id, every own message whose chain this change cuts.
+
+        A TRANSITIONAL cuts nothing yet: my own fragments after a hole are still delivered in it (I am in the
+        deliver set), so a chain may complete there exactly as on every node that goes with me.
+        """
+        if change.kind == ConfKind.TRANSITIONAL:
+            return
         broken = [c for c in self._in_flight.values() if c.seen > 0]
         for chain in reversed(broken):
             del self._in_flight[chain.msg_id]
@@ -341,10 +346,18 @@ class Assembler:
         return [bytes(assembly.buffer)]
 
     def config_change(self, change: ConfigChange) -> None:
-        """Drop every partial assembly: no chain survives a configuration change."""
-        del change
-        self.dropped_on_change += len(self._partial)
-        self._partial.clear()
+        """Drop partial assemblies: of departed senders on TRANSITIONAL, all of them on REGULAR.
+
+        Fragments of transitional members after a hole are still delivered in the transitional
+        configuration (totem.md §2.8 step 4), so their chains may complete there.
+        """
+        if change.kind == ConfKind.TRANSITIONAL:
+            gone = [s for s in self._partial if s not in change.members]
+        else:
+            gone = list(self._partial)
+        for sender in gone:
+            del self._partial[sender]
+        self.dropped_on_change += len(gone)
 
     @property
     def partial_senders(self) -> tuple[int, ...]:

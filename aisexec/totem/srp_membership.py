@@ -81,12 +81,16 @@ class MembershipMixin:
         elif not leave and j.sender in self.fail_set:
             pass
         else:
+            before = (len(self.proc_set), len(self.fail_set))
             self.proc_set |= proc
             if me in fail and not leave:
                 self.fail_set.add(j.sender)
             elif leave or j.sender in self.my_memb:
                 self.fail_set |= fail - {me}
-            self.gather_enter(now)
+            if state != MembState.GATHER or (len(self.proc_set), len(self.fail_set)) != before:
+                self.gather_enter(now)
+            # else: the join taught me nothing (its fail set names nodes I may not take from a
+            # non-member); re-entering GATHER would only echo my join back and forth (a join storm).
             return
         if state != MembState.GATHER:
             self.gather_enter(now)

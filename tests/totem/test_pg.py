@@ -199,13 +199,26 @@ def test_message_cut_by_a_change_is_requeued_whole_and_delivered_once() -> None:
     assert len(frames) > 3 and frames[0][1] == KIND_FRAGMENT
     seq = [0]
     assert _deliver(me, 1, frames[:2], seq) == []  # two fragments came back, then the ring changed
-    assert me.on_events([TRANS]) == [TRANS]
+    assert me.on_events([TRANS, REG]) == [TRANS, REG]
     assert me.packer.requeued == 1
     assert _deliver(me, 1, frames[2:], seq) == []  # the old chain's tail is thrown away
-    me.on_events([REG])
     again = drain(me.packer)
     assert _deliver(me, 1, again, seq) == [(1, big)]
     assert me.packer.requeued == 1
+
+
+def test_chain_of_a_transitional_member_completes_in_the_transitional_configuration() -> None:
+    me = PgEndpoint(1, 300)
+    big = random.Random(3).randbytes(1500)
+    me.send(big)
+    frames = drain(me.packer, echo=False)
+    seq = [0]
+    assert _deliver(me, 1, frames[:2], seq) == []
+    assert me.on_events([TRANS]) == [TRANS]  # I am in it: my post-hole fragments still come
+    assert me.packer.requeued == 0
+    assert _deliver(me, 1, frames[2:], seq) == [(1, big)]
+    me.on_events([REG])
+    assert me.packer.requeued == 0 and drain(me.packer) == []
 
 
 def test_message_not_yet_started_is_not_requeued() -> None:

@@ -207,6 +207,27 @@ def test_checker_catches_virtual_synchrony_break() -> None:
     assert "9 virtual synchrony" in names
 
 
+def test_checker_allows_ring_id_reuse_only_after_the_rep_lost_its_ring_id_file() -> None:
+    sim = _ran(nodes=3)
+    reg = next(e for e in sim.nodes[1].trace if e[0] == "conf")[2]
+    alone = reg._replace(members=(2,), joined=())
+    sim.nodes[2].trace.append(("conf", 1, alone, 0))  # same ring id, other members, same epoch of rep n1
+    assert "4 configuration agreement" in _names(sim)
+    sim.nodes[2].trace[-1] = ("conf", 1, alone, 1)  # minted again after n1 restarted without its file
+    assert "4 configuration agreement" not in _names(sim)
+
+
+def test_restart_without_ring_id_file_starts_a_new_epoch() -> None:
+    scenario = generate(2, (3, 3), faults=False, use_pg=False)
+    scenario.actions += [(0.3, ("crash", 1)), (0.6, ("restart", 1, False))]
+    scenario.actions.sort(key=lambda item: item[0])
+    sim = Simulation(scenario, fake_factory(3))
+    sim.run()
+    epochs = [e[3] for e in sim.nodes[2].trace if e[0] == "conf"]
+    assert sim.nodes[1].ring_id_epoch == 1
+    assert epochs[0] == 0
+
+
 def test_partition_drops_packets_between_groups() -> None:
     sim = _ran(nodes=4)
     sim.net.partition([[1, 2], [3, 4]])

@@ -62,8 +62,19 @@ def streams_of(sim: Simulation) -> list[Stream]:
     return out
 
 
+def ring_key(entry: tuple) -> tuple[Any, int]:
+    """``(ring_id, epoch)`` of a ``conf`` or ``msg`` trace entry.
+
+    A ring id is unique only while its rep keeps its ring-id file (totem.md §2.6): a rep restarted without the file
+    may legitimately mint an id it used before, so ids are compared within one ring-id epoch of the rep.
+    """
+    if entry[0] == "conf":
+        return entry[2].ring_id, entry[3] if len(entry) > 3 else 0
+    return entry[3], entry[6] if len(entry) > 6 else 0
+
+
 def _segments(stream: Stream) -> list[tuple[Any, list, Any, list]]:
-    """Split a stream into ``(regular, msgs_in_regular, transitional|None, msgs_in_transitional)``."""
+    """Split a stream into ``(regular_key, msgs_in_regular, transitional|None, msgs_in_transitional)``."""
     segs: list[tuple[Any, list, Any, list]] = []
     reg, in_reg, trans, in_trans = None, [], None, []
     for entry in stream.events:
@@ -77,7 +88,7 @@ def _segments(stream: Stream) -> list[tuple[Any, list, Any, list]]:
         else:
             if reg is not None:
                 segs.append((reg, in_reg, trans, in_trans))
-            reg, in_reg, trans, in_trans = change, [], None, []
+            reg, in_reg, trans, in_trans = ring_key(entry), [], None, []
     if reg is not None:
         segs.append((reg, in_reg, trans, in_trans))
     return segs
@@ -97,7 +108,7 @@ def check_stream(stream: Stream, submitted: set[tuple[int, int]]) -> list[Violat
             out.append(Violation("19 fragmentation", f"{stream.name} delivered a corrupt message from n{entry[2]}"))
             continue
         if entry[0] == "msg":
-            _, _, mid, ring_id, _, frame_sender = entry
+            mid, ring_id, frame_sender = entry[2], entry[3], entry[5]
             if mid in seen:
                 out.append(Violation("1 no duplicates", f"{stream.name} delivered {mid} twice"))
             seen.add(mid)
@@ -164,7 +175,7 @@ def check_across(streams: list[Stream]) -> list[Violation]:
     for stream in streams:
         for entry in stream.events:
             if entry[0] == "msg":
-                mid, ring_id, seq = entry[2], entry[3], entry[4]
+                mid, ring_id, seq = entry[2], ring_key(entry), entry[4]
                 first = placed.setdefault(mid, (ring_id, seq, stream.name))
                 if first[:2] != (ring_id, seq):
                     out.append(
@@ -174,7 +185,7 @@ def check_across(streams: list[Stream]) -> list[Violation]:
                     )
             elif entry[0] == "conf" and entry[2].kind == ConfKind.REGULAR:
                 change = entry[2]
-                first_reg = regulars.setdefault(change.ring_id, (change.members, stream.name))
+                first_reg = regulars.setdefault(ring_key(entry), (change.members, stream.name))
                 if first_reg[0] != change.members:
                     out.append(
                         Violation(
@@ -185,13 +196,13 @@ def check_across(streams: list[Stream]) -> list[Violation]:
                     )
         segs = _segments(stream)
         for (reg, in_reg, trans, in_trans), nxt in itertools.pairwise(segs):
-            key = (reg.ring_id, trans.members if trans else None, nxt[0].ring_id)
+            key = (reg, trans.members if trans else None, nxt[0])
             other = vs.setdefault(key, (in_reg, in_trans, stream.name))
             if other[0] != in_reg or other[1] != in_trans:
                 out.append(
                     Violation(
                         "9 virtual synchrony",
-                        f"{stream.name} and {other[2]} went {reg.ring_id}->{nxt[0].ring_id} delivering "
+                        f"{stream.name} and {other[2]} went {reg[0]}->{nxt[0][0]} delivering "
                         f"{len(in_reg)}+{len(in_trans)} vs {len(other[0])}+{len(other[1])} messages",
                     )
                 )

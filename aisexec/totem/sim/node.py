@@ -34,8 +34,10 @@ class SimNode:
     """A node slot: survives crashes; ``core`` is replaced on restart (a new incarnation).
 
     ``trace`` holds tuples, in order, for the invariant checker:
-    ``("start", inc, ring_seq)``, ``("crash", inc)``, ``("conf", inc, ConfigChange)``,
-    ``("msg", inc, (sender, counter), ring_id, seq, sender_of_frame)``, ``("bad", inc, sender)``.
+    ``("start", inc, ring_seq, persisted)``, ``("crash", inc)``, ``("conf", inc, ConfigChange, epoch)``,
+    ``("msg", inc, (sender, counter), ring_id, seq, sender_of_frame, epoch)``, ``("bad", inc, sender)``.
+    ``epoch`` on ``conf`` (``("conf", inc, change, epoch)``) and ``msg`` entries is the ring-id epoch of the ring's
+    rep when this node adopted the ring (see ``ring_id_epoch``): a ring id is unique only within one epoch of its rep.
     """
 
     def __init__(self, nodeid: int) -> None:
@@ -52,6 +54,21 @@ class SimNode:
         self.accepted: list[tuple[int, int]] = []  # ids accepted by the core or packer, this incarnation
         self.trace: list[tuple] = []
         self.queue_full = 0
+        #: Bumped each time this node restarts without its ring-id file: its old ring ids may be reused after that.
+        self.ring_id_epoch = 0
+        #: ``epoch_of(rep)``: the current ``ring_id_epoch`` of node ``rep`` (set by the simulation).
+        self.epoch_of: Any = lambda rep: 0
+        #: ring id -> the rep's ``ring_id_epoch`` when this node last adopted (persisted) that ring id.
+        self.ring_epochs: dict[Any, int] = {}
+
+    def adopted(self, ring_id: Any) -> None:
+        """The core just adopted and persisted ``ring_id``: remember which epoch of its rep minted it."""
+        self.ring_epochs[ring_id] = self.epoch_of(ring_id.rep)
+
+    def epoch_for(self, ring_id: Any) -> int:
+        """The epoch of ``ring_id`` as this node knows it (the rep's current one if never adopted here)."""
+        epoch = self.ring_epochs.get(ring_id)
+        return self.epoch_of(ring_id.rep) if epoch is None else epoch
 
     def record_events(self, events: list[Delivery | ConfigChange]) -> None:
         """Append the core's events to the trace (through pg when it is on)."""
@@ -59,7 +76,7 @@ class SimNode:
         if self.pg is None:
             for event in events:
                 if isinstance(event, ConfigChange):
-                    self.trace.append(("conf", inc, event))
+                    self.trace.append(("conf", inc, event, self.epoch_for(event.ring_id)))
                 else:
                     self._record_message(event.payload, event.sender, event.ring_id, event.seq)
             return
@@ -69,7 +86,7 @@ class SimNode:
                 ring_seq[event.sender] = (event.ring_id, event.seq)
             for item in self.pg.on_events([event]):
                 if isinstance(item, ConfigChange):
-                    self.trace.append(("conf", inc, item))
+                    self.trace.append(("conf", inc, item, self.epoch_for(item.ring_id)))
                 else:
                     sender, message = item
                     ring_id, seq = ring_seq[sender]
@@ -81,4 +98,5 @@ class SimNode:
             self.trace.append(("bad", self.incarnation, frame_sender))
             return
         sender, counter, _ = parsed
-        self.trace.append(("msg", self.incarnation, (sender, counter), ring_id, seq, frame_sender))
+        epoch = self.epoch_for(ring_id)
+        self.trace.append(("msg", self.incarnation, (sender, counter), ring_id, seq, frame_sender, epoch))

@@ -63,6 +63,8 @@ class Simulation:
         ids = list(range(1, scenario.nodes + 1))
         self.net = Network(self.rng, ids)
         self.nodes = {n: SimNode(n) for n in ids}
+        for node in self.nodes.values():
+            node.epoch_of = self._epoch_of
         self.now = 0.0
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = 0
@@ -97,6 +99,7 @@ class Simulation:
         ring_seq = node.persisted_ring_seq if persist else 0
         if not persist:
             node.persisted_ring_seq = 0
+            node.ring_id_epoch += 1
         rng = random.Random(self.rng.getrandbits(64))
         node.core = self.factory(nodeid, self.config, ring_seq, rng)
         if self.scenario.use_pg:
@@ -117,12 +120,19 @@ class Simulation:
         node.trace.append(("crash", node.incarnation))
         self._note(f"crash n{nodeid}")
 
+    def _epoch_of(self, rep: int) -> int:
+        node = self.nodes.get(rep)
+        return node.ring_id_epoch if node is not None else 0
+
     # -- the core's outputs -------------------------------------------------------------------
 
     def _drain(self, node: SimNode) -> None:
         ready: Ready = node.core.take_ready()
         if ready.ring_seq_to_persist is not None:
             node.persisted_ring_seq = ready.ring_seq_to_persist
+            adopted = getattr(node.core, "ring_id", None)
+            if adopted is not None:
+                node.adopted(adopted)
         for name, deadline in ready.timers.items():
             gen = node.timer_gen.get(name, 0) + 1
             node.timer_gen[name] = gen
