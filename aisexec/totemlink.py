@@ -100,15 +100,14 @@ class TotemLink:
     def mcast(self, message: bytes, safe: bool = False) -> None:
         """Queue one whole cluster message; raises QueueFull when the ring is backed up.
 
-        Every message is delivered in agreed order (``safe`` is accepted for
-        the API's sake; packed frames mix messages, so per-message safe
-        delivery is not offered at this layer).
+        ``safe``: delivered only once every member has it (its frames go to
+        the core as SAFE; a frame never mixes safe and agreed messages).
         """
         try:
-            self.pg.send(message)
+            self.pg.send(message, safe)
         except ValueError as exc:
             raise MessageTooBig(str(exc)) from None
-        self.pg.pump(self.driver.submit)
+        self.pg.pump(self.driver.submit, with_guarantee=True)
 
     def has_room(self, size: int) -> bool:
         """True when a message of ``size`` bytes can be queued now."""
@@ -117,7 +116,7 @@ class TotemLink:
 
     def _flush(self) -> None:
         """Move packed frames into the core while it has room."""
-        if self.pg.pump(self.driver.submit) and self._on_room is not None:
+        if self.pg.pump(self.driver.submit, with_guarantee=True) and self._on_room is not None:
             self._on_room()
 
     # -- receiving ----------------------------------------------------------------

@@ -29,6 +29,23 @@ h.finalize()
 """
 
 
+SAFE_CLIENT = """
+import select, openais
+from openais import cpg
+got = []
+h = cpg.initialize(deliver=lambda g, n, p, d: got.append(d.decode()))
+h.join("safe")
+h.mcast(b"agreed-1")
+h.mcast(b"safe-1", cpg.SAFE)
+h.mcast(b"agreed-2", cpg.AGREED)
+h.mcast(b"safe-2", cpg.SAFE)
+while len(got) < 4:
+    select.select([h], [], [], 5)
+    h.dispatch(openais.DISPATCH_ALL)
+print(" ".join(got))
+"""
+
+
 def wait_ready(env: dict, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -85,6 +102,9 @@ def test_metrics_readiness_and_liveness_of_a_running_node(tmp_path):
         assert "openais_up 1" in text
         assert "openais_ring_members 1" in text
         assert "openais_synced 1" in text
+        safe = cluster.client(1, SAFE_CLIENT)
+        assert safe.returncode == 0, safe.stderr
+        assert safe.stdout.split() == ["agreed-1", "safe-1", "agreed-2", "safe-2"]
         cluster.kill(1, signal.SIGTERM)
         down = subprocess.run([sys.executable, "-m", "openais.tools.cfgtool", "--ready"], env=env,
                               capture_output=True, text=True)

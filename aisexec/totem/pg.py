@@ -33,7 +33,7 @@ import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from aisexec.totem.api import ConfigChange, ConfKind, Delivery, QueueFull
+from aisexec.totem.api import ConfigChange, ConfKind, Delivery, Guarantee, QueueFull
 from aisexec.totem.config import MAX_MESSAGE_SIZE
 
 VERSION = 1
@@ -130,6 +130,15 @@ class _Chain:
         self.seen = 0
 
 
+class SafeMessage(bytes):
+    """A queued message that asked for safe delivery; it travels only in frames submitted as SAFE."""
+
+
+def is_safe(message: bytes) -> bool:
+    """True for a message queued with safe delivery."""
+    return isinstance(message, SafeMessage)
+
+
 class Packer:
     """Queue of whole outgoing messages, turned into frames on demand.
 
@@ -197,8 +206,11 @@ class Packer:
             return None
         take: list[bytes] = []
         size = 0
+        safe = is_safe(self._queue[0])
         for message in self._queue:
             if len(take) == _MAX_COUNT or not self._fits_packed(size + len(message), len(take) + 1):
+                break
+            if is_safe(message) != safe:  # a frame carries one guarantee
                 break
             take.append(message)
             size += len(message)
@@ -224,15 +236,29 @@ class Packer:
         for _ in range(consumed):
             self._queued_bytes -= len(self._queue.popleft())
 
-    def pump(self, submit: Callable[[bytes], object], limit: int | None = None) -> int:
-        """Hand frames to ``submit`` until idle, ``limit`` frames, or it raises :class:`QueueFull`."""
+    def peek_guarantee(self) -> Guarantee:
+        """The guarantee the frame last returned by :meth:`peek` must be submitted with."""
+        chain = self._current
+        if chain is not None and self._peeked is not None and self._peeked[1] < 0:
+            return Guarantee.SAFE if is_safe(chain.message) else Guarantee.AGREED
+        return Guarantee.SAFE if self._queue and is_safe(self._queue[0]) else Guarantee.AGREED
+
+    def pump(self, submit: Callable[..., object], limit: int | None = None, with_guarantee: bool = False) -> int:
+        """Hand frames to ``submit`` until idle, ``limit`` frames, or it raises :class:`QueueFull`.
+
+        With ``with_guarantee`` the call is ``submit(frame, guarantee)``: SAFE for frames of
+        messages queued as :class:`SafeMessage`, AGREED otherwise.
+        """
         sent = 0
         while limit is None or sent < limit:
             frame = self.peek()
             if frame is None:
                 break
             try:
-                submit(frame)
+                if with_guarantee:
+                    submit(frame, self.peek_guarantee())
+                else:
+                    submit(frame)
             except QueueFull:
                 break
             self.accept()
@@ -380,13 +406,13 @@ class PgEndpoint:
         self.packer = Packer(max_frame, max_bytes, max_count)
         self.assembler = Assembler()
 
-    def send(self, message: bytes) -> None:
+    def send(self, message: bytes, safe: bool = False) -> None:
         """Queue one application message (raises :class:`QueueFull` or ``ValueError``)."""
-        self.packer.add(message)
+        self.packer.add(SafeMessage(message) if safe else message)
 
-    def pump(self, submit: Callable[[bytes], object], limit: int | None = None) -> int:
+    def pump(self, submit: Callable[..., object], limit: int | None = None, with_guarantee: bool = False) -> int:
         """Hand queued frames to the core's ``submit``; see :meth:`Packer.pump`."""
-        return self.packer.pump(submit, limit)
+        return self.packer.pump(submit, limit, with_guarantee)
 
     def on_events(self, events: Iterable[Delivery | ConfigChange]) -> list[tuple[int, bytes] | ConfigChange]:
         """Turn core events into delivered ``(sender, message)`` pairs and config changes."""

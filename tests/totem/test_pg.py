@@ -242,3 +242,22 @@ def test_requeue_while_still_cutting_abandons_the_old_chain() -> None:
     out = _deliver(me, 1, frames, [10])
     out += _deliver(me, 1, drain(me.packer, echo=False), [50])
     assert out == [(1, bytes(3000)), (1, b"after")]
+
+
+def test_safe_and_agreed_messages_never_share_a_frame_and_carry_their_guarantee():
+    from aisexec.totem.api import Guarantee
+    from aisexec.totem.pg import PgEndpoint
+
+    endpoint = PgEndpoint(1, 1400)
+    endpoint.send(b"a1")
+    endpoint.send(b"a2")
+    endpoint.send(b"s1", safe=True)
+    endpoint.send(b"s2", safe=True)
+    endpoint.send(b"x" * 5000, safe=True)  # fragmented: every fragment SAFE
+    endpoint.send(b"a3")
+    submitted = []
+    endpoint.pump(lambda frame, guarantee: submitted.append((frame, guarantee)), with_guarantee=True)
+    guarantees = [g for _, g in submitted]
+    assert guarantees[0] == Guarantee.AGREED and guarantees[1] == Guarantee.SAFE
+    assert guarantees[-1] == Guarantee.SAFE  # the chain waits for its own fragments before a3 goes
+    assert Guarantee.AGREED not in guarantees[1:]
