@@ -122,3 +122,29 @@ def test_demo_starts_a_cluster_shows_it_and_leaves_nothing_behind(tmp_path):
     time.sleep(0.5)
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_a_node_on_ipv6_loopback_forms_its_ring(tmp_path):
+    node = single_node(tmp_path / "v6")
+    port = free_port_pair()
+    node.config_file.write_text(
+        "totem {\n\tversion: 2\n\tnodeid: 7\n\tsecauth: on\n\ttransport: udpu\n"
+        f"\tinterface {{\n\t\tringnumber: 0\n\t\tbindnetaddr: ::1\n\t\tmcastport: {port}\n"
+        "\t\tmember {\n\t\t\tmemberaddr: ::1\n\t\t}\n\t}\n}\nlogging {\n\tto_stderr: yes\n\tto_syslog: no\n}\n"
+    )
+    env = {**os.environ, **node.environ()}
+    proc = subprocess.Popen([sys.executable, "-m", "aisexec.main", "-f"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_ready(env)
+        out = subprocess.run([sys.executable, "-m", "openais.tools.cfgtool", "-s", "--json"], env=env,
+                             capture_output=True, text=True)
+        status = json.loads(out.stdout)
+        assert status["nodeid"] == 7 and status["rings"][0]["address"] == "::1"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    missing_nodeid = node.config_file.read_text().replace("\tnodeid: 7\n", "")
+    node.config_file.write_text(missing_nodeid)
+    check = subprocess.run([sys.executable, "-m", "aisexec.main", "-t"], env=env, capture_output=True, text=True)
+    assert check.returncode == 8 and "nodeid" in check.stderr
