@@ -61,6 +61,7 @@ class Handle:
         self._dispatch_lock = threading.Lock()
         self._next_request = 0
         self._pipelined: dict[int, int] = {}  # request id -> frame size
+        self._pipelined_bytes = 0
         self._deferred: AisError | None = None
         self._rbuf = bytearray()
         self._finalized = False
@@ -164,7 +165,7 @@ class Handle:
     def _settle(self, request_id: int, error: int) -> None:
         """Account the answer to a pipelined request; keep its error for the next call."""
         if request_id in self._pipelined:
-            del self._pipelined[request_id]
+            self._pipelined_bytes -= self._pipelined.pop(request_id)
             if error != SaAisError.OK and self._deferred is None:
                 self._deferred = AisError.from_code(error, "an earlier pipelined request failed: "
                                                            f"SA_AIS_ERR_{SaAisError(error).name}")
@@ -196,14 +197,16 @@ class Handle:
         with self._call_lock:
             self._check()
             try:
-                self._reap()
+                if len(self._pipelined) >= PIPELINE_WINDOW // 2 or self._rbuf:  # reap in batches, not per call
+                    self._reap()
                 if self._deferred is not None:
                     error, self._deferred = self._deferred, None
                     raise error
                 frame = _wire.encode_request(self._service, msg_id, 0, payload)
-                in_flight = sum(self._pipelined.values())
+                if self._pipelined and self._pipelined_bytes + len(frame) > PIPELINE_BYTES:
+                    self._reap()
                 if self._pipelined and (len(self._pipelined) >= PIPELINE_WINDOW
-                                        or in_flight + len(frame) > PIPELINE_BYTES):
+                                        or self._pipelined_bytes + len(frame) > PIPELINE_BYTES):
                     from openais.errors import TryAgain
 
                     raise TryAgain("the executive has not yet taken this handle's earlier messages")
@@ -213,6 +216,7 @@ class Handle:
                 frame = _wire.encode_request(self._service, msg_id, request_id, payload)
                 self._response.sendall(frame)
                 self._pipelined[request_id] = len(frame)
+                self._pipelined_bytes += len(frame)
             except (OSError, ConnectionError, _wire.FrameError) as exc:
                 if self._finalized:
                     raise BadHandle("the handle was finalized") from None
