@@ -12,6 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import gevent
+
 from aisexec.totem.api import ConfigChange, Delivery, MessageTooBig
 from aisexec.totem.config import MAX_MESSAGE_SIZE
 
@@ -80,6 +82,8 @@ class TotemLink:
         self.driver = TotemDriver(self.core, self.transport, self.crypto, self.store, on_events=self._on_events,
                                   faults=self.faults)
         self.max_message = MAX_MESSAGE_SIZE
+        self._flush_scheduled = False
+        self.core.add_token_callback(self._on_token)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -107,7 +111,17 @@ class TotemLink:
             self.pg.send(message, safe)
         except ValueError as exc:
             raise MessageTooBig(str(exc)) from None
-        self.pg.pump(self.driver.submit, with_guarantee=True)
+        if not self._flush_scheduled:  # pack everything queued in this turn of the hub into few frames
+            self._flush_scheduled = True
+            gevent.spawn(self._deferred_flush)
+
+    def _deferred_flush(self) -> None:
+        self._flush_scheduled = False
+        self._flush()
+
+    def _on_token(self, now: float) -> None:
+        """Token visit (inside the core): hand it whatever the packer holds, so it leaves on this visit."""
+        self.pg.pump(lambda frame, guarantee: self.core.submit(now, frame, guarantee), with_guarantee=True)
 
     def has_room(self, size: int) -> bool:
         """True when a message of ``size`` bytes can be queued now."""
@@ -116,8 +130,11 @@ class TotemLink:
 
     def _flush(self) -> None:
         """Move packed frames into the core while it has room."""
-        if self.pg.pump(self.driver.submit, with_guarantee=True) and self._on_room is not None:
-            self._on_room()
+        now = self.driver.now()
+        if self.pg.pump(lambda frame, guarantee: self.core.submit(now, frame, guarantee), with_guarantee=True):
+            self.driver.apply()
+            if self._on_room is not None:
+                self._on_room()
 
     # -- receiving ----------------------------------------------------------------
 

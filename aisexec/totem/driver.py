@@ -104,6 +104,14 @@ class TotemDriver:
         self.core.submit(self._clock(), payload, guarantee)
         self._apply()
 
+    def now(self) -> float:
+        """The driver's clock (monotonic seconds), as the core is given it."""
+        return self._clock()
+
+    def apply(self) -> None:
+        """Carry out what the core asked for since the last input (after direct ``core.submit`` calls)."""
+        self._apply()
+
     def _on_batch(self, batch: list[tuple[bytes, tuple]]) -> None:
         if not self._running:
             return
