@@ -230,7 +230,7 @@ class FaultLayer:
         """Stop polling and forget delayed packets not yet released."""
         self._reinject = None
         if self._poller is not None:
-            self._poller.kill(block=False)
+            self._poller.kill(block=True, timeout=1)
             self._poller = None
         for timer in self._pending:
             kill = getattr(timer, "kill", None)

@@ -199,16 +199,21 @@ def test_control_file_is_polled_under_gevent(tmp_path):
     control.write_text("block=7")
     layer = FaultLayer(control_file=str(control), poll_interval=0.01)
     layer.start(lambda packets: None)
+
+    def wait_for(block: set[int]) -> bool:
+        with gevent.Timeout(3, False):
+            while layer.spec.block != block:
+                gevent.sleep(0.01)
+        return layer.spec.block == block
+
     try:
-        gevent.sleep(0.05)
-        assert layer.spec.block == {7}
+        assert wait_for({7})
         control.write_text("block=8+9")
-        gevent.sleep(0.05)
-        assert layer.spec.block == {8, 9}
+        assert wait_for({8, 9})
     finally:
         layer.stop()
     control.write_text("")
-    gevent.sleep(0.05)
+    gevent.sleep(0.1)
     assert layer.spec.block == {8, 9}  # stopped: no more polling
 
 
