@@ -150,8 +150,12 @@ def test_partition_by_fault_files_splits_the_ring_and_clearing_them_merges_it(cl
         fault_file(cluster3, index).write_text("")
     status = cluster3.wait_members([1, 2, 3], [1, 2, 3], timeout=20)
     assert len({s["ring_id"] for s in status.values()}) == 1
+    merged = {}
     for agent in (one, two, three):
-        agent.wait_for(lambda e: e.get("ev") == "confchg" and len(e["members"]) == 3, timeout=15)
+        merged[agent] = agent.wait_for(lambda e: e.get("ev") == "confchg" and len(e["members"]) == 3, timeout=15)
+    # processes that appear through a merge are reported NODEUP (corosync semantics)
+    assert merged[one]["joined"] == [[3, three.proc.pid, "NODEUP"]]
+    assert sorted(merged[three]["joined"]) == sorted([[1, one.proc.pid, "NODEUP"], [2, two.proc.pid, "NODEUP"]])
     views = []
     for agent in (one, two, three):
         agent.command(f"members {GROUP}")
