@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             print(render(cluster))
             return 0
         print("commands: k N (kill), r N (restart), q (quit); Ctrl-C stops everything")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stop everything below
             while True:
                 print(render(cluster), flush=True)
                 print()
@@ -98,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
                     if not line or not _command(cluster, line):
                         break
                 time.sleep(0.1)
-        except KeyboardInterrupt:
-            pass
         print("stopping every executive")
     return 0
 

@@ -19,8 +19,7 @@ def load_config(iface_name: str, path: str) -> Config:
 
     interface = plugins.load_config_interface(iface_name)
     try:
-        with open(path, "rb"):
-            pass
+        open(path, "rb").close()  # fail early, naming the file, whatever parser reads it
     except OSError as exc:
         raise ConfigError(path, 0, "", f"cannot read configuration file: {exc.strerror or exc}") from exc
     try:

@@ -17,6 +17,7 @@ This is a test tool: whenever faults are active a warning is logged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -289,10 +290,8 @@ class FaultLayer:
 
     def _release(self, packet: bytes, holder: list[Any]) -> None:
         for timer in holder:
-            try:
+            with contextlib.suppress(ValueError):  # already released by stop()
                 self._pending.remove(timer)
-            except ValueError:
-                pass
         block = self.spec.block  # a partition started while the packet was in flight cuts it too
         if block and len(packet) >= _SENDER_OFFSET + 4 and _SENDER.unpack_from(packet, _SENDER_OFFSET)[0] in block:
             self.stats["blocked"] += 1
