@@ -68,13 +68,14 @@ class _Channel:
         self.sock = sock
         self.limit = limit
         self.buffer = bytearray()
+        self._sending = 0  # bytes taken from ``buffer`` and not yet accepted by the kernel
         self._wake = gevent.event.Event()
         self._on_failure = on_failure
         self._writer = gevent.spawn(self._write_loop)
 
     def write(self, data: bytes) -> bool:
         """Queue ``data``; False (and the connection is failed) past the limit."""
-        if len(self.buffer) + len(data) > self.limit:
+        if len(self.buffer) + self._sending + len(data) > self.limit:
             self._on_failure(f"client is not reading: more than {self.limit} bytes queued")
             return False
         self.buffer += data
@@ -87,8 +88,17 @@ class _Channel:
                 self._wake.wait()
                 self._wake.clear()
                 while self.buffer:
-                    sent = self.sock.send(memoryview(self.buffer)[:WRITE_CHUNK])
-                    del self.buffer[:sent]
+                    # Take the whole buffer: a send that waits for the client keeps no view on the
+                    # buffer other greenlets append to (a bytearray with a live view cannot grow).
+                    data, self.buffer = self.buffer, bytearray()
+                    self._sending = len(data)
+                    with memoryview(data) as view:
+                        offset = 0
+                        while offset < len(data):
+                            sent = self.sock.send(view[offset : offset + WRITE_CHUNK])
+                            offset += sent
+                            self._sending -= sent
+                    self._sending = 0
         except OSError as exc:
             self._on_failure(f"write failed: {exc}")
 
