@@ -77,7 +77,7 @@ class TotemLink:
         totem_config = config.totem_config
         self.core = SrpCore(nodeid, totem_config, ring_seq=self.store.load())
         frame = min(self.core.max_payload, totem_config.netmtu - 28 - OVERHEAD - wire.MCAST_OVERHEAD)
-        self.pg = PgEndpoint(nodeid, frame)
+        self.pg = PgEndpoint(nodeid, frame, withdraw=self.core.withdraw_pending)
         self.faults = FaultLayer.from_environ()  # None unless OPENAIS_FAULTS / OPENAIS_FAULTS_FILE is set
         self.driver = TotemDriver(self.core, self.transport, self.crypto, self.store, on_events=self._on_events,
                                   faults=self.faults)

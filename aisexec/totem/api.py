@@ -75,6 +75,7 @@ class TimerName(enum.IntEnum):
     MERGE_DETECT = 6
     HEARTBEAT = 7
     PAUSE_CHECK = 8
+    SEND_JOIN = 9
 
 
 class Delivery(NamedTuple):

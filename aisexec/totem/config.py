@@ -18,6 +18,9 @@ MAX_NODES = 384
 MAX_RTR_ENTRIES = 30
 SORT_QUEUE_CAPACITY = 16384
 MAX_MESSAGE_SIZE = 1024 * 1024
+#: Message and token sequence numbers are 32 bits on the wire; a ring whose counters come this close to
+#: 2**32 is replaced by a fresh one (same members, counters from 0) instead of wrapping.
+SEQ_LIMIT = 2**32 - 1 - 4 * SORT_QUEUE_CAPACITY
 
 
 class TotemConfigError(ValueError):

@@ -185,9 +185,9 @@ class PacketCrypto:
         return sender, target, packet
 
     def _check_replay(self, sender: int, epoch: bytes, counter: int) -> None:
-        incarnation = struct.unpack_from("!Q", epoch)[0]
         window = self._windows.get(sender)
         if window is None or window.epoch != epoch:
+            incarnation = struct.unpack_from("!Q", epoch)[0]
             if window is not None and incarnation < window.incarnation:
                 self.stats.old_epoch += 1
                 raise PacketRejected("packet from an older incarnation of the sender")

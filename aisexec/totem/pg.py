@@ -20,11 +20,15 @@ chain was started in the own delivery stream but not completed when a change arr
 re-queued whole, with a fresh id, at the head of the queue.  A message none of whose
 fragments has come back yet is left alone: Totem originates it whole in the new ring.
 
-Per-sender FIFO across a re-queue: once a fragmented message has been handed to the core,
-the packer hands nothing further until its own last fragment has come back, so a re-queued
-message is never overtaken.  The driver must therefore call :meth:`PgEndpoint.pump` again
-after every batch of delivered events (the simulator does), or the queue stalls.  The cost
-is about one token rotation of idle time after each fragmented message.
+Per-sender FIFO across a re-queue.  With a ``withdraw`` callable (the core's
+``withdraw_pending``: frames handed to the core but not yet originated), the packer keeps
+handing frames while chains are in flight; at a REGULAR change it takes those frames back and
+queues their messages again, whole and in their order, behind the broken chains.  Every own
+frame that was originated has come back by then (self delivery), so nothing is lost or
+doubled and nothing overtakes a re-queued message.  Without ``withdraw`` the packer hands
+nothing further until its own last fragment has come back (about one token rotation of idle
+time after each fragmented message).  Either way the driver must call :meth:`PgEndpoint.pump`
+again after every batch of delivered events (the simulator does), or the queue stalls.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ KIND_FRAGMENT = 1
 _HEADER = struct.Struct("!BBH")
 _LENGTH = struct.Struct("!I")
 _FRAGMENT = struct.Struct("!IIII")
+_FRAGMENT_FRAME = struct.Struct("!BBHIIII")  # both headers of a fragment frame in one go (hot path)
 HEADER_SIZE = _HEADER.size
 FRAGMENT_HEADER_SIZE = _HEADER.size + _FRAGMENT.size
 #: Smallest frame the packer accepts (header plus room for payload bytes).
@@ -148,7 +153,8 @@ class Packer:
     when it exceeds :data:`MAX_MESSAGE_SIZE` (answer TOO_BIG).
     """
 
-    def __init__(self, max_frame: int, max_bytes: int = 4 * MAX_MESSAGE_SIZE, max_count: int = 4096) -> None:
+    def __init__(self, max_frame: int, max_bytes: int = 4 * MAX_MESSAGE_SIZE, max_count: int = 4096,
+                 withdraw: Callable[[], list[tuple[bytes, int]]] | None = None) -> None:
         if max_frame < MIN_FRAME:
             raise ValueError(f"max_frame {max_frame} below {MIN_FRAME}")
         self.max_frame = max_frame
@@ -160,6 +166,7 @@ class Packer:
         self._in_flight: dict[int, _Chain] = {}
         self._next_id = 1
         self._peeked: tuple[bytes, int] | None = None  # frame, messages it consumes (-1: a fragment)
+        self._withdraw = withdraw
         self.requeued = 0
 
     @property
@@ -189,7 +196,7 @@ class Packer:
         if self._peeked is not None:
             return self._peeked[0]
         chain = self._current
-        if chain is None and self._in_flight:
+        if chain is None and self._in_flight and self._withdraw is None:
             return None  # wait until the last fragmented message came back whole (FIFO across re-queues)
         if chain is None and self._queue and not self._fits_packed(len(self._queue[0]), 1):
             chain = _Chain(self._new_id(), self._queue[0], self.max_frame - FRAGMENT_HEADER_SIZE)
@@ -282,6 +289,9 @@ class Packer:
         """
         if change.kind == ConfKind.TRANSITIONAL:
             return
+        if self._withdraw is not None:
+            self._requeue_withdrawn(self._withdraw())
+            return
         broken = [c for c in self._in_flight.values() if c.seen > 0]
         for chain in reversed(broken):
             del self._in_flight[chain.msg_id]
@@ -294,6 +304,44 @@ class Packer:
             self.requeued += 1
         if broken and self._peeked is not None and self._peeked[1] >= 0:
             self._peeked = None  # the head of the queue changed
+
+    def _requeue_withdrawn(self, frames: list[tuple[bytes, int]]) -> None:
+        """Queue again, whole and in order, every message not completely delivered to myself.
+
+        ``frames`` are what the core had not originated (oldest first).  Broken chains (some fragments
+        came back) go first, in the order they were started; then the messages of the withdrawn frames;
+        then the chain being cut; then the queue as it was.
+        """
+        again: list[bytes] = []
+        taken: set[int] = set()
+        for chain in sorted(self._in_flight.values(), key=lambda c: c.msg_id):
+            if chain.seen > 0:
+                again.append(chain.message)
+                taken.add(chain.msg_id)
+        for frame, guarantee in frames:
+            view = memoryview(frame)
+            kind, count = decode_header(view)
+            if kind == KIND_FRAGMENT:
+                msg_id = _FRAGMENT.unpack_from(view, HEADER_SIZE)[0]
+                chain = self._in_flight.get(msg_id)
+                if chain is None and self._current is not None and self._current.msg_id == msg_id:
+                    chain = self._current
+                if chain is not None and msg_id not in taken:
+                    taken.add(msg_id)
+                    again.append(chain.message)
+                continue
+            wrap = SafeMessage if guarantee == Guarantee.SAFE else bytes
+            again.extend(wrap(m) for m in decode_packed(view, count))
+        current = self._current
+        if current is not None and current.msg_id not in taken:
+            again.append(current.message)
+        self._in_flight.clear()
+        self._current = None
+        self._peeked = None
+        for message in reversed(again):
+            self._queue.appendleft(message)
+            self._queued_bytes += len(message)
+        self.requeued += len(again)
 
     def _new_id(self) -> int:
         msg_id = self._next_id
@@ -328,6 +376,8 @@ class Assembler:
 
     def feed(self, sender: int, frame: bytes | memoryview) -> list[bytes]:
         """Take one delivered frame from ``sender`` and return the messages it completes."""
+        if len(frame) > FRAGMENT_HEADER_SIZE and frame[1] == KIND_FRAGMENT:
+            return self.feed_fragment(sender, frame, *_FRAGMENT_FRAME.unpack_from(frame))
         view = memoryview(frame)
         try:
             kind, count = decode_header(view)
@@ -341,6 +391,14 @@ class Assembler:
             self.malformed += 1
             return []
         return self._fragment(sender, msg_id, index, total, msg_len, chunk)
+
+    def feed_fragment(self, sender: int, frame: bytes | memoryview, version: int, kind: int, zero: int, msg_id: int,
+                      index: int, total: int, msg_len: int) -> list[bytes]:
+        """A fragment frame whose headers the caller already unpacked (``_FRAGMENT_FRAME``)."""
+        if version != VERSION or zero != 0 or total < 2 or index >= total or msg_len > MAX_MESSAGE_SIZE:
+            self.malformed += 1
+            return []
+        return self._fragment(sender, msg_id, index, total, msg_len, memoryview(frame)[FRAGMENT_HEADER_SIZE:])
 
     def _fragment(
         self, sender: int, msg_id: int, index: int, total: int, msg_len: int, chunk: memoryview
@@ -400,10 +458,11 @@ class PgEndpoint:
     """
 
     def __init__(
-        self, nodeid: int, max_frame: int, max_bytes: int = 4 * MAX_MESSAGE_SIZE, max_count: int = 4096
+        self, nodeid: int, max_frame: int, max_bytes: int = 4 * MAX_MESSAGE_SIZE, max_count: int = 4096,
+        withdraw: Callable[[], list[tuple[bytes, int]]] | None = None,
     ) -> None:
         self.nodeid = nodeid
-        self.packer = Packer(max_frame, max_bytes, max_count)
+        self.packer = Packer(max_frame, max_bytes, max_count, withdraw)
         self.assembler = Assembler()
 
     def send(self, message: bytes, safe: bool = False) -> None:
@@ -417,19 +476,23 @@ class PgEndpoint:
     def on_events(self, events: Iterable[Delivery | ConfigChange]) -> list[tuple[int, bytes] | ConfigChange]:
         """Turn core events into delivered ``(sender, message)`` pairs and config changes."""
         out: list[tuple[int, bytes] | ConfigChange] = []
+        me = self.nodeid
+        assembler = self.assembler
+        unpack = _FRAGMENT_FRAME.unpack_from
         for event in events:
             if isinstance(event, ConfigChange):
-                self.assembler.config_change(event)
+                assembler.config_change(event)
                 self.packer.config_change(event)
                 out.append(event)
                 continue
-            if event.sender == self.nodeid:
-                self._note_own(event.payload)
-            out.extend((event.sender, m) for m in self.assembler.feed(event.sender, event.payload))
+            sender, payload = event[0], event[1]
+            if len(payload) > FRAGMENT_HEADER_SIZE and payload[1] == KIND_FRAGMENT:
+                fields = unpack(payload)  # one unpack serves the own-fragment note and the assembler
+                if sender == me:
+                    self.packer.own_fragment_delivered(fields[3], fields[4])
+                messages = assembler.feed_fragment(sender, payload, *fields)
+            else:
+                messages = assembler.feed(sender, payload)
+            for message in messages:
+                out.append((sender, message))
         return out
-
-    def _note_own(self, payload: bytes) -> None:
-        view = memoryview(payload)
-        if len(view) >= FRAGMENT_HEADER_SIZE and view[1] == KIND_FRAGMENT:
-            msg_id, index, _, _ = _FRAGMENT.unpack_from(view, HEADER_SIZE)
-            self.packer.own_fragment_delivered(msg_id, index)

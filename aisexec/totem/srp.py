@@ -21,7 +21,23 @@ from aisexec.totem.srp_membership import MembershipMixin
 from aisexec.totem.srp_ordering import OrderingMixin
 from aisexec.totem.srp_recovery import RecoveryMixin
 from aisexec.totem.srp_state import PENDING_CAPACITY, SrpState
-from aisexec.totem.wire import CommitToken, HoldCancel, Join, MalformedPacket, Mcast, MergeDetect, OrfToken, decode
+from aisexec.totem.wire import (
+    FLAG_ENCAPSULATED,
+    MAGIC,
+    MCAST_OVERHEAD,
+    MCAST_PREFIX,
+    T_MCAST,
+    VERSION,
+    CommitToken,
+    HoldCancel,
+    Join,
+    MalformedPacket,
+    MergeDetect,
+    OrfToken,
+    decode,
+)
+
+_unpack_mcast = MCAST_PREFIX.unpack_from
 
 
 class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
@@ -31,7 +47,6 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
         SrpState.__init__(self, nodeid, config, ring_seq, rng)
         self._dispatch = {
             OrfToken: self.on_token,
-            Mcast: self.on_mcast,
             Join: self.on_join,
             CommitToken: self.on_commit_token,
             MergeDetect: self.on_merge_detect,
@@ -50,11 +65,20 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
         """Handle one plaintext Totem packet; malformed packets are dropped and counted."""
         if self.left or not self.started:
             return
-        self.stats_counters["packets_received"] += 1
+        counters = self.stats_counters
+        counters["packets_received"] += 1
+        if len(packet) >= MCAST_OVERHEAD and packet[3] == T_MCAST:
+            # the hot path: data messages are checked and stored without building a message object
+            magic, version, _type, flags, sender, rep, rseq, seq, guarantee = _unpack_mcast(packet)
+            if magic != MAGIC or version != VERSION or flags > FLAG_ENCAPSULATED or guarantee > 1:
+                counters["packets_malformed"] += 1
+            elif sender != self._nodeid:  # else my own multicast looped back: already handled locally
+                self.on_mcast(now, sender, rep, rseq, seq, guarantee, bytes(packet), flags)
+            return
         try:
             msg = decode(packet)
         except MalformedPacket:
-            self.stats_counters["packets_malformed"] += 1
+            counters["packets_malformed"] += 1
             return
         if msg.sender == self._nodeid:
             return  # my own multicast looped back: already handled locally
@@ -64,8 +88,10 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
         """A timer armed through ``Ready.timers`` fired."""
         if self.left or not self.started:
             return
-        if name == TimerName.TOKEN_LOSS:
+        if name == TimerName.TOKEN_LOSS or name == TimerName.HEARTBEAT:
             if self.memb_state != MembState.GATHER:
+                if name == TimerName.HEARTBEAT:
+                    self.count("heartbeat_losses")
                 self.count("token_losses")
                 self.gather_enter(now)
         elif name == TimerName.TOKEN_RETRANSMIT:
@@ -78,6 +104,8 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
             self.on_consensus_timeout(now)
         elif name == TimerName.MERGE_DETECT:
             self.on_merge_timer(now)
+        elif name == TimerName.SEND_JOIN:
+            self.on_send_join_timer(now)
 
     def submit(self, now: float, payload: bytes, guarantee: Guarantee = Guarantee.AGREED) -> None:
         """Queue one frame for ordering; raises MessageTooBig or QueueFull."""
@@ -88,6 +116,16 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
         self.pending.append((bytes(payload), int(guarantee)))
         if self.started and not self.left:
             self.request_hold_cancel(now)
+
+    def withdraw_pending(self) -> list[tuple[bytes, int]]:
+        """Take back every queued frame not yet originated, oldest first, as ``(frame, guarantee)``.
+
+        For a packing layer that re-queues its messages at a configuration change (totempg keeps
+        per-sender FIFO across a message cut by the change this way).
+        """
+        frames = list(self.pending)
+        self.pending.clear()
+        return frames
 
     def leave(self, now: float) -> None:
         """Orderly shutdown: multicast a leave (a join with dummy sender 0 naming me failed) and go quiet."""

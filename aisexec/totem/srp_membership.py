@@ -24,8 +24,9 @@ class MembershipMixin:
         self.held_token = None
         self.last_token_copy = None
         self.merge_armed = False
-        self.cancel(TimerName.TOKEN_LOSS, TimerName.TOKEN_RETRANSMIT, TimerName.HOLD, TimerName.MERGE_DETECT)
-        self.send(MULTICAST, self.my_join().encode())
+        self.cancel(TimerName.TOKEN_LOSS, TimerName.TOKEN_RETRANSMIT, TimerName.HOLD, TimerName.MERGE_DETECT,
+                    TimerName.HEARTBEAT)
+        self.send_join_message(now)
         self.arm(now, TimerName.JOIN, self.cfg.join)
         self.arm(now, TimerName.CONSENSUS, self.cfg.consensus)
         self.consensus_set = {self._nodeid}
@@ -118,8 +119,28 @@ class MembershipMixin:
     def on_join_timer(self, now: float) -> None:
         """Resend my join while gathering."""
         if self.memb_state == MembState.GATHER:
-            self.send(MULTICAST, self.my_join().encode())
+            self.send_join_message(now)
             self.arm(now, TimerName.JOIN, self.cfg.join)
+
+    def send_join_message(self, now: float) -> None:
+        """Multicast my join now, or after a random ``0..send_join`` ms delay when that is configured.
+
+        Delayed joins coalesce: while one is scheduled, another request sends nothing more, and the
+        join that leaves carries the sets as they are when the delay expires.
+        """
+        limit = self.cfg.send_join
+        if limit <= 0:
+            self.send(MULTICAST, self.my_join().encode())
+            return
+        if not self.join_send_pending:
+            self.join_send_pending = True
+            self.arm(now, TimerName.SEND_JOIN, self.rng.uniform(0, limit))
+
+    def on_send_join_timer(self, now: float) -> None:
+        """The random join delay expired: send the join if still gathering."""
+        self.join_send_pending = False
+        if self.memb_state == MembState.GATHER:
+            self.send(MULTICAST, self.my_join().encode())
 
     def on_consensus_timeout(self, now: float) -> None:
         """Consensus expiry: fail those who did not agree, or wait one more round if all did."""
@@ -221,7 +242,8 @@ class MembershipMixin:
         self.out.ring_seq_to_persist = new_ring.seq
         self.memb_state = MembState.COMMIT
         self.my_trc = self.my_pbl = 0
-        self.cancel(TimerName.JOIN, TimerName.CONSENSUS, TimerName.HOLD, TimerName.MERGE_DETECT)
+        self.cancel(TimerName.JOIN, TimerName.CONSENSUS, TimerName.HOLD, TimerName.MERGE_DETECT, TimerName.SEND_JOIN)
+        self.join_send_pending = False
         self.arm(now, TimerName.TOKEN_LOSS, self.cfg.token)
 
     def restore_old_ring(self) -> None:

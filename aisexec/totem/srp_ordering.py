@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from aisexec.totem.api import MULTICAST, Delivery, Guarantee, MembState, TimerName
 from aisexec.totem.config import MAX_RTR_ENTRIES, SORT_QUEUE_CAPACITY
-from aisexec.totem.wire import _MCAST, FLAG_ENCAPSULATED, HEADER, MAGIC, T_MCAST, VERSION, HoldCancel, Mcast, OrfToken
+from aisexec.totem.wire import (
+    _MCAST,
+    FLAG_ENCAPSULATED,
+    HEADER,
+    MAGIC,
+    MCAST_OVERHEAD,
+    T_MCAST,
+    VERSION,
+    HoldCancel,
+    OrfToken,
+)
 
 _MCAST_HDR = HEADER.pack  # bound once: hot path
 _MCAST_BODY = _MCAST.pack
@@ -14,25 +24,25 @@ class OrderingMixin:
     """Token visit (§1.3), data receipt (§1.4), agreed/safe delivery (§1.6) and release (§1.8)."""
 
     # ------------------------------------------------------------ data messages
-    def on_mcast(self, now: float, m: Mcast) -> None:
-        """Store a data message of my ring; a foreign one may start a membership change."""
-        self.count("mcasts_received")
+    def on_mcast(self, now: float, sender: int, ring_rep: int, ring_seq: int, seq: int, guarantee: int,
+                 raw: bytes, encapsulated: int) -> None:
+        """Store a data message of my ring (``raw``: the whole packet); a foreign one may start a membership change."""
+        self.stats_counters["mcasts_received"] += 1
         ring = self.ring_id
-        if m.ring_rep != ring.rep or m.ring_seq != ring.seq:
-            self.on_foreign(now, m.sender, m.ring_seq)
+        if ring_rep != ring.rep or ring_seq != ring.seq:
+            self.on_foreign(now, sender, ring_seq)
             return
         if self.memb_state == MembState.COMMIT:
             return
-        seq = m.seq
         sq = self.sort_queue
         if seq <= self.last_released or seq in sq or seq > self.last_released + SORT_QUEUE_CAPACITY:
-            self.count("mcasts_duplicate")
+            self.stats_counters["mcasts_duplicate"] += 1
             return
-        raw = m.encode()
-        sq[seq] = (m.sender, m.guarantee, m.payload, raw, m.encapsulated)
+        sq[seq] = (sender, guarantee, raw[MCAST_OVERHEAD:], raw, bool(encapsulated))
         if seq > self.my_high_seq_received:
             self.my_high_seq_received = seq
-        self.advance_aru()
+        if seq == self.my_aru + 1:
+            self.advance_aru()
         if self.memb_state == MembState.OPERATIONAL:
             self.deliver_ready()
 
@@ -146,6 +156,14 @@ class OrderingMixin:
         # originate (steps 11-12)
         room = self.last_released + SORT_QUEUE_CAPACITY - (seq_now + allowed + cfg.window_size)
         new = min(allowed - sent, len(queue)) if room > 0 else 0
+        if state == MembState.OPERATIONAL:
+            if tok.token_seq >= self.token_seq_limit or (new > 0 and seq_now + 1 >= self.seq_limit):
+                # 32-bit counters near their end: reform the ring (same members, counters from 0) rather
+                # than wrap; the join makes every member follow, and EVS delivers the change as usual.
+                self.count("seq_wrap_reconfigurations")
+                self.gather_enter(now)
+                return
+            new = min(new, self.seq_limit - 1 - seq_now)
         if new > 0:
             me = self._nodeid
             encapsulated = state == MembState.RECOVERY
@@ -203,6 +221,10 @@ class OrderingMixin:
         """Send the token to my successor, or hold it (idle rep, or a one-node ring)."""
         cfg = self.cfg
         self.arm(now, TimerName.TOKEN_LOSS, cfg.token)
+        heartbeat = cfg.heartbeat_timeout
+        if heartbeat:
+            # optional faster failure detection: a token must come round within the heartbeat period
+            self.arm(now, TimerName.HEARTBEAT, heartbeat)
         dest = self.successor()
         if dest == self._nodeid:
             # one-node ring: the token comes straight back; pace it by the hold timer when idle

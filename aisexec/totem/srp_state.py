@@ -10,7 +10,7 @@ import random
 from collections import deque
 
 from aisexec.totem.api import ConfigChange, Delivery, MembState, Ready, RingId, TimerName
-from aisexec.totem.config import SORT_QUEUE_CAPACITY, TotemConfig
+from aisexec.totem.config import SEQ_LIMIT, SORT_QUEUE_CAPACITY, TotemConfig
 from aisexec.totem.wire import MCAST_OVERHEAD
 
 #: Pending (not yet originated) application frames a node may hold.
@@ -22,6 +22,7 @@ STAT_KEYS = (
     "messages_originated", "messages_delivered", "mcasts_received", "mcasts_duplicate", "mcasts_foreign",
     "joins_received", "gather_entered", "consensus_timeouts", "commit_tokens_created", "rings_installed",
     "recovery_messages", "hold_cancels_sent", "merge_detects_sent", "fail_to_recv", "leaves_received",
+    "heartbeat_losses", "seq_wrap_reconfigurations",
 )
 
 # A stored message: (sender, guarantee, payload, raw packet bytes, encapsulated)
@@ -41,6 +42,10 @@ class SrpState:
         self.stats_counters: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self.token_callbacks: list = []
         self.left = False
+        # 32-bit wire counters: reconfigure before message seq / token seq reach these (tests lower them)
+        self.seq_limit = SEQ_LIMIT
+        self.token_seq_limit = SEQ_LIMIT
+        self.join_send_pending = False
         # membership
         self.memb_state = MembState.GATHER
         self.ring_id = RingId(nodeid, ring_seq)

@@ -26,6 +26,8 @@ _COMMIT = struct.Struct("!IIQBHH")  # token_seq, ring rep, ring seq, retrans_flg
 _MEMB_ENTRY = struct.Struct("!IQIIB")  # old ring rep, old ring seq, aru, high_delivered, received_flg
 _U32 = struct.Struct("!I")
 MCAST_OVERHEAD = HEADER.size + _MCAST.size
+#: Header and mcast header in one go (magic, version, type, flags, sender, ring rep, ring seq, seq, guarantee).
+MCAST_PREFIX = struct.Struct("!HBBBIIQIB")
 
 
 class MalformedPacket(ValueError):

@@ -261,3 +261,58 @@ def test_safe_and_agreed_messages_never_share_a_frame_and_carry_their_guarantee(
     assert guarantees[0] == Guarantee.AGREED and guarantees[1] == Guarantee.SAFE
     assert guarantees[-1] == Guarantee.SAFE  # the chain waits for its own fragments before a3 goes
     assert Guarantee.AGREED not in guarantees[1:]
+
+
+class _CorePending:
+    """The core's queue of frames not yet originated, as ``withdraw_pending`` hands them back."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[bytes, int]] = []
+
+    def submit(self, frame: bytes, guarantee: int = 0) -> None:
+        self.frames.append((frame, int(guarantee)))
+
+    def originate(self, count: int) -> list[bytes]:
+        sent, self.frames = self.frames[:count], self.frames[count:]
+        return [f for f, _ in sent]
+
+    def withdraw(self) -> list[tuple[bytes, int]]:
+        frames, self.frames = self.frames, []
+        return frames
+
+
+def test_with_withdraw_the_packer_does_not_wait_for_a_chain_to_come_back() -> None:
+    core = _CorePending()
+    me = PgEndpoint(1, 300, withdraw=core.withdraw)
+    me.send(bytes(1500))
+    me.send(b"next")
+    me.pump(core.submit, with_guarantee=True)
+    assert len(core.frames) > 2 and core.frames[-1][0].endswith(b"next")
+
+
+def test_change_requeues_broken_chain_then_withdrawn_messages_in_order_and_delivers_each_once() -> None:
+    from aisexec.totem.api import Guarantee
+
+    core = _CorePending()
+    me = PgEndpoint(1, 300, withdraw=core.withdraw)
+    big = random.Random(5).randbytes(1500)
+    small = [b"s1", b"s2"]
+    me.send(b"first")
+    me.send(big)
+    me.send(small[0])
+    me.send(small[1], safe=True)
+    me.send(bytes(900))  # still cutting it when the ring changes
+    me.pump(core.submit, limit=10, with_guarantee=True)  # first, 6 fragments, s1, s2, 1 fragment
+    assert me.packer._current is not None
+    seq = [0]
+    out = _deliver(me, 1, core.originate(3), seq)  # "first" and two fragments of big came back
+    assert out == [(1, b"first")]
+    assert me.on_events([TRANS, REG]) == [TRANS, REG]
+    assert core.frames == []  # everything not originated was taken back
+    submitted: list[tuple[bytes, int]] = []
+    me.pump(lambda f, g: submitted.append((f, g)), with_guarantee=True)
+    again = _deliver(me, 1, [f for f, _ in submitted], [100])
+    assert again == [(1, big), (1, small[0]), (1, small[1]), (1, bytes(900))]
+    safe_frames = [g for f, g in submitted if f.endswith(b"s2")]
+    assert safe_frames == [Guarantee.SAFE]
+    assert me.packer._in_flight == {}

@@ -102,8 +102,11 @@ class Simulation:
             node.ring_id_epoch += 1
         rng = random.Random(self.rng.getrandbits(64))
         node.core = self.factory(nodeid, self.config, ring_seq, rng)
+        if self.scenario.seq_limit is not None and hasattr(node.core, "seq_limit"):
+            node.core.seq_limit = self.scenario.seq_limit  # exercise the reconfiguration before wrap
         if self.scenario.use_pg:
-            node.pg = PgEndpoint(nodeid, node.core.max_payload, max_count=64)
+            withdraw = getattr(node.core, "withdraw_pending", None)
+            node.pg = PgEndpoint(nodeid, node.core.max_payload, max_count=64, withdraw=withdraw)
         node.trace.append(("start", node.incarnation, ring_seq, persist))
         self._note(f"start n{nodeid} inc={node.incarnation} ring_seq={ring_seq}")
         node.core.start(self.now)

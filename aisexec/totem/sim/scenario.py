@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aisexec.totem.config import TotemConfig
 
@@ -28,6 +28,7 @@ class Scenario:
     large_sizes: tuple[int, int] = (2000, 40000)
     large_ratio: float = 0.0
     persist_always: bool = True
+    seq_limit: int | None = None
 
     def message_size(self, rng: random.Random) -> int:
         """Filler size of the next application message."""
@@ -38,7 +39,8 @@ class Scenario:
 
 def settle_time(config: TotemConfig, nodes: int) -> float:
     """Seconds of stable network after which every invariant including liveness must hold."""
-    ms = 3 * (config.token + config.consensus) + 2 * config.merge + 20 * config.join + 8 * nodes * config.hold
+    ms = 3 * (config.token + config.consensus) + 2 * config.merge + 20 * (config.join + config.send_join)
+    ms += 8 * nodes * config.hold
     return ms / 1000.0
 
 
@@ -100,5 +102,13 @@ def generate(
     sc.actions.sort(key=lambda item: item[0])
     sc.submits = sorted((rng.uniform(0.05, stable), rng.choice(ids)) for _ in range(rng.randint(*messages)))
     sc.stable_from = stable
-    sc.end = stable + settle_time(config, n)
+    # options drawn last, so the scenarios above stay what they were before the options existed
+    if rng.random() < 0.15:
+        sc.config = replace(config, heartbeat_failures_allowed=rng.choice((1, 2, 3))).validate()
+    if rng.random() < 0.15:
+        sc.config = replace(sc.config, send_join=rng.choice((10, 40, 80))).validate()
+    if rng.random() < 0.15:
+        # with pg, a ring must hold a whole fragmented message (up to ~30 frames) plus other senders' frames
+        sc.seq_limit = rng.randint(6, 40) * (8 if pg else 1)
+    sc.end = stable + settle_time(sc.config, n)
     return sc
