@@ -52,12 +52,23 @@ class TotemDriver:
         self._on_events = on_events
         self._clock = clock
         self._faults = faults
-        self._timers: dict[TimerName, Any] = {}
+        # Timers are lazy: the core re-arms the token timers on every visit, which must not cost a loop
+        # watcher each time.  ``_deadlines`` holds what the core wants; ``_watchers`` the one libev timer per
+        # name, which may fire early (it then re-arms for the rest); ``_generation`` voids stale expiries.
+        self._loop = gevent.get_hub().loop
+        self._deadlines: dict[TimerName, float] = {}
+        self._watchers: dict[TimerName, tuple[Any, float]] = {}
+        self._generation: dict[TimerName, int] = dict.fromkeys(TimerName, 0)
         self._local: list[bytes] = []
         self._running = False
         self._applying = False
         self._pause_greenlet: gevent.Greenlet | None = None
-        token_ms = getattr(core, "config", None).token if hasattr(core, "config") else 1000
+        core_config = getattr(core, "cfg", None)
+        token_ms = core_config.token if core_config is not None else 1000
+        if core_config is not None and core_config.heartbeat_failures_allowed and not core_config.heartbeat_timeout:
+            log.warning("heartbeat_failures_allowed %d x token_retransmit + max_network_delay is not below the "
+                        "token timeout (%d ms): the heartbeat is disabled", core_config.heartbeat_failures_allowed,
+                        token_ms)
         self._token_ms = token_ms
         self._pause_limit = token_ms / 2000.0
         self._seen = {"token_losses": 0, "retransmit_requests": 0}
@@ -88,9 +99,10 @@ class TotemDriver:
     def stop(self) -> None:
         """Cancel timers and close the transport."""
         self._running = False
-        for timer in self._timers.values():
-            timer.kill(block=False)
-        self._timers.clear()
+        for watcher, _deadline in self._watchers.values():
+            watcher.stop()
+        self._watchers.clear()
+        self._deadlines.clear()
         if self._pause_greenlet is not None:
             self._pause_greenlet.kill(block=False)
         if self._faults is not None:
@@ -165,15 +177,43 @@ class TotemDriver:
             receive(now, packet)
         self._apply()
 
-    def _timer_fired(self, name: TimerName, deadline: float) -> None:
-        self._timers.pop(name, None)
-        if not self._running:
+    def _set_timer(self, name: TimerName, deadline: float | None, now: float) -> None:
+        """Record what the core asked for; touch the event loop only when a timer must fire sooner."""
+        self._generation[name] += 1
+        if deadline is None:
+            self._deadlines.pop(name, None)
+            return  # a watcher left armed fires, finds no deadline and does nothing
+        self._deadlines[name] = deadline
+        armed = self._watchers.get(name)
+        if armed is not None:
+            if armed[1] <= deadline:
+                return  # it fires no later than needed and re-arms itself for the rest
+            armed[0].stop()
+        self._start_watcher(name, deadline, now)
+
+    def _start_watcher(self, name: TimerName, deadline: float, now: float) -> None:
+        watcher = self._loop.timer(max(deadline - now, 0.0))
+        self._watchers[name] = (watcher, deadline)
+        watcher.start(self._watcher_fired, name)
+
+    def _watcher_fired(self, name: TimerName) -> None:
+        """Loop callback (must not block): re-arm if the deadline moved on, else run the expiry in a greenlet."""
+        self._watchers.pop(name, None)
+        deadline = self._deadlines.get(name)
+        if deadline is None or not self._running:
             return
         now = self._clock()
-        if now < deadline - 0.0005:  # the hub's cached time ran ahead: wait for the real deadline
-            self._timers[name] = gevent.spawn_later(deadline - now, self._timer_fired, name, deadline)
+        if now < deadline - 0.0005:  # re-armed later since, or the loop's cached time ran ahead
+            self._start_watcher(name, deadline, now)
             return
-        self.core.timer_expired(now, name)
+        del self._deadlines[name]
+        # A greenlet, not the loop callback itself: the core's outputs may block (IPC sends).
+        gevent.spawn(self._timer_fired, name, self._generation[name])
+
+    def _timer_fired(self, name: TimerName, generation: int) -> None:
+        if not self._running or self._generation[name] != generation:
+            return  # re-armed or cancelled after the expiry was scheduled
+        self.core.timer_expired(self._clock(), name)
         self._apply()
 
     # -- outputs ----------------------------------------------------------------
@@ -216,29 +256,39 @@ class TotemDriver:
     def _carry_out(self, ready: Ready) -> None:
         if ready.ring_seq_to_persist is not None:
             self.store.save(ready.ring_seq_to_persist)
-        for dest, packet in ready.sends:
-            if dest == MULTICAST:
-                # The core keeps its own messages when it originates them: no local copy is fed back.
-                self.transport.multicast(self.crypto.seal(packet, 0))
-            elif dest == self.nodeid:
-                self._local.append(packet)
-            else:
-                self.transport.unicast(dest, self.crypto.seal(packet, dest))
+        if ready.sends:
+            self._send(ready.sends)
         if ready.timers:
             now = self._clock()
             for name, deadline in ready.timers.items():
-                old = self._timers.pop(name, None)
-                if old is not None:
-                    old.kill(block=False)
-                if deadline is not None:
-                    # A greenlet, not a raw loop callback: the core's outputs may block (IPC sends).
-                    self._timers[name] = gevent.spawn_later(max(deadline - now, 0.0), self._timer_fired, name,
-                                                            deadline)
+                self._set_timer(name, deadline, now)
         if ready.events:
             for event in ready.events:
                 if isinstance(event, ConfigChange) and event.kind is ConfKind.REGULAR:
                     self._log_membership(event)
             self._on_events(ready.events)
+
+    def _send(self, sends: list[tuple[int, bytes]]) -> None:
+        """Seal and send in the core's order; consecutive multicasts leave together (one batch per member)."""
+        seal = self.crypto.seal
+        batch: list[bytes] = []
+        for dest, packet in sends:
+            if dest == MULTICAST:
+                # The core keeps its own messages when it originates them: no local copy is fed back.
+                batch.append(seal(packet, 0))
+                continue
+            if dest == self.nodeid:
+                if batch:
+                    self.transport.multicast_many(batch)
+                    batch = []
+                self._local.append(packet)
+            elif batch:
+                self.transport.multicast_then_unicast(batch, dest, seal(packet, dest))
+                batch = []
+            else:
+                self.transport.unicast(dest, seal(packet, dest))
+        if batch:
+            self.transport.multicast_many(batch)
 
     def _log_membership(self, change: ConfigChange) -> None:
         self.stats["memberships"] += 1

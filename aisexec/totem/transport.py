@@ -38,6 +38,17 @@ log = logging.getLogger("aisexec.totem")
 #: Largest datagram accepted; anything longer is dropped.
 MAX_DATAGRAM = 65535
 BUFFER_BYTES = 4 * 1024 * 1024
+# Linux UDP segmentation offload: one sendmsg carries a run of equal-sized datagrams (the last may be
+# shorter) that the kernel cuts apart; with UDP_GRO a receiver reads such a run in one recvmsg.  Each
+# datagram keeps its own envelope: this only saves system calls and wake-ups.
+UDP_SEGMENT = getattr(pysocket, "UDP_SEGMENT", 103)
+UDP_GRO = getattr(pysocket, "UDP_GRO", 104)
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65000
+_GRO_CMSG_SPACE = pysocket.CMSG_SPACE(4)
+_GSO_UNSUPPORTED = (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
+_SEGMENT_SIZE = struct.Struct("=H")
+_GRO_SIZE = struct.Struct("=i")
 _SIOCGIFADDR = 0x8915
 _SIOCGIFNETMASK = 0x891B
 
@@ -92,7 +103,9 @@ def resolve_bind(bindnetaddr: str) -> tuple[str, int]:
 
 
 def _udp_socket(family: int) -> Any:
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    # A plain non-blocking socket, not gevent's wrapper: every call goes straight to the kernel (a datagram
+    # that would block is dropped and counted; Totem retransmits), and the read loop waits with wait_read.
+    sock = pysocket.socket(family, pysocket.SOCK_DGRAM)
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER_BYTES)
@@ -116,7 +129,9 @@ class Transport:
         self.family = family
         self.addresses: dict[int, str] = {}
         self.stats = {"packets_in": 0, "packets_out": 0, "bytes_in": 0, "bytes_out": 0, "oversized": 0,
-                      "send_errors": 0, "recv_errors": 0}
+                      "send_errors": 0, "recv_errors": 0, "gso_sends": 0, "gro_reads": 0}
+        self.gso = True  # cleared for good the first time the kernel refuses a segmented send
+        self._gro_fds: set[int] = set()
         self._readers: list[gevent.Greenlet] = []
         self._sockets: list[Any] = []
         self._on_batch: Callable[[Batch], None] | None = None
@@ -145,6 +160,14 @@ class Transport:
         """The address learned for ``nodeid``."""
         return self.local_address if nodeid == getattr(self, "nodeid", None) else self.addresses.get(nodeid)
 
+    def _enable_gro(self, sock: Any) -> None:
+        """Ask the kernel to hand segmented runs over whole (kernels without UDP_GRO: one datagram a read)."""
+        try:
+            sock.setsockopt(pysocket.IPPROTO_UDP, UDP_GRO, 1)
+        except OSError:
+            return
+        self._gro_fds.add(sock.fileno())
+
     def _read_loop(self, sock: Any) -> None:
         fd = sock.fileno()
         first = self._drain_first(sock)
@@ -162,10 +185,16 @@ class Transport:
         return None
 
     def _drain(self, sock: Any, batch: Batch) -> None:
-        recv = sock.recvfrom
+        gro = sock.fileno() in self._gro_fds
+        recv = sock.recvmsg if gro else sock.recvfrom
         while len(batch) < 512:
             try:
-                data, source = recv(MAX_DATAGRAM + 1)
+                if gro:
+                    data, ancillary, _flags, source = recv(MAX_DATAGRAM + 1, _GRO_CMSG_SPACE)
+                    if ancillary and self._split_run(data, ancillary, source, batch):
+                        continue
+                else:
+                    data, source = recv(MAX_DATAGRAM + 1)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -182,6 +211,56 @@ class Transport:
             self.stats["bytes_in"] += len(data)
             batch.append((data, source))
 
+    def _split_run(self, data: bytes, ancillary: list, source: tuple, batch: Batch) -> bool:
+        """Cut a run read with UDP_GRO into its datagrams; False when it is a single one."""
+        level, kind, value = ancillary[0]
+        if level != pysocket.IPPROTO_UDP or kind != UDP_GRO or len(value) < _GRO_SIZE.size:
+            return False
+        (size,) = _GRO_SIZE.unpack_from(value)
+        if size <= 0 or size >= len(data):
+            return False
+        self.stats["gro_reads"] += 1
+        self.stats["bytes_in"] += len(data)
+        for start in range(0, len(data), size):
+            self.stats["packets_in"] += 1
+            batch.append((data[start : start + size], source))
+        return True
+
+    def _send_all(self, sock: Any, packets: list[bytes], address: tuple) -> None:
+        """Send ``packets`` in order to one address: runs of equal size go out in one segmented call."""
+        i, count = 0, len(packets)
+        while i < count:
+            size = len(packets[i])
+            j, total = i + 1, size
+            if self.gso:
+                while (j < count and j - i < GSO_MAX_SEGMENTS and len(packets[j]) == size
+                       and total + size <= GSO_MAX_BYTES):
+                    total += size
+                    j += 1
+                if j < count and j - i < GSO_MAX_SEGMENTS and len(packets[j]) < size and \
+                        total + len(packets[j]) <= GSO_MAX_BYTES:
+                    j += 1  # a run may end with one shorter datagram
+            if j - i == 1 or not self._send_segmented(sock, packets[i:j], size, address):
+                for packet in packets[i:j]:
+                    self._sendto(sock, packet, address)
+            i = j
+
+    def _send_segmented(self, sock: Any, run: list[bytes], size: int, address: tuple) -> bool:
+        """One sendmsg for a run of datagrams of ``size`` bytes; False if the kernel cannot segment."""
+        try:
+            sock.sendmsg(run, [(pysocket.IPPROTO_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(size))], 0, address)
+        except OSError as exc:
+            if exc.errno in _GSO_UNSUPPORTED:
+                self.gso = False
+                log.info("UDP segmentation offload unavailable (%s): sending one datagram per call", exc.strerror)
+                return False
+            self.stats["send_errors"] += 1
+            return True
+        self.stats["gso_sends"] += 1
+        self.stats["packets_out"] += len(run)
+        self.stats["bytes_out"] += sum(map(len, run))
+        return True
+
     def _sendto(self, sock: Any, data: bytes, address: tuple) -> None:
         try:
             sock.sendto(data, address)
@@ -192,6 +271,11 @@ class Transport:
             return
         self.stats["packets_out"] += 1
         self.stats["bytes_out"] += len(data)
+
+    def multicast_then_unicast(self, packets: list[bytes], nodeid: int, data: bytes) -> None:
+        """``packets`` to every member, then ``data`` to ``nodeid``, in that order."""
+        self.multicast_many(packets)
+        self.unicast(nodeid, data)
 
     def healthy(self) -> bool:
         """True while the sockets are open."""
@@ -217,6 +301,7 @@ class UdpuTransport(Transport):
     def _open(self) -> None:
         self._sock = _udp_socket(self.family)
         _bind(self._sock, (self.local_address, self.port))
+        self._enable_gro(self._sock)
         self._sockets = [self._sock]
 
     def _receivers(self) -> list[Any]:
@@ -227,6 +312,11 @@ class UdpuTransport(Transport):
         for member in self.members:
             self._sendto(self._sock, data, (member, self.port))
 
+    def multicast_many(self, packets: list[bytes]) -> None:
+        """Send ``packets``, in order, to every member (segmented runs where the kernel can)."""
+        for member in self.members:
+            self._send_all(self._sock, packets, (member, self.port))
+
     def unicast(self, nodeid: int, data: bytes) -> None:
         """Send ``data`` to ``nodeid`` (to every member while its address is not known yet)."""
         address = self.addresses.get(nodeid)
@@ -234,6 +324,21 @@ class UdpuTransport(Transport):
             self.multicast(data)  # the envelope's target field keeps the others from acting on it
         else:
             self._sendto(self._sock, data, (address, self.port))
+
+    def multicast_then_unicast(self, packets: list[bytes], nodeid: int, data: bytes) -> None:
+        """``packets`` to every member, then ``data`` to ``nodeid`` (a token after the data it follows).
+
+        The other members get their copies first; ``nodeid`` gets its copies and ``data`` in one batch,
+        so it never sees the token before the data and is woken once.
+        """
+        address = self.addresses.get(nodeid)
+        if address is None or address not in self.members:
+            super().multicast_then_unicast(packets, nodeid, data)
+            return
+        for member in self.members:
+            if member != address:
+                self._send_all(self._sock, packets, (member, self.port))
+        self._send_all(self._sock, [*packets, data], (address, self.port))
 
 
 class UdpTransport(Transport):
@@ -272,6 +377,7 @@ class UdpTransport(Transport):
         token = _udp_socket(self.family)
         _bind(token, (self.local_address, self.port))
         self._mcast_rx, self._mcast_tx, self._token = rx, tx, token
+        self._enable_gro(rx)
         self._sockets = [rx, tx, token]
 
     def _receivers(self) -> list[Any]:
@@ -283,6 +389,10 @@ class UdpTransport(Transport):
     def multicast(self, data: bytes) -> None:
         """Send ``data`` to the group."""
         self._sendto(self._mcast_tx, data, (self.group, self.port))
+
+    def multicast_many(self, packets: list[bytes]) -> None:
+        """Send ``packets``, in order, to the group (segmented runs where the kernel can)."""
+        self._send_all(self._mcast_tx, packets, (self.group, self.port))
 
     def unicast(self, nodeid: int, data: bytes) -> None:
         """Send ``data`` to ``nodeid``'s token socket (to the group while its address is unknown)."""

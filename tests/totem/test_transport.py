@@ -56,6 +56,76 @@ def test_udpu_multicast_reaches_every_member_and_unicast_one():
             t.stop()
 
 
+def _run(sizes: list[int]) -> list[bytes]:
+    return [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+
+
+@pytest.mark.parametrize("kind", ["udpu", "udp"])
+def test_batched_multicast_arrives_as_separate_datagrams_in_order(kind):
+    port = free_port_pair()
+    if kind == "udpu":
+        a = UdpuTransport("127.0.0.1", port, ["127.0.0.1", "127.0.0.2"])
+        b = UdpuTransport("127.0.0.2", port, ["127.0.0.1", "127.0.0.2"])
+    else:
+        ifindex = resolve_bind("127.0.0.1")[1]
+        a = UdpTransport("127.0.0.1", port, "239.255.42.7", ifindex)
+        b = UdpTransport("127.0.0.2", port, "239.255.42.7", ifindex)
+    got = collect(b)
+    collect(a)
+    # runs of equal size (one segmented send each where the kernel can), a shorter tail, odd sizes between
+    packets = _run([1400] * 12 + [300] + [700] * 3 + [64] + [1400] * 70)
+    try:
+        a.multicast_many(packets)
+        assert wait(lambda: len([d for d, _ in got if len(d) != 0]) >= len(packets))
+        received = [d for d, src in got if src[0] == "127.0.0.1"]
+        assert received == packets
+        if a.gso:
+            assert a.stats["gso_sends"] >= 3
+            assert b.stats["gro_reads"] >= 1
+        assert b.stats["packets_in"] >= len(packets)
+    finally:
+        a.stop()
+        b.stop()
+
+
+class _RefusingSocket:
+    """A socket whose kernel cannot segment: sendmsg with UDP_SEGMENT fails with EIO."""
+
+    def __init__(self, real):
+        self.real = real
+        self.plain = 0
+
+    def sendmsg(self, *args):
+        raise OSError(5, "Input/output error")
+
+    def sendto(self, data, address):
+        self.plain += 1
+        return self.real.sendto(data, address)
+
+
+def test_batched_send_falls_back_to_one_datagram_per_call():
+    port = free_port_pair()
+    a = UdpuTransport("127.0.0.1", port, ["127.0.0.2"])
+    b = UdpuTransport("127.0.0.2", port, ["127.0.0.1"])
+    got = collect(b)
+    collect(a)
+    refusing = _RefusingSocket(a._sock)
+    a._sock = refusing
+    packets = _run([900] * 5)
+    try:
+        a.multicast_many(packets)
+        assert a.gso is False
+        assert refusing.plain == 5
+        a.multicast_many(packets)
+        assert refusing.plain == 10
+        assert wait(lambda: len(got) == 10)
+        assert [d for d, _ in got] == packets + packets
+    finally:
+        a._sock = refusing.real
+        a.stop()
+        b.stop()
+
+
 def test_udp_multicast_on_loopback_reaches_other_nodes():
     port = free_port_pair()
     _, lo = resolve_bind("127.0.0.1")
@@ -109,8 +179,8 @@ def test_driver_persists_before_sending_and_fires_timers(tmp_path):
     original_save = store.save
     store.save = lambda seq: (order.append(("save", seq)), original_save(seq))
     transport = UdpuTransport("127.0.0.1", port, ["127.0.0.1", "127.0.0.2"])
-    original_multicast = transport.multicast
-    transport.multicast = lambda data: (order.append(("send", len(data))), original_multicast(data))
+    original_multicast = transport.multicast_many
+    transport.multicast_many = lambda batch: (order.append(("send", len(batch))), original_multicast(batch))
     core = FakeCore(1)
     peer = UdpuTransport("127.0.0.2", port, ["127.0.0.1", "127.0.0.2"])
     got = collect(peer)
