@@ -51,9 +51,11 @@ class LocalCluster:
         *,
         first_address: int = 1,
         env: dict[str, str] | None = None,
+        realtime: bool = False,
         **options: object,
     ) -> None:
         self.root = Path(root)
+        self.realtime = realtime  # False: executives run with --no-realtime (tests share the machine)
         options.setdefault("port", free_port_pair())
         self.options = options
         self.nodes: list[NodeLayout] = local_cluster(self.root, count, first_address, **options)
@@ -76,7 +78,7 @@ class LocalCluster:
         environ.update(env or {})
         out = open(node.root / "stdout.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "aisexec.main", "-f", *args],
+            [sys.executable, "-m", "aisexec.main", "-f", *(() if self.realtime else ("--no-realtime",)), *args],
             env=environ,
             stdout=out,
             stderr=subprocess.STDOUT,

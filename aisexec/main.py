@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--pidfile", metavar="PIDFILE",
                         help="pid file in daemon mode (default STATE_DIR/aisexec.pid)")
     parser.add_argument("--debug", action="store_true", help="log debug messages of every subsystem")
+    parser.add_argument("-r", "--realtime", dest="realtime", action="store_true", default=True,
+                        help="run with round-robin realtime scheduling, as corosync does (the default)")
+    parser.add_argument("-n", "--no-realtime", dest="realtime", action="store_false",
+                        help="keep the normal scheduling class (shared test machines, containers)")
     parser.add_argument("--embedded", metavar="DIR",
                         help="run the embedded default: one node on 127.0.0.1 with its config, generated authkey, "
                              "socket, state and log under DIR (created if missing; no root needed)")
@@ -152,6 +156,7 @@ class Daemon:
     prepared: Prepared
     lock: lockfile.InstanceLock | None = None
     pidfile: str | None = None
+    realtime: bool = False
     services: list = field(default_factory=list)
     executive: Any = None
     exit_code: int = ExitCode.OK
@@ -184,6 +189,8 @@ class Daemon:
         log.log(logsys.NOTICE, "openais-py aisexec %s starting; config interface %s from %s; services: %s",
                 __version__, describe_iface(env.config_iface), env.main_config_file,
                 ", ".join(describe_service(s) for s in self.services) or "none")
+        if self.realtime:
+            set_realtime_scheduling()
         notify.status("starting")
         try:
             from aisexec.executive import Executive
@@ -316,6 +323,20 @@ class Daemon:
             log.log(logsys.NOTICE, "aisexec stopped")
 
 
+def set_realtime_scheduling() -> bool:
+    """Ask for SCHED_RR at the highest priority, as corosync and openais do, so the token is never kept
+    waiting behind ordinary processes; without the privilege, log it and carry on at normal priority."""
+    try:
+        priority = os.sched_get_priority_max(os.SCHED_RR)
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(priority))
+    except (OSError, AttributeError) as exc:
+        log.log(logsys.NOTICE, "Could not set SCHED_RR at priority max (%s); running with normal scheduling",
+                getattr(exc, "strerror", None) or exc)
+        return False
+    log.info("Running with SCHED_RR realtime scheduling at priority %d", priority)
+    return True
+
+
 def use_embedded(directory: str) -> None:
     """Lay out (or reuse) the embedded single-node default under ``directory`` and point the environment at it."""
     from aisexec.embedded import single_node
@@ -354,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(StartupError(ExitCode.LOGGING, f"cannot open log destination: {exc}"))
     pipe = None
     daemon = Daemon(prepared)
+    daemon.realtime = args.realtime
     if not args.foreground:
         from aisexec.daemonize import daemonize
 
@@ -372,7 +394,16 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc)
     if pipe is not None:
         pipe.started()
-    return daemon.run()
+    profile_to = os.environ.get("OPENAIS_PROFILE")
+    if not profile_to:
+        return daemon.run()
+    import cProfile  # developers: where does the executive spend its time (pstats file, written at stop)
+
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(daemon.run)
+    finally:
+        profiler.dump_stats(profile_to)
 
 
 if __name__ == "__main__":

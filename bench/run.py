@@ -63,15 +63,15 @@ def _rss_kb(pid: int) -> int:
 
 
 def run_config(nodes: int, receivers: int, crypto: bool, transport: str, seconds: float, rep: int,
-               token: int, netmtu: int = 1500) -> list[dict]:
+               token: int, netmtu: int = 1500, realtime: bool = True) -> list[dict]:
     """One cluster configuration: throughput per size, latency, RSS, and (3 nodes) confchg after kill."""
     base = {"nodes": nodes, "transport": transport, "crypto": CIPHER if crypto else "none",
             "receivers": receivers, "token_ms": token, "consensus_ms": int(token * 1.2), "netmtu": netmtu,
-            "rep": rep}
+            "sched": "rr" if realtime else "other", "rep": rep}
     rows = []
     with tempfile.TemporaryDirectory(prefix="aisbench-") as tmp, \
             LocalCluster(Path(tmp), nodes, transport=transport, secauth=crypto, token=token,
-                         extra_totem={"netmtu": netmtu}) as cluster:
+                         extra_totem={"netmtu": netmtu}, realtime=realtime) as cluster:
         cluster.start_all()
         cluster.wait_members(list(range(1, nodes + 1)), list(range(1, nodes + 1)), timeout=30)
         pids = {i: p.pid for i, p in cluster.procs.items()}
@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", type=int, default=1000)
     parser.add_argument("--netmtu", type=int, default=1500, help="totem netmtu (corosync 3's knet finds ~64 KiB "
                                                                   "on loopback; 1500 is the openais default)")
+    parser.add_argument("--no-realtime", action="store_true",
+                        help="run the executives with normal scheduling (default: SCHED_RR, as aisexec and corosync)")
     args = parser.parse_args(argv)
     matrix = [(1, 0, False), (1, 0, True), (3, 0, False), (3, 2, False), (3, 2, True)]
     if args.quick:
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(1, args.reps + 1):
         for nodes, receivers, crypto in matrix:
             for row in run_config(nodes, receivers, crypto, args.transport, args.seconds, rep, args.token,
-                                  args.netmtu):
+                                  args.netmtu, not args.no_realtime):
                 print(json.dumps(row), flush=True)
     return 0
 

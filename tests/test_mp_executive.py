@@ -148,3 +148,17 @@ def test_a_node_on_ipv6_loopback_forms_its_ring(tmp_path):
     node.config_file.write_text(missing_nodeid)
     check = subprocess.run([sys.executable, "-m", "aisexec.main", "-t"], env=env, capture_output=True, text=True)
     assert check.returncode == 8 and "nodeid" in check.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="SCHED_RR needs CAP_SYS_NICE")
+def test_the_executive_runs_with_realtime_scheduling_unless_told_not_to(tmp_path):
+    with LocalCluster(tmp_path, 2, transport="udpu", realtime=True) as cluster:
+        rr = cluster.start(1)
+        other = cluster.start(2, "--no-realtime")
+        wait_ready(cluster.environ(1))
+        wait_ready(cluster.environ(2))
+        assert os.sched_getscheduler(rr.pid) == os.SCHED_RR
+        assert os.sched_getparam(rr.pid).sched_priority == os.sched_get_priority_max(os.SCHED_RR)
+        assert os.sched_getscheduler(other.pid) == os.SCHED_OTHER
+        log = (cluster.nodes[0].root / "stdout.log").read_text()
+        assert "SCHED_RR" in log
