@@ -55,7 +55,7 @@ class LocalCluster:
         **options: object,
     ) -> None:
         self.root = Path(root)
-        self.realtime = realtime  # False: executives run with --no-realtime (tests share the machine)
+        self.realtime = realtime  # True: executives run with -r (SCHED_RR)
         options.setdefault("port", free_port_pair())
         self.options = options
         self.nodes: list[NodeLayout] = local_cluster(self.root, count, first_address, **options)
@@ -78,7 +78,7 @@ class LocalCluster:
         environ.update(env or {})
         out = open(node.root / "stdout.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "aisexec.main", "-f", *(() if self.realtime else ("--no-realtime",)), *args],
+            [sys.executable, "-m", "aisexec.main", "-f", *(("-r",) if self.realtime else ()), *args],
             env=environ,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -50,10 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--pidfile", metavar="PIDFILE",
                         help="pid file in daemon mode (default STATE_DIR/aisexec.pid)")
     parser.add_argument("--debug", action="store_true", help="log debug messages of every subsystem")
-    parser.add_argument("-r", "--realtime", dest="realtime", action="store_true", default=True,
-                        help="run with round-robin realtime scheduling, as corosync does (the default)")
+    parser.add_argument("-r", "--realtime", dest="realtime", action="store_true", default=False,
+                        help="run with round-robin realtime scheduling at the highest priority, as corosync's -r "
+                             "(keeps the token moving on a loaded host; small-message batching suffers)")
     parser.add_argument("-n", "--no-realtime", dest="realtime", action="store_false",
-                        help="keep the normal scheduling class (shared test machines, containers)")
+                        help="keep the normal scheduling class (the default)")
     parser.add_argument("--embedded", metavar="DIR",
                         help="run the embedded default: one node on 127.0.0.1 with its config, generated authkey, "
                              "socket, state and log under DIR (created if missing; no root needed)")
@@ -324,8 +325,8 @@ class Daemon:
 
 
 def set_realtime_scheduling() -> bool:
-    """Ask for SCHED_RR at the highest priority, as corosync and openais do, so the token is never kept
-    waiting behind ordinary processes; without the privilege, log it and carry on at normal priority."""
+    """Ask for SCHED_RR at the highest priority (``-r``, as corosync's), so the token is never kept waiting
+    behind ordinary processes; without the privilege, log it and carry on at normal priority."""
     try:
         priority = os.sched_get_priority_max(os.SCHED_RR)
         os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(priority))

@@ -151,7 +151,7 @@ def test_a_node_on_ipv6_loopback_forms_its_ring(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="SCHED_RR needs CAP_SYS_NICE")
-def test_the_executive_runs_with_realtime_scheduling_unless_told_not_to(tmp_path):
+def test_dash_r_gives_realtime_scheduling_and_no_realtime_keeps_the_normal_class(tmp_path):
     with LocalCluster(tmp_path, 2, transport="udpu", realtime=True) as cluster:
         rr = cluster.start(1)
         other = cluster.start(2, "--no-realtime")
