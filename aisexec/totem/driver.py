@@ -59,6 +59,7 @@ class TotemDriver:
         self._deadlines: dict[TimerName, float] = {}
         self._watchers: dict[TimerName, tuple[Any, float]] = {}
         self._generation: dict[TimerName, int] = dict.fromkeys(TimerName, 0)
+        self._due: list[tuple[TimerName, int]] = []  # timers armed for "now", fired before _apply returns
         self._local: list[bytes] = []
         self._running = False
         self._applying = False
@@ -103,6 +104,7 @@ class TotemDriver:
             watcher.stop()
         self._watchers.clear()
         self._deadlines.clear()
+        self._due.clear()
         if self._pause_greenlet is not None:
             self._pause_greenlet.kill(block=False)
         if self._faults is not None:
@@ -183,6 +185,10 @@ class TotemDriver:
         if deadline is None:
             self._deadlines.pop(name, None)
             return  # a watcher left armed fires, finds no deadline and does nothing
+        if deadline <= now:  # due at once (a released hold): fired by _apply, no loop timer in between
+            self._deadlines.pop(name, None)
+            self._due.append((name, self._generation[name]))
+            return
         self._deadlines[name] = deadline
         armed = self._watchers.get(name)
         if armed is not None:
@@ -223,10 +229,11 @@ class TotemDriver:
         if self._applying:
             return
         self._applying = True
+        inline_expiries = 1  # then yield to the hub: a busy one-node ring must not starve its clients
         try:
             while True:
                 ready: Ready = self.core.take_ready()
-                if not ready and not self._local:
+                if not ready and not self._local and not self._due:
                     break
                 self._carry_out(ready)
                 if ready.timers or ready.events:
@@ -236,6 +243,14 @@ class TotemDriver:
                     now = self._clock()
                     for packet in local:
                         self.core.receive(now, packet)
+                if self._due:
+                    due, self._due = self._due, []
+                    for name, generation in due:
+                        if inline_expiries <= 0:
+                            gevent.spawn(self._timer_fired, name, generation)
+                        elif self._running and self._generation[name] == generation:
+                            self.core.timer_expired(self._clock(), name)
+                    inline_expiries -= 1
         finally:
             self._applying = False
 
