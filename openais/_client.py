@@ -202,11 +202,11 @@ class Handle:
                 if self._deferred is not None:
                     error, self._deferred = self._deferred, None
                     raise error
-                frame = _wire.encode_request(self._service, msg_id, 0, payload)
-                if self._pipelined and self._pipelined_bytes + len(frame) > PIPELINE_BYTES:
+                size = _wire.REQUEST.size + len(payload)
+                if self._pipelined and self._pipelined_bytes + size > PIPELINE_BYTES:
                     self._reap()
                 if self._pipelined and (len(self._pipelined) >= PIPELINE_WINDOW
-                                        or self._pipelined_bytes + len(frame) > PIPELINE_BYTES):
+                                        or self._pipelined_bytes + size > PIPELINE_BYTES):
                     from openais.errors import TryAgain
 
                     raise TryAgain("the executive has not yet taken this handle's earlier messages")
