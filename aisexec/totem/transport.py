@@ -328,17 +328,19 @@ class UdpuTransport(Transport):
     def multicast_then_unicast(self, packets: list[bytes], nodeid: int, data: bytes) -> None:
         """``packets`` to every member, then ``data`` to ``nodeid`` (a token after the data it follows).
 
-        The other members get their copies first; ``nodeid`` gets its copies and ``data`` in one batch,
-        so it never sees the token before the data and is woken once.
+        ``nodeid`` gets its copies and ``data`` first, in one batch (it never sees the token before the
+        data and is woken once); the other members get theirs right after, so a member downstream
+        usually reads its data and the forwarded token together and delivers after passing the token on
+        (measured: lower latency and more throughput than serving the others first).
         """
         address = self.addresses.get(nodeid)
         if address is None or address not in self.members:
             super().multicast_then_unicast(packets, nodeid, data)
             return
+        self._send_all(self._sock, [*packets, data], (address, self.port))
         for member in self.members:
             if member != address:
                 self._send_all(self._sock, packets, (member, self.port))
-        self._send_all(self._sock, [*packets, data], (address, self.port))
 
 
 class UdpTransport(Transport):
