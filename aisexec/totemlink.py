@@ -56,7 +56,7 @@ class TotemLink:
         on_room: Callable[[], None] | None = None,
     ) -> None:
         from aisexec.totem import wire
-        from aisexec.totem.crypto import OVERHEAD, PacketCrypto
+        from aisexec.totem.crypto import CIPHER_NAME, OVERHEAD, PacketCrypto
         from aisexec.totem.driver import TotemDriver
         from aisexec.totem.faults import FaultLayer
         from aisexec.totem.pg import PgEndpoint
@@ -70,7 +70,7 @@ class TotemLink:
         self._on_config = on_config
         self._on_room = on_room
         secauth = config.totem.get("secauth") in (True, "on", "yes")
-        self.cipher = "aes-256-gcm" if secauth else "none"
+        self.cipher = CIPHER_NAME if secauth else "none"
         self.store = RingSeqStore(env.state_dir, nodeid)
         self.crypto = PacketCrypto(nodeid, authkey if secauth else None, state_dir=env.state_dir)
         self.transport = make_transport(config, nodeid)

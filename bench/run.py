@@ -27,7 +27,7 @@ from aisexec.localcluster import LocalCluster
 HERE = Path(__file__).resolve().parent
 CLIENT = str(HERE / "cpg_client.py")
 SIZES = (64, 1024, 16 * 1024, 64 * 1024)
-CIPHER = "aes-256-gcm"
+CIPHER = "chacha20-poly1305"
 
 
 def _row(base: dict, **fields: object) -> dict:

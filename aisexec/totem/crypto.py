@@ -1,4 +1,4 @@
-"""Packet security for the Totem transport: AES-256-GCM envelopes, per-sender session keys, replay windows.
+"""Packet security for the Totem transport: ChaCha20-Poly1305 envelopes, per-sender session keys, replay windows.
 
 Construction (``secauth: on``):
 
@@ -7,10 +7,10 @@ Construction (``secauth: on``):
   in ``OPENAIS_STATE_DIR/incarnation`` (u64, incremented at each start) and
   8 random bytes; ``K_send = HKDF-SHA256(K_cluster, salt=epoch,
   context="sender" || nodeid, L=32)``;
-* each packet carries a 64-bit counter; the GCM nonce is the counter
-  followed by 4 zero bytes, so a nonce never repeats under one key (a lost
-  incarnation file cannot cause reuse either: the random half of the epoch
-  changes the key);
+* each packet carries a 64-bit counter; the 96-bit ChaCha20-Poly1305 (RFC 8439)
+  nonce is the counter followed by 4 zero bytes, so a nonce never repeats under
+  one key (a lost incarnation file cannot cause reuse either: the random half
+  of the epoch changes the key);
 * the 36-byte cleartext header ``magic u16, version u8, flags u8, sender
   u32, target u32, epoch 16s, counter u64`` is the associated data; the
   Totem packet is the ciphertext; the 16-byte tag ends the datagram.
@@ -23,6 +23,10 @@ sender the highest incarnation seen wins (older epochs are rejected) and a
 sliding window of :data:`REPLAY_WINDOW` counters drops repeats.  With
 ``secauth: off`` the same header travels with flag ``PLAIN`` and no tag.
 ``target`` is 0 for multicast, else the nodeid a unicast is meant for.
+
+Envelope version 2 is ChaCha20-Poly1305 (version 1 was AES-256-GCM; with
+pycryptodome a GCM object cost ~59 us per 1.4 KiB packet against ~25 us).
+A node of the other version sees the datagrams as foreign and drops them.
 """
 
 from __future__ import annotations
@@ -35,14 +39,17 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from Crypto.Cipher import AES
+from Crypto.Cipher import ChaCha20_Poly1305
 from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
 
 MAGIC = 0xA15E
-VERSION = 1
+VERSION = 2
+#: Name of the AEAD, as tools and the benchmark print it.
+CIPHER_NAME = "chacha20-poly1305"
 FLAG_ENCRYPTED = 0x01
 HEADER = struct.Struct("!HBBII16sQ")
+_NONCE = struct.Struct("!QI")
 TAG_SIZE = 16
 #: Bytes every packet gains with secauth on (header + tag); subtract from netmtu.
 OVERHEAD = HEADER.size + TAG_SIZE
@@ -146,7 +153,7 @@ class PacketCrypto:
         if not self.encrypted:
             return HEADER.pack(MAGIC, VERSION, 0, self.nodeid, target, self.epoch, self._counter) + packet
         header = HEADER.pack(MAGIC, VERSION, FLAG_ENCRYPTED, self.nodeid, target, self.epoch, self._counter)
-        cipher = AES.new(self._send_key, AES.MODE_GCM, nonce=struct.pack("!QI", self._counter, 0), mac_len=TAG_SIZE)
+        cipher = ChaCha20_Poly1305.new(key=self._send_key, nonce=_NONCE.pack(self._counter, 0))
         cipher.update(header)
         body, tag = cipher.encrypt_and_digest(packet)
         return header + body + tag
@@ -168,8 +175,7 @@ class PacketCrypto:
             if len(datagram) < OVERHEAD:
                 self.stats.malformed += 1
                 raise PacketRejected("datagram shorter than header and tag")
-            cipher = AES.new(self._key(sender, epoch), AES.MODE_GCM, nonce=struct.pack("!QI", counter, 0),
-                             mac_len=TAG_SIZE)
+            cipher = ChaCha20_Poly1305.new(key=self._key(sender, epoch), nonce=_NONCE.pack(counter, 0))
             cipher.update(datagram[: HEADER.size])
             try:
                 packet = cipher.decrypt_and_verify(datagram[HEADER.size : -TAG_SIZE], datagram[-TAG_SIZE:])

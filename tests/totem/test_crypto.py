@@ -1,4 +1,4 @@
-"""Packet security: AES-256-GCM envelopes, wrong keys, tampering, replays, old incarnations."""
+"""Packet security: ChaCha20-Poly1305 envelopes, wrong keys, tampering, replays, old incarnations."""
 
 from __future__ import annotations
 
@@ -88,3 +88,22 @@ def test_incarnation_counter_persists(tmp_path):
     assert next_incarnation(tmp_path) == 1
     assert next_incarnation(tmp_path) == 2
     assert PacketCrypto(1, KEY, state_dir=tmp_path).epoch[:8] == struct.pack("!Q", 3)
+
+
+def test_envelope_follows_the_documented_construction():
+    """An independent RFC 8439 implementation opens a sealed packet with the key and nonce docs/security.md give."""
+    from Crypto.Cipher import ChaCha20_Poly1305
+    from Crypto.Hash import SHA256
+    from Crypto.Protocol.KDF import HKDF
+
+    authkey = os.urandom(128)
+    epoch = struct.pack("!Q", 7) + os.urandom(8)
+    sealed = PacketCrypto(3, authkey, epoch=epoch).seal(b"totem packet", 9)
+    magic, version, flags, sender, target, got_epoch, counter = HEADER.unpack_from(sealed)
+    assert (version, flags, sender, target, got_epoch, counter) == (2, 1, 3, 9, epoch, 1)
+    cluster = HKDF(authkey, 32, b"openais-py totem v1", SHA256)
+    key = HKDF(cluster, 32, epoch, SHA256, context=b"sender" + struct.pack("!I", 3))
+    cipher = ChaCha20_Poly1305.new(key=key, nonce=struct.pack("!QI", counter, 0))
+    cipher.update(sealed[: HEADER.size])
+    assert cipher.decrypt_and_verify(sealed[HEADER.size : -16], sealed[-16:]) == b"totem packet"
+    assert len(sealed) == len(b"totem packet") + OVERHEAD
