@@ -25,6 +25,8 @@ CALL_TIMEOUT = 30.0
 #: small enough that the socket buffer always takes them, so a send never blocks on a parked executive.
 PIPELINE_WINDOW = 64
 PIPELINE_BYTES = 96 * 1024
+#: Bytes read from the dispatch socket per call (a buffer of this size is kept per handle).
+DISPATCH_READ = 64 * 1024
 
 DISPATCH_ONE = 1
 DISPATCH_ALL = 2
@@ -64,6 +66,7 @@ class Handle:
         self._pipelined_bytes = 0
         self._deferred: AisError | None = None
         self._rbuf = bytearray()
+        self._scratch = memoryview(bytearray(DISPATCH_READ))  # dispatch reads land here (used under the lock)
         self._finalized = False
         self._dead = False
         self._response = self._connect()
@@ -275,16 +278,17 @@ class Handle:
         """Read every pending callback in large chunks, then run them (no bytes are left in user space)."""
         sock = self._dispatch
         buf = bytearray()
+        scratch = self._scratch
         try:
-            sock.settimeout(None)
             while True:
                 try:
-                    chunk = sock.recv(1 << 20, socket.MSG_DONTWAIT)
+                    # into a buffer kept with the handle: a fresh 1 MiB object per call costs an mmap
+                    count = sock.recv_into(scratch, 0, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     break
-                if not chunk:
+                if not count:
                     raise ConnectionError("the executive closed the connection")
-                buf += chunk
+                buf += scratch[:count]  # a view: one copy
             frames, used = _wire.split_responses(buf, self._max_frame)
             rest = buf[used:]
             if rest:  # complete the frame the executive is still writing
