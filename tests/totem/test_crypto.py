@@ -100,7 +100,7 @@ def test_envelope_follows_the_documented_construction():
     epoch = struct.pack("!Q", 7) + os.urandom(8)
     sealed = PacketCrypto(3, authkey, epoch=epoch).seal(b"totem packet", 9)
     magic, version, flags, sender, target, got_epoch, counter = HEADER.unpack_from(sealed)
-    assert (version, flags, sender, target, got_epoch, counter) == (2, 1, 3, 9, epoch, 1)
+    assert (magic, version, flags, sender, target, got_epoch, counter) == (0xA15E, 2, 1, 3, 9, epoch, 1)
     cluster = HKDF(authkey, 32, b"openais-py totem v1", SHA256)
     key = HKDF(cluster, 32, epoch, SHA256, context=b"sender" + struct.pack("!I", 3))
     cipher = ChaCha20_Poly1305.new(key=key, nonce=struct.pack("!QI", counter, 0))
