@@ -82,6 +82,9 @@ class TotemLink:
         self.driver = TotemDriver(self.core, self.transport, self.crypto, self.store, on_events=self._on_events,
                                   faults=self.faults)
         self.max_message = MAX_MESSAGE_SIZE
+        # Frames the core may hold beyond what one visit sends: enough to keep the ring busy; more only
+        # moves memory from the packer (whole messages, bounded) into the core (frames).
+        self.pump_ahead = 4 * max(totem_config.window_size, totem_config.max_messages)
         self._flush_scheduled = False
         self.core.add_token_callback(self._on_token)
 
@@ -119,9 +122,17 @@ class TotemLink:
         self._flush_scheduled = False
         self._flush()
 
+    def _pump(self, now: float) -> int:
+        """Hand the core frames until it holds ``pump_ahead`` not yet sent (the rest wait as whole messages)."""
+        room = self.pump_ahead - self.core.pending_count
+        if room <= 0:
+            return 0
+        return self.pg.pump(lambda frame, guarantee: self.core.submit(now, frame, guarantee), room,
+                            with_guarantee=True)
+
     def _on_token(self, now: float) -> None:
-        """Token visit (inside the core): hand it whatever the packer holds, so it leaves on this visit."""
-        self.pg.pump(lambda frame, guarantee: self.core.submit(now, frame, guarantee), with_guarantee=True)
+        """Token visit (inside the core): hand it what the packer holds, so it leaves on this visit."""
+        self._pump(now)
 
     def has_room(self, size: int) -> bool:
         """True when a message of ``size`` bytes can be queued now."""
@@ -130,8 +141,7 @@ class TotemLink:
 
     def _flush(self) -> None:
         """Move packed frames into the core while it has room."""
-        now = self.driver.now()
-        if self.pg.pump(lambda frame, guarantee: self.core.submit(now, frame, guarantee), with_guarantee=True):
+        if self._pump(self.driver.now()):
             self.driver.apply()
             if self._on_room is not None:
                 self._on_room()
