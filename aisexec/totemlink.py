@@ -127,8 +127,10 @@ class TotemLink:
         room = self.pump_ahead - self.core.pending_count
         if room <= 0:
             return 0
-        return self.pg.pump(lambda frame, guarantee: self.core.submit(now, frame, guarantee), room,
-                            with_guarantee=True)
+        frames = self.pg.packer.take(room)
+        if frames:
+            self.core.submit_many(now, frames)
+        return len(frames)
 
     def _on_token(self, now: float) -> None:
         """Token visit (inside the core): hand it what the packer holds, so it leaves on this visit."""

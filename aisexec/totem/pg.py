@@ -272,14 +272,53 @@ class Packer:
             sent += 1
         return sent
 
-    def own_fragment_delivered(self, msg_id: int, index: int) -> None:
-        """Note that fragment ``index`` of own message ``msg_id`` came back in the delivered stream."""
+    def own_fragment_delivered(self, msg_id: int, index: int) -> bytes | None:
+        """Note that fragment ``index`` of own message ``msg_id`` came back in the delivered stream.
+
+        Returns the whole message when this was its last fragment, in order, of a chain this packer
+        cut (the original bytes: no reassembly needed); None otherwise.
+        """
         chain = self._in_flight.get(msg_id)
         if chain is None:
-            return
+            return None
+        in_order = index == chain.seen
         chain.seen = index + 1
-        if chain.seen == chain.total:
-            del self._in_flight[msg_id]
+        if chain.seen != chain.total:
+            return None
+        del self._in_flight[msg_id]
+        if not in_order:
+            return None
+        message = chain.message
+        return message if type(message) is bytes else bytes(message)
+
+    def take(self, limit: int) -> list[tuple[bytes, int]]:
+        """Up to ``limit`` next frames as ``(frame, guarantee)``, consumed: the caller hands them all on.
+
+        The batch form of :meth:`pump` for a caller that knows how much room there is.
+        """
+        frames: list[tuple[bytes, int]] = []
+        append = frames.append
+        while len(frames) < limit:
+            chain = self._current
+            if chain is not None and self._peeked is None:
+                # cutting a chain: build the fragment directly (the common case for large messages)
+                index = chain.next_index
+                start = index * chain.chunk
+                append((encode_fragment(chain.msg_id, index, chain.total, len(chain.message),
+                                        memoryview(chain.message)[start : start + chain.chunk]),
+                        Guarantee.SAFE if is_safe(chain.message) else Guarantee.AGREED))
+                if index == 0:
+                    self._in_flight[chain.msg_id] = chain
+                chain.next_index = index + 1
+                if chain.next_index == chain.total:
+                    self._current = None
+                continue
+            frame = self.peek()
+            if frame is None:
+                break
+            append((frame, self.peek_guarantee()))
+            self.accept()
+        return frames
 
     def config_change(self, change: ConfigChange) -> None:
         """Re-queue, whole and with a fresh id, every own message whose chain this change cuts.
@@ -429,6 +468,10 @@ class Assembler:
             return []
         return [bytes(assembly.buffer)]
 
+    def discard(self, sender: int) -> None:
+        """Forget ``sender``'s chain in progress, if any (its frames are followed elsewhere)."""
+        self._partial.pop(sender, None)
+
     def config_change(self, change: ConfigChange) -> None:
         """Drop partial assemblies: of departed senders on TRANSITIONAL, all of them on REGULAR.
 
@@ -488,6 +531,14 @@ class PgEndpoint:
             sender, payload = event[0], event[1]
             if len(payload) > FRAGMENT_HEADER_SIZE and payload[1] == KIND_FRAGMENT:
                 fields = unpack(payload)  # one unpack serves the own-fragment note and the assembler
+                if sender == me and fields[3] in self.packer._in_flight:
+                    # my own chain: the packer still holds the message, nothing to reassemble
+                    if fields[4] == 0:
+                        assembler.discard(me)
+                    whole = self.packer.own_fragment_delivered(fields[3], fields[4])
+                    if whole is not None:
+                        out.append((sender, whole))
+                    continue
                 if sender == me:
                     self.packer.own_fragment_delivered(fields[3], fields[4])
                 messages = assembler.feed_fragment(sender, payload, *fields)

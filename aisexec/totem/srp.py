@@ -117,6 +117,24 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
         if self.started and not self.left:
             self.request_hold_cancel(now)
 
+    def submit_many(self, now: float, frames: list[tuple[bytes, int]]) -> int:
+        """Queue ``(frame, guarantee)`` pairs in order while there is room; return how many were taken.
+
+        The batch form of :meth:`submit`; raises MessageTooBig (taking nothing) if any frame is too big.
+        """
+        limit = self.max_payload_size
+        for frame, _guarantee in frames:
+            if len(frame) > limit:
+                raise MessageTooBig(f"{len(frame)} > {limit}")
+        pending = self.pending
+        taken = min(len(frames), PENDING_CAPACITY - len(pending))
+        if taken <= 0:
+            return 0
+        pending.extend(frames if taken == len(frames) else frames[:taken])
+        if self.started and not self.left:
+            self.request_hold_cancel(now)
+        return taken
+
     def withdraw_pending(self) -> list[tuple[bytes, int]]:
         """Take back every queued frame not yet originated, oldest first, as ``(frame, guarantee)``.
 

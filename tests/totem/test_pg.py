@@ -316,3 +316,34 @@ def test_change_requeues_broken_chain_then_withdrawn_messages_in_order_and_deliv
     safe_frames = [g for f, g in submitted if f.endswith(b"s2")]
     assert safe_frames == [Guarantee.SAFE]
     assert me.packer._in_flight == {}
+
+
+def test_take_gives_the_frames_and_guarantees_pump_would() -> None:
+    def fill(endpoint: PgEndpoint) -> None:
+        endpoint.send(b"a1")
+        endpoint.send(random.Random(9).randbytes(5000), safe=True)
+        endpoint.send(b"a2")
+        endpoint.send(bytes(3000))
+
+    pumped, taken = PgEndpoint(1, 1400, withdraw=list), PgEndpoint(1, 1400, withdraw=list)
+    fill(pumped)
+    fill(taken)
+    expected: list = []
+    pumped.pump(lambda frame, guarantee: expected.append((frame, guarantee)), with_guarantee=True)
+    got = taken.packer.take(3) + taken.packer.take(100)
+    assert got == expected and len(got) > 6
+    assert taken.packer.take(10) == []
+
+
+def test_own_fragmented_message_comes_back_as_the_original_bytes_without_reassembly() -> None:
+    me = PgEndpoint(1, 300, withdraw=list)
+    big = random.Random(4).randbytes(2000)
+    me.send(big)
+    frames = [f for f, _ in me.packer.take(100)]
+    seq = [0]
+    assert _deliver(me, 1, frames[:-1], seq) == []
+    assert me.assembler.partial_senders == ()  # nothing was copied into an assembly buffer
+    out = _deliver(me, 1, frames[-1:], seq)
+    assert out == [(1, big)] and out[0][1] is big
+    other = PgEndpoint(2, 300)
+    assert _deliver(other, 1, frames, [0]) == [(1, big)]  # a receiver reassembles the same message

@@ -118,3 +118,24 @@ def test_ring_is_reformed_before_token_seq_reaches_its_limit() -> None:
         net.cores[2].stats_counters["seq_wrap_reconfigurations"] >= 1
     assert net.cores[1].ring_id.seq > before.seq
     assert net.cores[1].state == MembState.OPERATIONAL and net.cores[1].members == (1, 2)
+
+
+def test_submit_many_takes_what_fits_in_order_and_refuses_oversize_frames() -> None:
+    import pytest
+
+    from aisexec.totem.api import MessageTooBig
+    from aisexec.totem.srp_state import PENDING_CAPACITY
+
+    net = Loop([1])
+    net.start()
+    net.run(1.0)
+    core = net.cores[1]
+    frames = [(f"f{i}".encode(), 0) for i in range(PENDING_CAPACITY + 5)]
+    assert core.submit_many(net.now, frames) == PENDING_CAPACITY
+    assert core.submit_many(net.now, frames) == 0
+    net.collect(1)
+    net.run(60.0)
+    assert net.deliveries(1)[:3] == [b"f0", b"f1", b"f2"] and len(net.deliveries(1)) == PENDING_CAPACITY
+    with pytest.raises(MessageTooBig):
+        core.submit_many(net.now, [(b"ok", 0), (bytes(core.max_payload + 1), 0)])
+    assert core.pending_count == 0

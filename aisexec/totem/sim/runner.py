@@ -16,6 +16,7 @@ from aisexec.totem.sim.invariants import Violation, check_all
 from aisexec.totem.sim.network import Network
 from aisexec.totem.sim.node import SimNode, app_message
 from aisexec.totem.sim.scenario import Scenario, generate
+from aisexec.totem.srp_state import PENDING_CAPACITY
 
 CoreFactory = Callable[[int, TotemConfig, int, random.Random], Any]
 
@@ -159,7 +160,14 @@ class Simulation:
 
     def _pump(self, node: SimNode) -> None:
         assert node.pg is not None
-        if node.pg.pump(lambda frame: node.core.submit(self.now, frame)):
+        core = node.core
+        if hasattr(core, "submit_many"):  # the daemon's path: frames in batches, as much as there is room
+            frames = node.pg.packer.take(PENDING_CAPACITY - core.pending_count)
+            if frames and core.submit_many(self.now, frames) != len(frames):
+                raise AssertionError("the core refused frames the packer was told it had room for")
+            if frames:
+                self._drain(node)
+        elif node.pg.pump(lambda frame: core.submit(self.now, frame)):
             self._drain(node)
 
     # -- application load ---------------------------------------------------------------------
