@@ -21,7 +21,8 @@ dropped, counted, and logged as ``Invalid digest`` at most once per
 :data:`LOG_INTERVAL` seconds with the number suppressed.  Replays: for each
 sender the highest incarnation seen wins (older epochs are rejected) and a
 sliding window of :data:`REPLAY_WINDOW` counters drops repeats.  With
-``secauth: off`` the same header travels with flag ``PLAIN`` and no tag.
+``secauth: off`` the same header travels with flag ``PLAIN`` and no tag, and
+no replay check is made (nothing is authenticated).
 ``target`` is 0 for multicast, else the nodeid a unicast is meant for.
 
 Envelope version 2 is ChaCha20-Poly1305 (version 1 was AES-256-GCM; with
@@ -183,10 +184,12 @@ class PacketCrypto:
                 self.stats.auth_failures += 1
                 self._log_failure(f"packet from node {sender}")
                 raise PacketRejected("invalid digest") from None
+            if sender != self.nodeid:  # own packets looped back are dropped by the driver (or expose a twin)
+                self._check_replay(sender, epoch, counter)
         else:
+            # Nothing is authenticated with secauth off, so a replay window would protect nothing;
+            # Totem's ring ids and sequence numbers drop stale and duplicate packets themselves.
             packet = datagram[HEADER.size :]
-        if sender != self.nodeid:  # own packets looped back are dropped by the driver (or expose a twin)
-            self._check_replay(sender, epoch, counter)
         self.stats.opened += 1
         return sender, target, packet
 

@@ -131,22 +131,27 @@ class TotemDriver:
             return
         data: list[bytes] = []
         tokens: list[bytes] = []
+        open_datagram = self.crypto.open
+        me = self.nodeid
+        addresses = self.transport.addresses
+        stats = self.stats
         for datagram, source in batch:
             try:
-                sender, target, packet = self.crypto.open(datagram)
+                sender, target, packet = open_datagram(datagram)
             except PacketRejected:
-                self.stats["rejected"] += 1
+                stats["rejected"] += 1
                 continue
-            if sender == self.nodeid:
+            if sender == me:
                 if datagram[_EPOCH] != self.crypto.epoch:
                     self._duplicate_nodeid(source)
                 continue  # our own multicast looped back by the kernel
-            self.transport.learn(sender, source)
-            if target and target != self.nodeid:
-                self.stats["not_for_me"] += 1
+            if addresses.get(sender) != source[0]:
+                self.transport.learn(sender, source)
+            if target and target != me:
+                stats["not_for_me"] += 1
                 continue
             if len(packet) <= _TYPE_OFFSET:
-                self.stats["malformed"] += 1
+                stats["malformed"] += 1
                 continue
             (tokens if packet[_TYPE_OFFSET] in _TOKEN_TYPES else data).append(packet)
         if self._faults is not None:
