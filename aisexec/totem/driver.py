@@ -133,7 +133,7 @@ class TotemDriver:
         tokens: list[bytes] = []
         open_datagram = self.crypto.open
         me = self.nodeid
-        addresses = self.transport.addresses
+        addresses = getattr(self.transport, "addresses", {})  # what it already knows; learn() the rest
         stats = self.stats
         for datagram, source in batch:
             try:
