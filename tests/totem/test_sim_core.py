@@ -40,6 +40,18 @@ def test_fault_free_sixteen_nodes_with_pg() -> None:
     assert result.delivered == 16 * result.submitted
 
 
+#: Seeds that once failed a soak; each must stay clean.
+REGRESSION_SEEDS = (
+    415127,  # pg with a forced-reconfiguration limit below one rotation: chains re-queued for ever
+)
+
+
+@pytest.mark.parametrize("seed", REGRESSION_SEEDS)
+def test_seeds_that_once_failed(seed: int) -> None:
+    result = run_seed(seed, (2, 16))
+    assert result.ok, _explain(result)
+
+
 def test_same_seed_same_trace() -> None:
     first, again = run_seed(7, (2, 6)), run_seed(7, (2, 6))
     assert first.trace_hash == again.trace_hash
