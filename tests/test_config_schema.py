@@ -49,7 +49,7 @@ def test_documented_corosync_defaults():
     cfg = validate(BASE)
     expected = {
         "token": 1000, "token_retransmit": 238, "hold": 180, "consensus": 1200, "join": 50, "merge": 200,
-        "window_size": 50, "max_messages": 17, "netmtu": 1500, "fail_recv_const": 2500,
+        "window_size": 68, "max_messages": 34, "netmtu": 1500, "fail_recv_const": 2500,
         "seqno_unchanged_const": 30, "token_retransmits_before_loss_const": 4, "downcheck": 1000,
         "send_join": 0, "miss_count_const": 5, "heartbeat_failures_allowed": 0, "max_network_delay": 50,
         "rrp_problem_count_timeout": 2000, "rrp_problem_count_threshold": 10, "rrp_token_expired_timeout": 238,

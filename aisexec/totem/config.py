@@ -49,8 +49,8 @@ class TotemConfig:
     seqno_unchanged_const: int = 30
     heartbeat_failures_allowed: int = 0
     max_network_delay: int = 50
-    window_size: int = 50
-    max_messages: int = 17
+    window_size: int = 68
+    max_messages: int = 34
     miss_count_const: int = 5
     netmtu: int = 1500
 
