@@ -33,6 +33,8 @@ from typing import Any
 import gevent
 from gevent import socket
 
+from aisexec.readiness import ReadWaiter
+
 log = logging.getLogger("aisexec.totem")
 
 #: Largest datagram accepted; anything longer is dropped.
@@ -169,16 +171,19 @@ class Transport:
         self._gro_fds.add(sock.fileno())
 
     def _read_loop(self, sock: Any) -> None:
-        fd = sock.fileno()
+        readable = ReadWaiter(sock.fileno())
         first = self._drain_first(sock)
-        while True:
-            socket.wait_read(fd)
-            batch: Batch = []
-            if first is not None:  # data that travelled with a token is fed before it
-                self._drain(first, batch)
-            self._drain(sock, batch)
-            if batch and self._on_batch is not None:
-                self._on_batch(batch)
+        try:
+            while True:
+                readable.wait()
+                batch: Batch = []
+                if first is not None:  # data that travelled with a token is fed before it
+                    self._drain(first, batch)
+                self._drain(sock, batch)
+                if batch and self._on_batch is not None:
+                    self._on_batch(batch)
+        finally:
+            readable.close()
 
     def _drain_first(self, sock: Any) -> Any:
         """A socket to drain before ``sock`` at every wake-up (None: nothing)."""
