@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+import gevent.event
 
 from aisexec.totem.api import ConfigChange, Delivery, MessageTooBig
 from aisexec.totem.config import MAX_MESSAGE_SIZE
@@ -86,12 +87,17 @@ class TotemLink:
         # moves memory from the packer (whole messages, bounded) into the core (frames).
         self.pump_ahead = 4 * max(totem_config.window_size, totem_config.max_messages)
         self._flush_scheduled = False
+        # One long-lived greenlet runs the deferred flushes: a greenlet spawned per hub turn cost an
+        # allocation (and, on Python 3.11, an mmap for its frame stack) on every message's path.
+        self._flush_wanted = gevent.event.Event()
+        self._flusher: gevent.Greenlet | None = None
         self.core.add_token_callback(self._on_token)
 
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> None:
         """Open the sockets and start forming a ring."""
+        self._flusher = gevent.spawn(self._flush_loop)
         self.driver.start()
 
     def leave(self) -> None:
@@ -100,6 +106,9 @@ class TotemLink:
 
     def stop(self) -> None:
         """Close the sockets and cancel every timer."""
+        if self._flusher is not None:
+            self._flusher.kill(block=False)
+            self._flusher = None
         self.driver.stop()
 
     # -- sending ------------------------------------------------------------------
@@ -116,11 +125,19 @@ class TotemLink:
             raise MessageTooBig(str(exc)) from None
         if not self._flush_scheduled:  # pack everything queued in this turn of the hub into few frames
             self._flush_scheduled = True
-            gevent.spawn(self._deferred_flush)
+            self._flush_wanted.set()
 
-    def _deferred_flush(self) -> None:
-        self._flush_scheduled = False
-        self._flush()
+    def _flush_loop(self) -> None:
+        """The flusher: after the hub turn that queued messages, move their frames into the core."""
+        wanted = self._flush_wanted
+        while True:
+            wanted.wait()
+            wanted.clear()
+            self._flush_scheduled = False
+            try:
+                self._flush()
+            except Exception:
+                log.exception("flushing queued messages into the ring failed")
 
     def _pump(self, now: float) -> int:
         """Hand the core frames until it holds ``pump_ahead`` not yet sent (the rest wait as whole messages)."""
