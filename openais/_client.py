@@ -176,7 +176,8 @@ class Handle:
     def _reap(self) -> None:
         """Read every answer already waiting (never blocks) and settle pipelined ones."""
         sock = self._response
-        sock.settimeout(0.0)  # MSG_DONTWAIT alone would still wait out a socket timeout
+        if sock.gettimeout() != 0.0:
+            sock.settimeout(0.0)  # MSG_DONTWAIT alone would still wait out a socket timeout
         while True:
             try:
                 chunk = sock.recv(1 << 16)
@@ -215,9 +216,8 @@ class Handle:
                     raise TryAgain("the executive has not yet taken this handle's earlier messages")
                 self._next_request = (self._next_request + 1) & 0xFFFFFFFF or 1
                 request_id = self._next_request
-                self._response.settimeout(CALL_TIMEOUT)
                 frame = _wire.encode_request(self._service, msg_id, request_id, payload)
-                self._response.sendall(frame)
+                self._send_nowait_first(frame)
                 self._pipelined[request_id] = len(frame)
                 self._pipelined_bytes += len(frame)
             except (OSError, ConnectionError, _wire.FrameError) as exc:
@@ -225,6 +225,23 @@ class Handle:
                     raise BadHandle("the handle was finalized") from None
                 self._dead = True
                 raise Library(f"lost the connection to the executive: {exc}") from None
+
+    def _send_nowait_first(self, frame: bytes) -> None:
+        """Send ``frame`` on the response socket: straight away when it fits, else waiting (CALL_TIMEOUT).
+
+        A socket with a timeout polls before every send; the pipelined path keeps it non-blocking
+        and only waits when the kernel buffer is full (the executive is not reading).
+        """
+        sock = self._response
+        if sock.gettimeout() != 0.0:
+            sock.settimeout(0.0)
+        try:
+            sent = sock.send(frame)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(frame):
+            sock.settimeout(CALL_TIMEOUT)
+            sock.sendall(memoryview(frame)[sent:])
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until the executive has answered every pipelined request; raise a deferred error."""
@@ -289,6 +306,8 @@ class Handle:
                 if not count:
                     raise ConnectionError("the executive closed the connection")
                 buf += scratch[:count]  # a view: one copy
+                if count < len(scratch):
+                    break  # a short read of a stream socket emptied it: no second read to hear EAGAIN
             frames, used = _wire.split_responses(buf, self._max_frame)
             rest = buf[used:]
             if rest:  # complete the frame the executive is still writing

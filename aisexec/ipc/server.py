@@ -62,13 +62,23 @@ class Router(Protocol):
 
 
 class _Channel:
-    """One socket's outgoing queue and the greenlet that writes it."""
+    """One socket's outgoing queue: flushed at the end of the hub turn, a greenlet waits out a full socket.
+
+    Everything queued during one turn of the hub leaves in one non-blocking
+    ``write`` from a loop callback (no greenlet switch on the common path);
+    what the kernel does not take is handed to the writer greenlet, which
+    waits for room.
+    """
 
     def __init__(self, sock: Any, limit: int, on_failure: Any) -> None:
         self.sock = sock
         self.limit = limit
         self.buffer = bytearray()
+        self._fd = sock.fileno()
         self._sending = 0  # bytes taken from ``buffer`` and not yet accepted by the kernel
+        self._closed = False
+        self._flush_scheduled = False
+        self._loop = gevent.get_hub().loop
         self._wake = gevent.event.Event()
         self._on_failure = on_failure
         self._writer = gevent.spawn(self._write_loop)
@@ -79,8 +89,28 @@ class _Channel:
             self._on_failure(f"client is not reading: more than {self.limit} bytes queued")
             return False
         self.buffer += data
-        self._wake.set()
+        if not self._flush_scheduled and not self._sending:
+            self._flush_scheduled = True
+            self._loop.run_callback(self._flush)
         return True
+
+    def _flush(self) -> None:
+        """Loop callback (never blocks): write what was queued this turn; the writer takes any rest."""
+        self._flush_scheduled = False
+        if self._closed or self._sending or not self.buffer:
+            return
+        try:
+            sent = os.write(self._fd, self.buffer)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._wake.set()  # the writer meets the error again and fails the connection (not from the hub)
+            return
+        if sent == len(self.buffer):
+            self.buffer.clear()
+            return
+        del self.buffer[:sent]
+        self._wake.set()
 
     def _write_loop(self) -> None:
         try:
@@ -103,6 +133,7 @@ class _Channel:
             self._on_failure(f"write failed: {exc}")
 
     def close(self) -> None:
+        self._closed = True
         self._writer.kill(block=False)
         with contextlib.suppress(OSError):
             self.sock.close()
