@@ -3,10 +3,12 @@
     python bench/run.py                 # the full matrix
     python bench/run.py --quick         # 1 s per size, fewer configurations
     python bench/run.py --nodes 3 --receivers 2 --crypto on --transport udpu
+    python bench/run.py --quick --totem max_messages=17 --totem window_size=50   # corosync's flow control
 
 Each line has: impl, nodes, transport, crypto, receivers, test (throughput,
 latency, confchg_after_kill, rss), size, msgs_per_s, mb_per_s, median_us,
-p99_us, cpg_confchg_ms, token_ms, consensus_ms, rss_kb, rep.  Executives run
+p99_us, cpg_confchg_ms, token_ms, consensus_ms, netmtu, max_messages,
+window_size, sched, rss_kb, rep.  Executives run
 as real processes on 127.0.0.1..N (udpu or udp), clients through the openais
 library over each node's socket.
 """
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 from aisexec.localcluster import LocalCluster
+from aisexec.totem.config import TotemConfig
 
 HERE = Path(__file__).resolve().parent
 CLIENT = str(HERE / "cpg_client.py")
@@ -63,15 +66,19 @@ def _rss_kb(pid: int) -> int:
 
 
 def run_config(nodes: int, receivers: int, crypto: bool, transport: str, seconds: float, rep: int,
-               token: int, netmtu: int = 1500, realtime: bool = False) -> list[dict]:
+               token: int, netmtu: int = 1500, realtime: bool = False,
+               totem: dict[str, int] | None = None) -> list[dict]:
     """One cluster configuration: throughput per size, latency, RSS, and (3 nodes) confchg after kill."""
+    totem = dict(totem or {})
+    flow = TotemConfig(**{k: v for k, v in totem.items() if k in ("max_messages", "window_size")})
     base = {"nodes": nodes, "transport": transport, "crypto": CIPHER if crypto else "none",
             "receivers": receivers, "token_ms": token, "consensus_ms": int(token * 1.2), "netmtu": netmtu,
+            "max_messages": flow.max_messages, "window_size": flow.window_size,
             "sched": "rr" if realtime else "other", "rep": rep}
     rows = []
     with tempfile.TemporaryDirectory(prefix="aisbench-") as tmp, \
             LocalCluster(Path(tmp), nodes, transport=transport, secauth=crypto, token=token,
-                         extra_totem={"netmtu": netmtu}, realtime=realtime) as cluster:
+                         extra_totem={"netmtu": netmtu, **totem}, realtime=realtime) as cluster:
         cluster.start_all()
         cluster.wait_members(list(range(1, nodes + 1)), list(range(1, nodes + 1)), timeout=30)
         pids = {i: p.pid for i, p in cluster.procs.items()}
@@ -129,7 +136,14 @@ def main(argv: list[str] | None = None) -> int:
                                                                   "on loopback; 1500 is the openais default)")
     parser.add_argument("--realtime", action="store_true",
                         help="run the executives with -r (SCHED_RR, as corosync 3 does by default)")
+    parser.add_argument("--totem", action="append", default=[], metavar="KEY=INT",
+                        help="any other integer totem key, e.g. --totem max_messages=17 --totem window_size=50 "
+                             "(corosync's defaults); repeatable")
     args = parser.parse_args(argv)
+    try:
+        totem = {key.strip(): int(value) for key, value in (item.split("=", 1) for item in args.totem)}
+    except ValueError:
+        parser.error("--totem takes KEY=INTEGER")
     matrix = [(1, 0, False), (1, 0, True), (3, 0, False), (3, 2, False), (3, 2, True)]
     if args.quick:
         matrix = [(3, 2, False)]
@@ -141,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(1, args.reps + 1):
         for nodes, receivers, crypto in matrix:
             for row in run_config(nodes, receivers, crypto, args.transport, args.seconds, rep, args.token,
-                                  args.netmtu, args.realtime):
+                                  args.netmtu, args.realtime, totem):
                 print(json.dumps(row), flush=True)
     return 0
 
