@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 
 from aisexec.totem.api import MULTICAST, Guarantee, MembState, MessageTooBig, QueueFull, Ready, RingId, TimerName
-from aisexec.totem.config import TotemConfig
+from aisexec.totem.config import MAX_RTR_ENTRIES, TotemConfig
 from aisexec.totem.srp_membership import MembershipMixin
 from aisexec.totem.srp_ordering import OrderingMixin
 from aisexec.totem.srp_recovery import RecoveryMixin
@@ -26,7 +26,10 @@ from aisexec.totem.wire import (
     MAGIC,
     MCAST_OVERHEAD,
     MCAST_PREFIX,
+    RTR_ENTRY,
     T_MCAST,
+    T_ORF_TOKEN,
+    TOKEN_PREFIX,
     VERSION,
     CommitToken,
     HoldCancel,
@@ -38,6 +41,8 @@ from aisexec.totem.wire import (
 )
 
 _unpack_mcast = MCAST_PREFIX.unpack_from
+_unpack_token = TOKEN_PREFIX.unpack_from
+_TOKEN_SIZE = TOKEN_PREFIX.size
 
 
 class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
@@ -74,6 +79,19 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
                 counters["packets_malformed"] += 1
             elif sender != self._nodeid:  # else my own multicast looped back: already handled locally
                 self.on_mcast(now, sender, rep, rseq, seq, guarantee, bytes(packet), flags)
+            return
+        if len(packet) >= _TOKEN_SIZE and packet[3] == T_ORF_TOKEN:
+            # the other hot path: the token, unpacked in one call (the same checks as wire.decode)
+            (magic, version, _type, flags, sender, rep, rseq, token_seq, seq, aru, aru_addr, backlog, fcc,
+             retrans_flg, count) = _unpack_token(packet)
+            if (magic != MAGIC or version != VERSION or flags or retrans_flg > 1 or count > MAX_RTR_ENTRIES
+                    or len(packet) != _TOKEN_SIZE + count * RTR_ENTRY.size):
+                counters["packets_malformed"] += 1
+            elif sender != self._nodeid:
+                rtr = tuple(RTR_ENTRY.unpack_from(packet, _TOKEN_SIZE + i * RTR_ENTRY.size)
+                            for i in range(count)) if count else ()
+                self.on_token(now, OrfToken(sender, rep, rseq, token_seq, seq, aru, aru_addr, backlog, fcc,
+                                            retrans_flg, rtr))
             return
         try:
             msg = decode(packet)

@@ -17,6 +17,14 @@ from aisexec.totem.wire import (
 )
 
 _MCAST_HDR = HEADER.pack  # bound once: hot path
+# Enum members bound once: looking one up on its class costs more than the rest of a token visit's checks.
+_OPERATIONAL = MembState.OPERATIONAL
+_RECOVERY = MembState.RECOVERY
+_COMMIT = MembState.COMMIT
+_SAFE = Guarantee.SAFE
+_TOKEN_LOSS = TimerName.TOKEN_LOSS
+_HEARTBEAT = TimerName.HEARTBEAT
+_TOKEN_RETRANSMIT = TimerName.TOKEN_RETRANSMIT
 _MCAST_BODY = _MCAST.pack
 
 
@@ -32,7 +40,7 @@ class OrderingMixin:
         if ring_rep != ring.rep or ring_seq != ring.seq:
             self.on_foreign(now, sender, ring_seq)
             return
-        if self.memb_state == MembState.COMMIT:
+        if self.memb_state == _COMMIT:
             return
         sq = self.sort_queue
         if seq <= self.last_released or seq in sq or seq > self.last_released + SORT_QUEUE_CAPACITY:
@@ -43,7 +51,7 @@ class OrderingMixin:
             self.my_high_seq_received = seq
         if seq == self.my_aru + 1:
             self.advance_aru()
-        if self.memb_state == MembState.OPERATIONAL:
+        if self.memb_state == _OPERATIONAL:
             self.deliver_ready()
 
     def advance_aru(self) -> None:
@@ -65,7 +73,7 @@ class OrderingMixin:
         while self.my_high_delivered < self.my_aru:
             seq = self.my_high_delivered + 1
             sender, guarantee, payload, _raw, encapsulated = sq[seq]
-            if guarantee == Guarantee.SAFE and seq > self.safe_aru:
+            if guarantee == _SAFE and seq > self.safe_aru:
                 return
             self.my_high_delivered = seq
             if not encapsulated:
@@ -84,7 +92,7 @@ class OrderingMixin:
     def on_token(self, now: float, tok: OrfToken) -> None:
         """One visit of the ORF token (§1.3 steps 1-19)."""
         state = self.memb_state
-        if state not in (MembState.OPERATIONAL, MembState.RECOVERY):
+        if state not in (_OPERATIONAL, _RECOVERY):
             self.count("packets_ignored")
             return
         ring = self.ring_id
@@ -94,13 +102,13 @@ class OrderingMixin:
         if tok.token_seq <= self.my_token_seq:
             self.count("tokens_duplicate")
             return
-        self.count("tokens_received")
+        self.stats_counters["tokens_received"] += 1
         self.held_token = None
         is_rep = ring.rep == self._nodeid
         # idle detection (step 3)
         if tok.seq == self.my_last_seq:
             self.my_seq_unchanged += 1
-            if is_rep and not self.merge_armed and state == MembState.OPERATIONAL:
+            if is_rep and not self.merge_armed and state == _OPERATIONAL:
                 self.merge_armed = True
                 self.arm(now, TimerName.MERGE_DETECT, self.cfg.merge)
         else:
@@ -110,12 +118,12 @@ class OrderingMixin:
             callback(now)
         last_aru = self.my_last_aru
         self.my_last_aru = tok.aru
-        if state == MembState.OPERATIONAL:
+        if state == _OPERATIONAL:
             self.safe_aru = min(tok.aru, last_aru)
             self.release(min(tok.aru, last_aru, self.my_high_delivered))
         # flow control (§1.7)
         cfg = self.cfg
-        queue = self.pending if state == MembState.OPERATIONAL else self.recovery_queue
+        queue = self.pending if state == _OPERATIONAL else self.recovery_queue
         cbl = len(queue)
         allowed = min(cfg.max_messages, cfg.window_size - tok.fcc)
         backlog_total = tok.backlog + cbl - self.my_pbl
@@ -156,7 +164,7 @@ class OrderingMixin:
         # originate (steps 11-12)
         room = self.last_released + SORT_QUEUE_CAPACITY - (seq_now + allowed + cfg.window_size)
         new = min(allowed - sent, len(queue)) if room > 0 else 0
-        if state == MembState.OPERATIONAL:
+        if state == _OPERATIONAL:
             if tok.token_seq >= self.token_seq_limit or (new > 0 and seq_now + 1 >= self.seq_limit):
                 # 32-bit counters near their end: reform the ring (same members, counters from 0) rather
                 # than wrap; the join makes every member follow, and EVS delivers the change as usual.
@@ -166,7 +174,7 @@ class OrderingMixin:
             new = min(new, self.seq_limit - 1 - seq_now)
         if new > 0:
             me = self._nodeid
-            encapsulated = state == MembState.RECOVERY
+            encapsulated = state == _RECOVERY
             flags = FLAG_ENCAPSULATED if encapsulated else 0
             header = _MCAST_HDR(MAGIC, VERSION, T_MCAST, flags, me)
             for _ in range(new):
@@ -194,7 +202,7 @@ class OrderingMixin:
             aru = self.my_aru
             aru_addr = 0 if aru == seq_now else self._nodeid
         # fail to receive (§2.9)
-        if aru_addr != 0 and aru == last_aru and aru != seq_now and state == MembState.OPERATIONAL:
+        if aru_addr != 0 and aru == last_aru and aru != seq_now and state == _OPERATIONAL:
             self.my_aru_count += 1
         else:
             self.my_aru_count = 0
@@ -206,13 +214,13 @@ class OrderingMixin:
             return
         self.my_token_seq = tok.token_seq
         retrans_flg = tok.retrans_flg
-        if state == MembState.RECOVERY:
+        if state == _RECOVERY:
             retrans_flg = self.recovery_token_counters(seq_now, aru, retrans_flg)
         out = OrfToken(self._nodeid, ring.rep, ring.seq, tok.token_seq + 1, seq_now, aru, aru_addr,
                        backlog, fcc, retrans_flg, tuple(rtr_out))
-        hold = is_rep and state == MembState.OPERATIONAL and self.my_seq_unchanged > cfg.seqno_unchanged_const
+        hold = is_rep and state == _OPERATIONAL and self.my_seq_unchanged > cfg.seqno_unchanged_const
         self.forward_token(now, out, hold)
-        if state == MembState.OPERATIONAL:
+        if state == _OPERATIONAL:
             self.deliver_ready()
         elif self.install_aru_ok >= 2:
             self.install(now)
@@ -220,17 +228,17 @@ class OrderingMixin:
     def forward_token(self, now: float, tok: OrfToken, hold: bool) -> None:
         """Send the token to my successor, or hold it (idle rep, or a one-node ring)."""
         cfg = self.cfg
-        self.arm(now, TimerName.TOKEN_LOSS, cfg.token)
+        self.arm(now, _TOKEN_LOSS, cfg.token)
         heartbeat = cfg.heartbeat_timeout
         if heartbeat:
             # optional faster failure detection: a token must come round within the heartbeat period
-            self.arm(now, TimerName.HEARTBEAT, heartbeat)
+            self.arm(now, _HEARTBEAT, heartbeat)
         dest = self.successor()
         if dest == self._nodeid:
             # one-node ring: the token comes straight back; pace it by the hold timer when idle
             self.held_token = tok
-            busy = bool(self.pending) or bool(self.recovery_queue) or self.memb_state == MembState.RECOVERY
-            self.cancel(TimerName.TOKEN_RETRANSMIT)
+            busy = bool(self.pending) or bool(self.recovery_queue) or self.memb_state == _RECOVERY
+            self.cancel(_TOKEN_RETRANSMIT)
             self.arm(now, TimerName.HOLD, 0 if busy and not hold else cfg.hold)
             return
         raw = tok.encode()
@@ -238,11 +246,11 @@ class OrderingMixin:
         self.last_token_dest = dest
         if hold:
             self.held_token = tok
-            self.cancel(TimerName.TOKEN_RETRANSMIT)
+            self.cancel(_TOKEN_RETRANSMIT)
             self.arm(now, TimerName.HOLD, cfg.hold)
             return
         self.send(dest, raw)
-        self.arm(now, TimerName.TOKEN_RETRANSMIT, cfg.token_retransmit)
+        self.arm(now, _TOKEN_RETRANSMIT, cfg.token_retransmit)
 
     def release_held_token(self, now: float) -> None:
         """Hold expired or was cancelled: pass the held token on."""

@@ -28,6 +28,9 @@ _U32 = struct.Struct("!I")
 MCAST_OVERHEAD = HEADER.size + _MCAST.size
 #: Header and mcast header in one go (magic, version, type, flags, sender, ring rep, ring seq, seq, guarantee).
 MCAST_PREFIX = struct.Struct("!HBBBIIQIB")
+#: Header and token fields in one go (the header, then the fields of ``_TOKEN``); rtr entries follow.
+TOKEN_PREFIX = struct.Struct("!HBBBIIQIIIIIIBB")
+RTR_ENTRY = _RTR
 
 
 class MalformedPacket(ValueError):
@@ -51,15 +54,15 @@ class OrfToken(NamedTuple):
 
     def encode(self) -> bytes:
         """Serialise to bytes."""
-        if len(self.rtr) > MAX_RTR_ENTRIES:
+        rtr = self.rtr
+        if len(rtr) > MAX_RTR_ENTRIES:
             raise ValueError("too many rtr entries")
-        parts = [
-            HEADER.pack(MAGIC, VERSION, T_ORF_TOKEN, 0, self.sender),
-            _TOKEN.pack(self.ring_rep, self.ring_seq, self.token_seq, self.seq, self.aru, self.aru_addr,
-                        self.backlog, self.fcc, self.retrans_flg, len(self.rtr)),
-        ]
-        parts.extend(_RTR.pack(*e) for e in self.rtr)
-        return b"".join(parts)
+        head = TOKEN_PREFIX.pack(MAGIC, VERSION, T_ORF_TOKEN, 0, self.sender, self.ring_rep, self.ring_seq,
+                                 self.token_seq, self.seq, self.aru, self.aru_addr, self.backlog, self.fcc,
+                                 self.retrans_flg, len(rtr))
+        if not rtr:
+            return head
+        return head + b"".join(_RTR.pack(*e) for e in rtr)
 
 
 class Mcast(NamedTuple):

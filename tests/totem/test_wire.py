@@ -88,3 +88,47 @@ def test_mcast_bad_guarantee_rejected():
     raw[HEADER.size + 16] = 2
     with pytest.raises(MalformedPacket):
         decode(bytes(raw))
+
+
+def _token_variants() -> list[bytes]:
+    """Good and bad token packets: truncations, extensions, bad header fields, flags, counts, retrans."""
+    good = [SAMPLES[0].encode(), SAMPLES[1].encode()]
+    variants = list(good)
+    for raw in good:
+        variants += [raw[:cut] for cut in range(len(raw))] + [raw + b"\0"]
+        for offset, value in ((0, 0), (2, VERSION + 1), (4, 1), (HEADER.size + 36, 2), (HEADER.size + 37, 31),
+                              (HEADER.size + 37, 3)):
+            bad = bytearray(raw)
+            bad[offset] = value
+            variants.append(bytes(bad))
+    return variants
+
+
+def test_the_core_takes_exactly_the_tokens_decode_takes() -> None:
+    """SrpCore.receive unpacks tokens itself (the hot path): it must drop what wire.decode rejects."""
+    from aisexec.totem.config import TotemConfig
+    from aisexec.totem.srp import SrpCore
+
+    seen: list[OrfToken] = []
+    for raw in _token_variants():
+        core = SrpCore(2, TotemConfig())
+        core.start(0.0)
+        core.on_token = lambda now, tok: seen.append(tok)  # type: ignore[method-assign]
+        before = core.stats_counters["packets_malformed"]
+        try:
+            expected = decode(raw)
+        except MalformedPacket:
+            expected = None
+        seen.clear()
+        core.receive(0.0, raw)
+        if expected is None:
+            assert seen == [] and core.stats_counters["packets_malformed"] == before + 1, raw.hex()
+        else:
+            assert seen == [expected] and core.stats_counters["packets_malformed"] == before
+
+
+def test_token_encoding_is_header_then_fields_then_rtr() -> None:
+    tok = SAMPLES[0]
+    assert tok.encode() == (HEADER.pack(MAGIC, VERSION, T_ORF_TOKEN, 0, tok.sender)
+                            + struct.pack("!IQIIIIIIBB", *tok[1:10], len(tok.rtr))
+                            + b"".join(struct.pack("!IQI", *e) for e in tok.rtr))
