@@ -29,7 +29,7 @@ MCAST_OVERHEAD = HEADER.size + _MCAST.size
 #: Header and mcast header in one go (magic, version, type, flags, sender, ring rep, ring seq, seq, guarantee).
 MCAST_PREFIX = struct.Struct("!HBBBIIQIB")
 #: Header and token fields in one go (the header, then the fields of ``_TOKEN``); rtr entries follow.
-TOKEN_PREFIX = struct.Struct("!HBBBIIQIIIIIIBB")
+TOKEN_PREFIX = struct.Struct("!" + HEADER.format.lstrip("!") + _TOKEN.format.lstrip("!"))
 RTR_ENTRY = _RTR
 
 
