@@ -63,6 +63,7 @@ class TotemDriver:
         self._local: list[bytes] = []
         self._running = False
         self._applying = False
+        self._fanout_scheduled = False
         self._pause_greenlet: gevent.Greenlet | None = None
         core_config = getattr(core, "cfg", None)
         token_ms = core_config.token if core_config is not None else 1000
@@ -73,6 +74,7 @@ class TotemDriver:
         self._token_ms = token_ms
         self._pause_limit = token_ms / 2000.0
         self._seen = {"token_losses": 0, "retransmit_requests": 0}
+        self._core_counters: dict[str, int] = getattr(core, "stats_counters", None) or {}  # the core's own, live
         self._last_duplicate_log = -1e9
         self.stats = {"rejected": 0, "not_for_me": 0, "malformed": 0, "pauses": 0, "max_pause_ms": 0,
                       "memberships": 0}
@@ -109,6 +111,7 @@ class TotemDriver:
             self._pause_greenlet.kill(block=False)
         if self._faults is not None:
             self._faults.stop()
+        self.transport.send_deferred()  # a leave or last token already handed over still goes out
         self.transport.stop()
 
     # -- inputs -----------------------------------------------------------------
@@ -261,8 +264,11 @@ class TotemDriver:
 
     def _log_protocol_events(self) -> None:
         """Turn the core's counters into the log lines operators grep for."""
-        stats = getattr(self.core, "stats_counters", None) or {}
+        stats = self._core_counters
         losses = stats.get("token_losses", 0)
+        if losses == self._seen["token_losses"] and stats.get("retransmit_requests", 0) == \
+                self._seen["retransmit_requests"]:
+            return  # nearly every call: nothing new to say
         if losses > self._seen["token_losses"]:
             log.log(25, "A processor failed, forming new configuration. (token not received in %d ms)",
                     self._token_ms)
@@ -287,6 +293,10 @@ class TotemDriver:
                 if isinstance(event, ConfigChange) and event.kind is ConfKind.REGULAR:
                     self._log_membership(event)
             self._on_events(ready.events)
+        if ready.sends and self.transport.deferred and not self._fanout_scheduled:
+            # After the deliveries above queued their IPC writes: those loop callbacks run first.
+            self._fanout_scheduled = True
+            self._loop.run_callback(self._send_deferred)
 
     def _send(self, sends: list[tuple[int, bytes]]) -> None:
         """Seal and send in the core's order; consecutive multicasts leave together (one batch per member)."""
@@ -303,12 +313,22 @@ class TotemDriver:
                     batch = []
                 self._local.append(packet)
             elif batch:
-                self.transport.multicast_then_unicast(batch, dest, seal(packet, dest))
+                # The successor gets the data and the token now; the other members' copies only have
+                # to arrive before the token does, a hop later: they leave after this turn's deliveries.
+                self.transport.multicast_then_unicast(batch, dest, seal(packet, dest), defer_others=True)
                 batch = []
             else:
                 self.transport.unicast(dest, seal(packet, dest))
         if batch:
             self.transport.multicast_many(batch)
+
+    def _send_deferred(self) -> None:
+        """Loop callback (never blocks: the sockets are non-blocking): send the copies held back."""
+        self._fanout_scheduled = False
+        try:
+            self.transport.send_deferred()
+        except Exception:
+            log.exception("sending held-back multicast copies failed")
 
     def _log_membership(self, change: ConfigChange) -> None:
         self.stats["memberships"] += 1

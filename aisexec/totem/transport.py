@@ -20,6 +20,7 @@ the host's interfaces.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
 import fcntl
@@ -27,6 +28,7 @@ import ipaddress
 import logging
 import socket as pysocket
 import struct
+import termios
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +55,16 @@ _SEGMENT_SIZE = struct.Struct("=H")
 _GRO_SIZE = struct.Struct("=i")
 _SIOCGIFADDR = 0x8915
 _SIOCGIFNETMASK = 0x891B
+_INQ = array.array("i", [0])  # FIONREAD's answer (one receive loop runs at a time: the hub is one thread)
+
+
+def _queued(fd: int) -> int:
+    """Bytes of the next datagram waiting on ``fd`` (``FIONREAD``); 0 when none is (or on error)."""
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, _INQ, True)
+    except OSError:
+        return 0
+    return _INQ[0]
 
 
 class TransportError(OSError):
@@ -177,7 +189,7 @@ class Transport:
             while True:
                 readable.wait()
                 batch: Batch = []
-                if first is not None:  # data that travelled with a token is fed before it
+                if first is not None and _queued(first.fileno()):  # data that travelled with a token goes first
                     self._drain(first, batch)
                 self._drain(sock, batch)
                 if batch and self._on_batch is not None:
@@ -190,14 +202,24 @@ class Transport:
         return None
 
     def _drain(self, sock: Any, batch: Batch) -> None:
-        gro = sock.fileno() in self._gro_fds
+        """Read what ``sock`` holds into ``batch``: the first read is expected to succeed (it was readable).
+
+        After each read the queue is asked (``FIONREAD``) whether more is waiting, instead of reading
+        until ``EAGAIN``: the failing read and its exception cost several times a successful one, on
+        every wake-up.
+        """
+        fd = sock.fileno()
+        gro = fd in self._gro_fds
         recv = sock.recvmsg if gro else sock.recvfrom
+        stats = self.stats
         while len(batch) < 512:
             try:
                 if gro:
                     data, ancillary, _flags, source = recv(MAX_DATAGRAM + 1, _GRO_CMSG_SPACE)
                     if ancillary and self._split_run(data, ancillary, source, batch):
-                        continue
+                        if _queued(fd):
+                            continue
+                        break
                 else:
                     data, source = recv(MAX_DATAGRAM + 1)
             except BlockingIOError:
@@ -207,14 +229,16 @@ class Transport:
                     break
                 if exc.errno == errno.EBADF:
                     return
-                self.stats["recv_errors"] += 1
+                stats["recv_errors"] += 1
                 break
             if len(data) > MAX_DATAGRAM:
-                self.stats["oversized"] += 1
-                continue
-            self.stats["packets_in"] += 1
-            self.stats["bytes_in"] += len(data)
-            batch.append((data, source))
+                stats["oversized"] += 1
+            else:
+                stats["packets_in"] += 1
+                stats["bytes_in"] += len(data)
+                batch.append((data, source))
+            if not _queued(fd):
+                break
 
     def _split_run(self, data: bytes, ancillary: list, source: tuple, batch: Batch) -> bool:
         """Cut a run read with UDP_GRO into its datagrams; False when it is a single one."""
@@ -277,10 +301,23 @@ class Transport:
         self.stats["packets_out"] += 1
         self.stats["bytes_out"] += len(data)
 
-    def multicast_then_unicast(self, packets: list[bytes], nodeid: int, data: bytes) -> None:
-        """``packets`` to every member, then ``data`` to ``nodeid``, in that order."""
+    def multicast_then_unicast(self, packets: list[bytes], nodeid: int, data: bytes, *,
+                               defer_others: bool = False) -> None:
+        """``packets`` to every member, then ``data`` to ``nodeid``, in that order.
+
+        ``defer_others``: a transport that sends one copy per member may hold back the copies for
+        members other than ``nodeid`` until :meth:`send_deferred` (this one sends everything now).
+        """
         self.multicast_many(packets)
         self.unicast(nodeid, data)
+
+    @property
+    def deferred(self) -> bool:
+        """True while copies held back by ``defer_others`` wait for :meth:`send_deferred`."""
+        return False
+
+    def send_deferred(self) -> None:
+        """Send the copies held back by ``defer_others`` (this transport holds none back)."""
 
     def healthy(self) -> bool:
         """True while the sockets are open."""
@@ -302,6 +339,8 @@ class UdpuTransport(Transport):
         super().__init__(local, port, family)
         self.members = [m for m in dict.fromkeys(members) if m != local]
         self._sock: Any = None
+        # Copies held back by multicast_then_unicast(defer_others=True): (packets, member addresses).
+        self._deferred: list[tuple[list[bytes], list[str]]] = []
 
     def _open(self) -> None:
         self._sock = _udp_socket(self.family)
@@ -312,40 +351,68 @@ class UdpuTransport(Transport):
     def _receivers(self) -> list[Any]:
         return [self._sock]
 
+    @property
+    def deferred(self) -> bool:
+        """True while copies held back by ``defer_others`` wait for :meth:`send_deferred`."""
+        return bool(self._deferred)
+
+    def send_deferred(self) -> None:
+        """Send the copies held back by ``defer_others``, in the order they were held back."""
+        deferred, self._deferred = self._deferred, []
+        for packets, members in deferred:
+            for member in members:
+                self._send_all(self._sock, packets, (member, self.port))
+
     def multicast(self, data: bytes) -> None:
         """Send ``data`` to every member."""
+        if self._deferred:
+            self.send_deferred()  # what was held back goes first: each member gets packets in send order
         for member in self.members:
             self._sendto(self._sock, data, (member, self.port))
 
     def multicast_many(self, packets: list[bytes]) -> None:
         """Send ``packets``, in order, to every member (segmented runs where the kernel can)."""
+        if self._deferred:
+            self.send_deferred()
         for member in self.members:
             self._send_all(self._sock, packets, (member, self.port))
 
     def unicast(self, nodeid: int, data: bytes) -> None:
         """Send ``data`` to ``nodeid`` (to every member while its address is not known yet)."""
+        if self._deferred:
+            self.send_deferred()
         address = self.addresses.get(nodeid)
         if address is None:
             self.multicast(data)  # the envelope's target field keeps the others from acting on it
         else:
             self._sendto(self._sock, data, (address, self.port))
 
-    def multicast_then_unicast(self, packets: list[bytes], nodeid: int, data: bytes) -> None:
+    def multicast_then_unicast(self, packets: list[bytes], nodeid: int, data: bytes, *,
+                               defer_others: bool = False) -> None:
         """``packets`` to every member, then ``data`` to ``nodeid`` (a token after the data it follows).
 
         ``nodeid`` gets its copies and ``data`` first, in one batch (it never sees the token before the
         data and is woken once); the other members get theirs right after, so a member downstream
         usually reads its data and the forwarded token together and delivers after passing the token on
         (measured: lower latency and more throughput than serving the others first).
+
+        ``defer_others``: the other members' copies wait for :meth:`send_deferred` (or the next send,
+        which sends them first).  The driver uses it to let this node's own deliveries reach its
+        clients before the copies that only need to arrive ahead of the token, one hop later.
         """
         address = self.addresses.get(nodeid)
         if address is None or address not in self.members:
             super().multicast_then_unicast(packets, nodeid, data)
             return
+        if self._deferred:
+            self.send_deferred()
         self._send_all(self._sock, [*packets, data], (address, self.port))
-        for member in self.members:
-            if member != address:
-                self._send_all(self._sock, packets, (member, self.port))
+        others = [member for member in self.members if member != address]
+        if defer_others:
+            self._deferred.append((packets, others))
+            return
+        for member in others:
+            self._send_all(self._sock, packets, (member, self.port))
 
 
 class UdpTransport(Transport):

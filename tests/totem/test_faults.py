@@ -252,6 +252,11 @@ class _CapturingTransport:
     def learn(self, nodeid, source):
         return None
 
+    deferred = False
+
+    def send_deferred(self):
+        return None
+
 
 def test_driver_blocks_drops_and_reinjects_delayed_packets(tmp_path):
     import os

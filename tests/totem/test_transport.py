@@ -56,6 +56,91 @@ def test_udpu_multicast_reaches_every_member_and_unicast_one():
             t.stop()
 
 
+def test_udpu_defer_others_holds_back_only_the_other_members_copies():
+    port = free_port_pair()
+    members = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    a, b, c = (UdpuTransport(address, port, members) for address in members)
+    got_b, got_c = collect(b), collect(c)
+    collect(a)
+    try:
+        a.learn(2, ("127.0.0.2", port))
+        a.learn(3, ("127.0.0.3", port))
+        a.multicast_then_unicast([b"data 1"], 2, b"token", defer_others=True)
+        assert wait(lambda: len(got_b) == 2)
+        assert [d for d, _ in got_b] == [b"data 1", b"token"]
+        gevent.sleep(0.05)
+        assert got_c == [] and a.deferred  # held back until asked for
+        a.send_deferred()
+        assert wait(lambda: len(got_c) == 1) and got_c[0][0] == b"data 1" and not a.deferred
+        # a later send never overtakes what is held back: c sees the packets in send order
+        a.multicast_then_unicast([b"data 2"], 2, b"token", defer_others=True)
+        a.unicast(3, b"token to c")
+        assert wait(lambda: len(got_c) == 3)
+        assert [d for d, _ in got_c] == [b"data 1", b"data 2", b"token to c"]
+        assert not a.deferred
+    finally:
+        for t in (a, b, c):
+            t.stop()
+
+
+def test_driver_sends_held_back_copies_after_the_turn_s_deliveries(tmp_path):
+    """The successor gets data and token at once; the others' copies leave after the deliveries' writes."""
+    port = free_port_pair()
+    members = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    transport = UdpuTransport("127.0.0.1", port, members)
+    b, c = UdpuTransport("127.0.0.2", port, members), UdpuTransport("127.0.0.3", port, members)
+    got_b, got_c = collect(b), collect(c)
+    order = []
+    hub_loop = gevent.get_hub().loop
+
+    def on_events(events):
+        order.append("events")
+        hub_loop.run_callback(order.append, "ipc write")  # what an IPC channel does with a delivery
+
+    original = transport.send_deferred
+    transport.send_deferred = lambda: (order.append("held back"), original())
+    core = FakeCore(1)
+    driver = TotemDriver(core, transport, PacketCrypto(1, None), RingSeqStore(tmp_path, 1), on_events=on_events)
+    driver.start()
+    try:
+        transport.learn(2, ("127.0.0.2", port))
+        transport.learn(3, ("127.0.0.3", port))
+        gevent.sleep(0.05)
+        got_b.clear(), got_c.clear(), order.clear()
+        core.ready.sends.extend([(MULTICAST, b"\x70\xac\x01\x05data"), (2, b"\x70\xac\x01\x04tok")])
+        core.ready.events.append(object())
+        driver.apply()
+        assert order == ["events"] and len(got_b) == 0  # nothing read yet: the sends were immediate
+        assert wait(lambda: len(got_b) == 2 and len(got_c) == 1)
+        assert order[:3] == ["events", "ipc write", "held back"]
+    finally:
+        driver.stop()
+        b.stop()
+        c.stop()
+
+
+def test_udpu_receive_drains_everything_queued_including_after_an_empty_datagram():
+    """FIONREAD reads 0 for an empty datagram as for none: what follows it must still arrive."""
+    port = free_port_pair()
+    b = UdpuTransport("127.0.0.2", port, ["127.0.0.1", "127.0.0.2"])
+    batches = []
+    b.start(batches.append)
+    try:
+        with pysocket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.sendto(b"", ("127.0.0.2", port))
+            for i in range(700):  # more than one batch holds
+                s.sendto(b"%d" % i, ("127.0.0.2", port))
+            s.sendto(b"", ("127.0.0.2", port))
+            s.sendto(b"last", ("127.0.0.2", port))
+        assert wait(lambda: sum(len(batch) for batch in batches) == 703)
+        got = [d for batch in batches for d, _ in batch]
+        assert got == [b"", *(b"%d" % i for i in range(700)), b"", b"last"]
+        assert max(len(batch) for batch in batches) <= 512
+    finally:
+        b.stop()
+
+
 def _run(sizes: list[int]) -> list[bytes]:
     return [bytes([i % 251]) * size for i, size in enumerate(sizes)]
 
