@@ -23,9 +23,12 @@ class ReadWaiter:
         self._hub = gevent.get_hub()
         self._watcher = self._hub.loop.io(fd, _READ)
         self._waiting: Any = None  # the greenlet parked in wait(), or None
+        self._cancelled: BaseException | None = None
 
     def wait(self) -> None:
-        """Return once ``fd`` is readable (at once if it already is)."""
+        """Return once ``fd`` is readable (at once if it already is); raise what :meth:`cancel` was given."""
+        if self._cancelled is not None:
+            raise self._cancelled
         watcher = self._watcher
         if not watcher.active:
             watcher.start(self._ready)
@@ -49,3 +52,17 @@ class ReadWaiter:
         """Stop and release the watcher."""
         self._watcher.stop()
         self._watcher.close()
+
+    def cancel(self, error: BaseException) -> None:
+        """The fd is about to be closed: release the watcher; the parked reader (and any later wait) gets ``error``.
+
+        Call it before closing the fd, so the watcher never outlives it.  The reader is woken from
+        the hub, not from the caller, which may be that very greenlet or one that must not switch.
+        """
+        if self._cancelled is not None:
+            return
+        self._cancelled = error
+        self.close()
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            self._hub.loop.run_callback(waiting.throw, error)

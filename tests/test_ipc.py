@@ -38,11 +38,14 @@ class EchoEngine(ServiceEngine):
             5: LibHandler(self.boom),
             6: LibHandler(self.full),
             10: LibHandler(self.taken, needs_cluster=True, pipelined=True),
+            11: LibHandler(self.kick),
         }
         self.taken_payloads = []
+        self.conns = {}
 
     def lib_init(self, conn):
         self.inits.append(conn.id)
+        self.conns[conn.id] = conn
 
     def lib_exit(self, conn):
         self.exits.append(conn.id)
@@ -66,6 +69,10 @@ class EchoEngine(ServiceEngine):
     def taken(self, conn, rid, payload):
         self.taken_payloads.append(payload)
         conn.respond(self.id, 10, rid, 1 if payload != b"bad" else 12)
+
+    def kick(self, conn, rid, payload):
+        self.conns[int(payload)].fail("kicked by the test")
+        conn.respond(self.id, 11, rid, 1)
 
     def boom(self, conn, rid, payload):
         raise RuntimeError("handler bug")
@@ -212,6 +219,21 @@ def test_a_client_that_stops_reading_is_disconnected(server):
     assert wait_until(lambda: len(server.engine.exits) == 1)
     assert server.server.stats()["queued_bytes"] < 3 * 1024 * 1024
     h.finalize()
+
+
+def test_closing_a_connection_whose_reader_is_parked_ends_its_greenlets(server):
+    kicker, victim = EchoHandle(server.path), EchoHandle(server.path)
+    try:
+        assert wait_until(lambda: len(server.server._greenlets) == 4)  # a reader and a dispatch per handle
+        kicker._call(11, str(victim.conn_id).encode())  # the victim's reader is parked, waiting for requests
+        assert wait_until(lambda: server.engine.exits == [victim.conn_id])
+        assert wait_until(lambda: len(server.server._greenlets) == 2), server.server._greenlets
+        with pytest.raises(openais.Library):
+            victim._call(1, b"anyone there?")
+        assert kicker._call(1, b"still served") == b"still served"
+    finally:
+        kicker.finalize()
+        victim.finalize()
 
 
 def test_client_killed_mid_call_runs_lib_exit_once(server, tmp_path):

@@ -93,3 +93,32 @@ def test_a_killed_reader_leaves_the_waiter_reusable(pair) -> None:
     follower.join(timeout=5)
     assert follower.dead and follower.successful()
     waiter.close()
+
+
+def test_cancel_wakes_the_parked_reader_with_the_error_and_fails_later_waits(pair) -> None:
+    ours, _theirs = pair
+    waiter = ReadWaiter(ours.fileno())
+    raised: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            waiter.wait()
+        except OSError as exc:
+            raised.append(exc)
+
+    greenlet = gevent.spawn(reader)
+    try:
+        gevent.sleep(0.01)
+        assert not greenlet.dead  # parked: nothing to read
+        error = OSError(9, "closed under the reader")
+        waiter.cancel(error)
+        assert not raised  # woken from the hub, not from the caller
+        greenlet.join(timeout=5)
+        assert raised == [error]
+        with pytest.raises(OSError, match="closed under the reader"):
+            waiter.wait()  # and every later wait fails at once
+        waiter.cancel(OSError(9, "again"))  # a second cancel changes nothing
+        with pytest.raises(OSError, match="closed under the reader"):
+            waiter.wait()
+    finally:
+        greenlet.kill()

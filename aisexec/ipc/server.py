@@ -33,6 +33,7 @@ import gevent.event
 from gevent import socket
 
 from aisexec.ipc.auth import Authorizer, PeerCred, peer_credentials
+from aisexec.readiness import ReadWaiter
 from aisexec.service import EngineHost, ServiceEngine
 from aisexec.totem.api import MessageTooBig, QueueFull
 from openais import _wire
@@ -158,6 +159,7 @@ class IpcConnection:
         self._response = _Channel(sock, server.max_queued_bytes, self.fail)
         self._dispatch: _Channel | None = None
         self._early_dispatch = bytearray()
+        self.request_waiter: ReadWaiter | None = None  # the request reader's watcher, cancelled by close()
 
     @property
     def closed(self) -> bool:
@@ -201,6 +203,8 @@ class IpcConnection:
         if self._closed:
             return
         self._closed = True
+        if self.request_waiter is not None:
+            self.request_waiter.cancel(OSError(errno.EBADF, "the connection was closed"))
         self._response.close()
         if self._dispatch is not None:
             self._dispatch.close()
@@ -400,11 +404,20 @@ class IpcServer:
     # -- requests --------------------------------------------------------------
 
     def _read_requests(self, conn: IpcConnection, sock: Any) -> None:
+        # One long-lived watcher (conn.close cancels it) and reads straight from the non-blocking fd:
+        # a read shorter than the scratch buffer drained the socket, so the next step is to wait, not
+        # to read again for an EAGAIN.
         buf = bytearray()
         scratch = self._scratch
+        fd = sock.fileno()
+        readable = conn.request_waiter = ReadWaiter(fd)
         try:
             while not conn.closed:
-                count = sock.recv_into(scratch)  # no switch between the read and the copy below
+                try:
+                    count = os.readv(fd, (scratch,))  # no switch between the read and the copy below
+                except BlockingIOError:
+                    readable.wait()
+                    continue
                 if not count:
                     break
                 buf += scratch[:count]
@@ -415,6 +428,8 @@ class IpcServer:
                     if conn.closed:
                         return
                     self._request(conn, service, msg_id, request_id, payload)
+                if count < len(scratch) and not conn.closed:
+                    readable.wait()
         except _wire.FrameError as exc:
             self.counters["malformed"] += 1
             conn.fail(f"malformed frame: {exc}")
