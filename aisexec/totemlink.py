@@ -151,7 +151,8 @@ class TotemLink:
 
     def _on_token(self, now: float) -> None:
         """Token visit (inside the core): hand it what the packer holds, so it leaves on this visit."""
-        self._pump(now)
+        if self.pg.packer.has_frames():  # most visits of a node that sends nothing stop here
+            self._pump(now)
 
     def has_room(self, size: int) -> bool:
         """True when a message of ``size`` bytes can be queued now."""

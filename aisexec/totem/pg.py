@@ -174,6 +174,10 @@ class Packer:
         """Messages waiting (a message being cut counts until its last fragment is taken)."""
         return len(self._queue) + (1 if self._current is not None else 0)
 
+    def has_frames(self) -> bool:
+        """False when nothing at all waits (then :meth:`take` has nothing to give): cheap, for every token."""
+        return bool(self._queue) or self._current is not None or self._peeked is not None
+
     @property
     def queued_bytes(self) -> int:
         """Bytes of the whole messages waiting."""

@@ -174,9 +174,14 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
         self.cancel(*TimerName)
 
     def take_ready(self) -> Ready:
-        """Drain the outputs accumulated since the last call."""
+        """Drain the outputs accumulated since the last call (read it before the next input).
+
+        With nothing accumulated the same empty :class:`Ready` is returned each time and kept: the
+        driver asks once more after every input, and that answer costs no allocation.
+        """
         out = self.out
-        self.out = Ready()
+        if out.sends or out.timers or out.events or out.ring_seq_to_persist is not None:
+            self.out = Ready()
         return out
 
     def add_token_callback(self, callback: Callable[[float], None]) -> None:
