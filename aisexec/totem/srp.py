@@ -43,6 +43,7 @@ from aisexec.totem.wire import (
 _unpack_mcast = MCAST_PREFIX.unpack_from
 _unpack_token = TOKEN_PREFIX.unpack_from
 _TOKEN_SIZE = TOKEN_PREFIX.size
+_new_token = tuple.__new__  # OrfToken(...) runs a Python-level __new__; this builds the same tuple in C
 
 
 class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
@@ -90,8 +91,8 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
             elif sender != self._nodeid:
                 rtr = tuple(RTR_ENTRY.unpack_from(packet, _TOKEN_SIZE + i * RTR_ENTRY.size)
                             for i in range(count)) if count else ()
-                self.on_token(now, OrfToken(sender, rep, rseq, token_seq, seq, aru, aru_addr, backlog, fcc,
-                                            retrans_flg, rtr))
+                self.on_token(now, _new_token(OrfToken, (sender, rep, rseq, token_seq, seq, aru, aru_addr, backlog,
+                                                         fcc, retrans_flg, rtr)))
             return
         try:
             msg = decode(packet)

@@ -26,6 +26,9 @@ _TOKEN_LOSS = TimerName.TOKEN_LOSS
 _HEARTBEAT = TimerName.HEARTBEAT
 _TOKEN_RETRANSMIT = TimerName.TOKEN_RETRANSMIT
 _MCAST_BODY = _MCAST.pack
+# OrfToken(...) and Delivery(...) run a Python-level __new__; these build the same tuples in C.
+_new_token = tuple.__new__
+_new_delivery = tuple.__new__
 
 
 class OrderingMixin:
@@ -35,23 +38,26 @@ class OrderingMixin:
     def on_mcast(self, now: float, sender: int, ring_rep: int, ring_seq: int, seq: int, guarantee: int,
                  raw: bytes, encapsulated: int) -> None:
         """Store a data message of my ring (``raw``: the whole packet); a foreign one may start a membership change."""
-        self.stats_counters["mcasts_received"] += 1
-        ring = self.ring_id
-        if ring_rep != ring.rep or ring_seq != ring.seq:
+        counters = self.stats_counters
+        counters["mcasts_received"] += 1
+        rep, rseq = self.ring_id
+        if ring_rep != rep or ring_seq != rseq:
             self.on_foreign(now, sender, ring_seq)
             return
-        if self.memb_state == _COMMIT:
+        state = self.memb_state
+        if state is _COMMIT:
             return
         sq = self.sort_queue
-        if seq <= self.last_released or seq in sq or seq > self.last_released + SORT_QUEUE_CAPACITY:
-            self.stats_counters["mcasts_duplicate"] += 1
+        last_released = self.last_released
+        if seq <= last_released or seq in sq or seq > last_released + SORT_QUEUE_CAPACITY:
+            counters["mcasts_duplicate"] += 1
             return
         sq[seq] = (sender, guarantee, raw[MCAST_OVERHEAD:], raw, bool(encapsulated))
         if seq > self.my_high_seq_received:
             self.my_high_seq_received = seq
         if seq == self.my_aru + 1:
             self.advance_aru()
-        if self.memb_state == _OPERATIONAL:
+        if state is _OPERATIONAL:
             self.deliver_ready()
 
     def advance_aru(self) -> None:
@@ -68,17 +74,25 @@ class OrderingMixin:
 
     def deliver_ready(self) -> None:
         """Deliver the contiguous prefix (agreed); a safe message also waits for the two-visit aru."""
+        high = self.my_high_delivered
+        aru = self.my_aru
+        if high >= aru:
+            return
         sq = self.sort_queue
         ring = self.ring_id
-        while self.my_high_delivered < self.my_aru:
-            seq = self.my_high_delivered + 1
+        events = self.out.events
+        counters = self.stats_counters
+        safe_aru = self.safe_aru
+        while high < aru:
+            seq = high + 1
             sender, guarantee, payload, _raw, encapsulated = sq[seq]
-            if guarantee == _SAFE and seq > self.safe_aru:
-                return
-            self.my_high_delivered = seq
+            if guarantee == _SAFE and seq > safe_aru:
+                break
+            high = seq
             if not encapsulated:
-                self.emit(Delivery(sender, payload, ring, seq, guarantee))
-                self.stats_counters["messages_delivered"] += 1
+                events.append(_new_delivery(Delivery, (sender, payload, ring, seq, guarantee)))
+                counters["messages_delivered"] += 1
+        self.my_high_delivered = high
 
     def release(self, release_to: int) -> None:
         """Free every buffer up to ``release_to`` (already seen by all on two visits and delivered here)."""
@@ -90,68 +104,81 @@ class OrderingMixin:
 
     # ------------------------------------------------------------ the token
     def on_token(self, now: float, tok: OrfToken) -> None:
-        """One visit of the ORF token (§1.3 steps 1-19)."""
+        """One visit of the ORF token (§1.3 steps 1-19).
+
+        The hottest code of the ring (every node, every visit): the token's fields and the ring id
+        are unpacked into locals once, and nothing is called that has nothing to do.
+        """
         state = self.memb_state
-        if state not in (_OPERATIONAL, _RECOVERY):
+        if state is not _OPERATIONAL and state is not _RECOVERY:
             self.count("packets_ignored")
             return
-        ring = self.ring_id
-        if tok.ring_rep != ring.rep or tok.ring_seq != ring.seq:
+        rep, rseq = self.ring_id
+        _sender, t_rep, t_rseq, token_seq, seq_now, tok_aru, tok_aru_addr, tok_backlog, tok_fcc, tok_retrans, rtr = tok
+        if t_rep != rep or t_rseq != rseq:
             self.count("tokens_foreign")
             return
-        if tok.token_seq <= self.my_token_seq:
+        if token_seq <= self.my_token_seq:
             self.count("tokens_duplicate")
             return
-        self.stats_counters["tokens_received"] += 1
+        counters = self.stats_counters
+        counters["tokens_received"] += 1
         self.held_token = None
-        is_rep = ring.rep == self._nodeid
+        me = self._nodeid
+        operational = state is _OPERATIONAL
+        is_rep = rep == me
         # idle detection (step 3)
-        if tok.seq == self.my_last_seq:
+        if seq_now == self.my_last_seq:
             self.my_seq_unchanged += 1
-            if is_rep and not self.merge_armed and state == _OPERATIONAL:
+            if is_rep and not self.merge_armed and operational:
                 self.merge_armed = True
                 self.arm(now, TimerName.MERGE_DETECT, self.cfg.merge)
         else:
             self.my_seq_unchanged = 0
-        self.my_last_seq = tok.seq
+        self.my_last_seq = seq_now
         for callback in self.token_callbacks:
             callback(now)
         last_aru = self.my_last_aru
-        self.my_last_aru = tok.aru
-        if state == _OPERATIONAL:
-            self.safe_aru = min(tok.aru, last_aru)
-            self.release(min(tok.aru, last_aru, self.my_high_delivered))
+        self.my_last_aru = tok_aru
+        if operational:
+            safe_aru = tok_aru if tok_aru < last_aru else last_aru
+            self.safe_aru = safe_aru
+            release_to = min(safe_aru, self.my_high_delivered)
+            if release_to > self.last_released:
+                self.release(release_to)
         # flow control (§1.7)
         cfg = self.cfg
-        queue = self.pending if state == _OPERATIONAL else self.recovery_queue
+        window = cfg.window_size
+        queue = self.pending if operational else self.recovery_queue
         cbl = len(queue)
-        allowed = min(cfg.max_messages, cfg.window_size - tok.fcc)
-        backlog_total = tok.backlog + cbl - self.my_pbl
+        allowed = min(cfg.max_messages, window - tok_fcc)
+        backlog_total = tok_backlog + cbl - self.my_pbl
         if backlog_total > 0:
-            share = cfg.window_size * cbl // backlog_total
+            share = window * cbl // backlog_total
             if 0 < share < allowed:
                 allowed = share
-        allowed = max(allowed, 0)
+        if allowed < 0:
+            allowed = 0
         # serve retransmission requests (step 9)
         sent = 0
         sq = self.sort_queue
         rtr_out = []
-        for entry in tok.rtr:
-            rrep, rseq, seq = entry
-            if rrep == ring.rep and rseq == ring.seq and seq in sq and sent < allowed:
+        for entry in rtr:
+            rrep, rrseq, seq = entry
+            if rrep == rep and rrseq == rseq and seq in sq and sent < allowed:
                 self.send(MULTICAST, sq[seq][3])
                 sent += 1
-                self.stats_counters["retransmits"] += 1
-            elif rrep == ring.rep and rseq == ring.seq and seq <= self.last_released:
+                counters["retransmits"] += 1
+            elif rrep == rep and rrseq == rseq and seq <= self.last_released:
                 continue  # everybody had it: stale request
             else:
                 rtr_out.append(entry)
         # add my own gaps (step 10)
-        seq_now = tok.seq
-        if self.my_aru < seq_now and len(rtr_out) < MAX_RTR_ENTRIES:
-            listed = {e[2] for e in rtr_out if e[0] == ring.rep and e[1] == ring.seq}
+        my_aru = self.my_aru
+        if my_aru < seq_now and len(rtr_out) < MAX_RTR_ENTRIES:
+            listed = {e[2] for e in rtr_out if e[0] == rep and e[1] == rseq}
             miss = self.miss_counts
-            for s in range(self.my_aru + 1, seq_now + 1):
+            for s in range(my_aru + 1, seq_now + 1):
                 if len(rtr_out) >= MAX_RTR_ENTRIES:
                     break
                 if s in sq:
@@ -159,13 +186,13 @@ class OrderingMixin:
                 c = miss.get(s, 0) + 1
                 miss[s] = c
                 if c >= cfg.miss_count_const and s not in listed:
-                    rtr_out.append((ring.rep, ring.seq, s))
-                    self.stats_counters["retransmit_requests"] += 1
+                    rtr_out.append((rep, rseq, s))
+                    counters["retransmit_requests"] += 1
         # originate (steps 11-12)
-        room = self.last_released + SORT_QUEUE_CAPACITY - (seq_now + allowed + cfg.window_size)
-        new = min(allowed - sent, len(queue)) if room > 0 else 0
-        if state == _OPERATIONAL:
-            if tok.token_seq >= self.token_seq_limit or (new > 0 and seq_now + 1 >= self.seq_limit):
+        room = self.last_released + SORT_QUEUE_CAPACITY - (seq_now + allowed + window)
+        new = min(allowed - sent, cbl) if room > 0 else 0
+        if operational:
+            if token_seq >= self.token_seq_limit or (new > 0 and seq_now + 1 >= self.seq_limit):
                 # 32-bit counters near their end: reform the ring (same members, counters from 0) rather
                 # than wrap; the join makes every member follow, and EVS delivers the change as usual.
                 self.count("seq_wrap_reconfigurations")
@@ -173,54 +200,56 @@ class OrderingMixin:
                 return
             new = min(new, self.seq_limit - 1 - seq_now)
         if new > 0:
-            me = self._nodeid
-            encapsulated = state == _RECOVERY
+            encapsulated = not operational
             flags = FLAG_ENCAPSULATED if encapsulated else 0
             header = _MCAST_HDR(MAGIC, VERSION, T_MCAST, flags, me)
+            sends = self.out.sends
             for _ in range(new):
                 if encapsulated:
                     payload, guarantee = queue.popleft(), 0
-                    self.count("recovery_messages")
+                    counters["recovery_messages"] += 1
                 else:
                     payload, guarantee = queue.popleft()
                 seq_now += 1
-                raw = header + _MCAST_BODY(ring.rep, ring.seq, seq_now, guarantee) + payload
+                raw = header + _MCAST_BODY(rep, rseq, seq_now, guarantee) + payload
                 sq[seq_now] = (me, guarantee, payload, raw, encapsulated)
-                self.send(MULTICAST, raw)
-            self.stats_counters["messages_originated"] += new
-            self.my_high_seq_received = max(self.my_high_seq_received, seq_now)
+                sends.append((MULTICAST, raw))
+            counters["messages_originated"] += new
+            if seq_now > self.my_high_seq_received:
+                self.my_high_seq_received = seq_now
             self.advance_aru()
             sent += new
         # flow-control bookkeeping (step 13)
-        fcc = max(tok.fcc + sent - self.my_trc, 0)
-        backlog = max(tok.backlog + cbl - self.my_pbl, 0)
+        fcc = tok_fcc + sent - self.my_trc
+        backlog = tok_backlog + cbl - self.my_pbl
         self.my_trc = sent
         self.my_pbl = cbl
         # aru rule (§1.5)
-        aru, aru_addr = tok.aru, tok.aru_addr
-        if self.my_aru < aru or aru_addr == self._nodeid or aru_addr == 0:
-            aru = self.my_aru
-            aru_addr = 0 if aru == seq_now else self._nodeid
+        aru, aru_addr = tok_aru, tok_aru_addr
+        my_aru = self.my_aru
+        if my_aru < aru or aru_addr == me or aru_addr == 0:
+            aru = my_aru
+            aru_addr = 0 if aru == seq_now else me
         # fail to receive (§2.9)
-        if aru_addr != 0 and aru == last_aru and aru != seq_now and state == _OPERATIONAL:
+        if aru_addr != 0 and aru == last_aru and aru != seq_now and operational:
             self.my_aru_count += 1
+            if self.my_aru_count > cfg.fail_recv_const and aru_addr == me:
+                self.count("fail_to_recv")
+                self.failed_to_recv = True
+                self.fail_set.add(me)
+                self.gather_enter(now)
+                return
         else:
             self.my_aru_count = 0
-        if self.my_aru_count > cfg.fail_recv_const and aru_addr == self._nodeid:
-            self.count("fail_to_recv")
-            self.failed_to_recv = True
-            self.fail_set.add(self._nodeid)
-            self.gather_enter(now)
-            return
-        self.my_token_seq = tok.token_seq
-        retrans_flg = tok.retrans_flg
-        if state == _RECOVERY:
+        self.my_token_seq = token_seq
+        retrans_flg = tok_retrans
+        if not operational:
             retrans_flg = self.recovery_token_counters(seq_now, aru, retrans_flg)
-        out = OrfToken(self._nodeid, ring.rep, ring.seq, tok.token_seq + 1, seq_now, aru, aru_addr,
-                       backlog, fcc, retrans_flg, tuple(rtr_out))
-        hold = is_rep and state == _OPERATIONAL and self.my_seq_unchanged > cfg.seqno_unchanged_const
-        self.forward_token(now, out, hold)
-        if state == _OPERATIONAL:
+        out = _new_token(OrfToken, (me, rep, rseq, token_seq + 1, seq_now, aru, aru_addr,
+                                    backlog if backlog > 0 else 0, fcc if fcc > 0 else 0, retrans_flg,
+                                    tuple(rtr_out)))
+        self.forward_token(now, out, is_rep and operational and self.my_seq_unchanged > cfg.seqno_unchanged_const)
+        if operational:
             self.deliver_ready()
         elif self.install_aru_ok >= 2:
             self.install(now)
@@ -228,16 +257,18 @@ class OrderingMixin:
     def forward_token(self, now: float, tok: OrfToken, hold: bool) -> None:
         """Send the token to my successor, or hold it (idle rep, or a one-node ring)."""
         cfg = self.cfg
-        self.arm(now, _TOKEN_LOSS, cfg.token)
-        heartbeat = cfg.heartbeat_timeout
+        out = self.out
+        timers = out.timers
+        timers[_TOKEN_LOSS] = now + cfg.token / 1000.0
+        heartbeat = self.heartbeat_ms
         if heartbeat:
             # optional faster failure detection: a token must come round within the heartbeat period
-            self.arm(now, _HEARTBEAT, heartbeat)
+            timers[_HEARTBEAT] = now + heartbeat / 1000.0
         dest = self.successor()
         if dest == self._nodeid:
             # one-node ring: the token comes straight back; pace it by the hold timer when idle
             self.held_token = tok
-            busy = bool(self.pending) or bool(self.recovery_queue) or self.memb_state == _RECOVERY
+            busy = bool(self.pending) or bool(self.recovery_queue) or self.memb_state == MembState.RECOVERY
             self.cancel(_TOKEN_RETRANSMIT)
             self.arm(now, TimerName.HOLD, 0 if busy and not hold else cfg.hold)
             return
@@ -249,8 +280,8 @@ class OrderingMixin:
             self.cancel(_TOKEN_RETRANSMIT)
             self.arm(now, TimerName.HOLD, cfg.hold)
             return
-        self.send(dest, raw)
-        self.arm(now, _TOKEN_RETRANSMIT, cfg.token_retransmit)
+        out.sends.append((dest, raw))
+        timers[_TOKEN_RETRANSMIT] = now + cfg.token_retransmit / 1000.0
 
     def release_held_token(self, now: float) -> None:
         """Hold expired or was cancelled: pass the held token on."""

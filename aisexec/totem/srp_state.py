@@ -37,6 +37,8 @@ class SrpState:
             raise ValueError("nodeid must be a non-zero 32-bit value")
         self._nodeid = nodeid
         self.cfg = config.validate()
+        self.heartbeat_ms = self.cfg.heartbeat_timeout  # derived: computed once, read on every visit
+        self._successor_of: tuple[tuple[int, ...], int] = ((), 0)  # (my_memb it was computed for, successor)
         self.rng = rng if rng is not None else random.Random(nodeid)
         self.out = Ready()
         self.stats_counters: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
@@ -130,7 +132,12 @@ class SrpState:
         return self.cfg.netmtu - 2 * MCAST_OVERHEAD
 
     def successor(self) -> int:
-        """Next member in ring order after me (wrapping)."""
+        """Next member in ring order after me (wrapping); remembered until ``my_memb`` changes."""
         memb = self.my_memb
+        known, successor = self._successor_of
+        if known is memb:
+            return successor
         i = memb.index(self._nodeid)
-        return memb[(i + 1) % len(memb)]
+        successor = memb[(i + 1) % len(memb)]
+        self._successor_of = (memb, successor)
+        return successor
