@@ -74,6 +74,7 @@ class TotemDriver:
         self._token_ms = token_ms
         self._pause_limit = token_ms / 2000.0
         self._seen = {"token_losses": 0, "retransmit_requests": 0}
+        self._addresses: dict[int, str] = getattr(transport, "addresses", {})  # the transport's own, live
         self._core_counters: dict[str, int] = getattr(core, "stats_counters", None) or {}  # the core's own, live
         self._last_duplicate_log = -1e9
         self.stats = {"rejected": 0, "not_for_me": 0, "malformed": 0, "pauses": 0, "max_pause_ms": 0,
@@ -136,7 +137,7 @@ class TotemDriver:
         tokens: list[bytes] = []
         open_datagram = self.crypto.open
         me = self.nodeid
-        addresses = getattr(self.transport, "addresses", {})  # what it already knows; learn() the rest
+        addresses = self._addresses  # what the transport already knows; learn() the rest
         stats = self.stats
         for datagram, source in batch:
             try:
@@ -239,13 +240,20 @@ class TotemDriver:
         self._applying = True
         inline_expiries = 1  # then yield to the hub: a busy one-node ring must not starve its clients
         try:
+            take_ready = self.core.take_ready
+            counters = self._core_counters
+            seen = self._seen
             while True:
-                ready: Ready = self.core.take_ready()
-                if not ready and not self._local and not self._due:
+                ready: Ready = take_ready()
+                # Ready's own truth test, inline: this loop runs after every input, and asks once more
+                if ready.sends or ready.timers or ready.events or ready.ring_seq_to_persist is not None:
+                    self._carry_out(ready)
+                    if (ready.timers or ready.events) and (
+                            counters.get("token_losses", 0) != seen["token_losses"]
+                            or counters.get("retransmit_requests", 0) != seen["retransmit_requests"]):
+                        self._log_protocol_events()
+                elif not self._local and not self._due:
                     break
-                self._carry_out(ready)
-                if ready.timers or ready.events:
-                    self._log_protocol_events()
                 if self._local:
                     local, self._local = self._local, []
                     now = self._clock()
@@ -266,9 +274,6 @@ class TotemDriver:
         """Turn the core's counters into the log lines operators grep for."""
         stats = self._core_counters
         losses = stats.get("token_losses", 0)
-        if losses == self._seen["token_losses"] and stats.get("retransmit_requests", 0) == \
-                self._seen["retransmit_requests"]:
-            return  # nearly every call: nothing new to say
         if losses > self._seen["token_losses"]:
             log.log(25, "A processor failed, forming new configuration. (token not received in %d ms)",
                     self._token_ms)
@@ -282,25 +287,29 @@ class TotemDriver:
     def _carry_out(self, ready: Ready) -> None:
         if ready.ring_seq_to_persist is not None:
             self.store.save(ready.ring_seq_to_persist)
-        if ready.sends:
-            self._send(ready.sends)
+        held_back = self._send(ready.sends) if ready.sends else False
         if ready.timers:
             now = self._clock()
+            set_timer = self._set_timer
             for name, deadline in ready.timers.items():
-                self._set_timer(name, deadline, now)
+                set_timer(name, deadline, now)
         if ready.events:
             for event in ready.events:
-                if isinstance(event, ConfigChange) and event.kind is ConfKind.REGULAR:
+                if type(event) is ConfigChange and event.kind is ConfKind.REGULAR:
                     self._log_membership(event)
             self._on_events(ready.events)
-        if ready.sends and self.transport.deferred and not self._fanout_scheduled:
+        if held_back and not self._fanout_scheduled:
             # After the deliveries above queued their IPC writes: those loop callbacks run first.
             self._fanout_scheduled = True
             self._loop.run_callback(self._send_deferred)
 
-    def _send(self, sends: list[tuple[int, bytes]]) -> None:
-        """Seal and send in the core's order; consecutive multicasts leave together (one batch per member)."""
+    def _send(self, sends: list[tuple[int, bytes]]) -> bool:
+        """Seal and send in the core's order; consecutive multicasts leave together (one batch per member).
+
+        True when the transport held copies back for :meth:`_send_deferred`.
+        """
         seal = self.crypto.seal
+        held_back = False
         batch: list[bytes] = []
         for dest, packet in sends:
             if dest == MULTICAST:
@@ -315,12 +324,14 @@ class TotemDriver:
             elif batch:
                 # The successor gets the data and the token now; the other members' copies only have
                 # to arrive before the token does, a hop later: they leave after this turn's deliveries.
-                self.transport.multicast_then_unicast(batch, dest, seal(packet, dest), defer_others=True)
+                if self.transport.multicast_then_unicast(batch, dest, seal(packet, dest), defer_others=True):
+                    held_back = True
                 batch = []
             else:
                 self.transport.unicast(dest, seal(packet, dest))
         if batch:
             self.transport.multicast_many(batch)
+        return held_back
 
     def _send_deferred(self) -> None:
         """Loop callback (never blocks: the sockets are non-blocking): send the copies held back."""

@@ -302,14 +302,16 @@ class Transport:
         self.stats["bytes_out"] += len(data)
 
     def multicast_then_unicast(self, packets: list[bytes], nodeid: int, data: bytes, *,
-                               defer_others: bool = False) -> None:
+                               defer_others: bool = False) -> bool:
         """``packets`` to every member, then ``data`` to ``nodeid``, in that order.
 
         ``defer_others``: a transport that sends one copy per member may hold back the copies for
-        members other than ``nodeid`` until :meth:`send_deferred` (this one sends everything now).
+        members other than ``nodeid`` until :meth:`send_deferred`, and then returns True (this one
+        sends everything now).
         """
         self.multicast_many(packets)
         self.unicast(nodeid, data)
+        return False
 
     @property
     def deferred(self) -> bool:
@@ -388,7 +390,7 @@ class UdpuTransport(Transport):
             self._sendto(self._sock, data, (address, self.port))
 
     def multicast_then_unicast(self, packets: list[bytes], nodeid: int, data: bytes, *,
-                               defer_others: bool = False) -> None:
+                               defer_others: bool = False) -> bool:
         """``packets`` to every member, then ``data`` to ``nodeid`` (a token after the data it follows).
 
         ``nodeid`` gets its copies and ``data`` first, in one batch (it never sees the token before the
@@ -402,17 +404,17 @@ class UdpuTransport(Transport):
         """
         address = self.addresses.get(nodeid)
         if address is None or address not in self.members:
-            super().multicast_then_unicast(packets, nodeid, data)
-            return
+            return super().multicast_then_unicast(packets, nodeid, data)
         if self._deferred:
             self.send_deferred()
         self._send_all(self._sock, [*packets, data], (address, self.port))
         others = [member for member in self.members if member != address]
-        if defer_others:
+        if defer_others and others:
             self._deferred.append((packets, others))
-            return
+            return True
         for member in others:
             self._send_all(self._sock, packets, (member, self.port))
+        return False
 
 
 class UdpTransport(Transport):
