@@ -74,7 +74,9 @@ def test_sigkill_gives_survivors_a_new_configuration_in_time_and_the_node_rejoin
         assert [m[0] for m in event["members"]] == [1]
         cluster3.wait_members([1, 2], [1, 2], timeout=10)
         log = cluster3.log(1)
-        assert "A processor failed, forming new configuration" in log
+        # The survivor whose token timer expires first says so; the other follows its join quietly
+        # (as in corosync).  Which one it is depends on timer jitter, so either log may hold the line.
+        assert "A processor failed, forming new configuration" in log + cluster3.log(2)
         assert "A new membership" in log and "left: 3" in log
         cluster3.start(3)
         status = cluster3.wait_members([1, 2, 3], [1, 2, 3], timeout=30)
