@@ -27,6 +27,8 @@ from aisexec.totem.crypto import PacketCrypto, PacketRejected
 log = logging.getLogger("aisexec.totem")
 _TOKEN_TYPES = (wire.T_ORF_TOKEN, wire.T_COMMIT_TOKEN)
 _TYPE_OFFSET = 3
+#: Deliveries in one turn up to which the other members' copies wait for the local clients' writes.
+HOLD_BACK_MAX_EVENTS = 4
 _EPOCH = slice(12, 28)  # the sender's epoch in the crypto envelope header
 
 
@@ -287,7 +289,10 @@ class TotemDriver:
     def _carry_out(self, ready: Ready) -> None:
         if ready.ring_seq_to_persist is not None:
             self.store.save(ready.ring_seq_to_persist)
-        held_back = self._send(ready.sends) if ready.sends else False
+        # A turn with few deliveries (one-at-a-time traffic) lets them reach local clients before the
+        # copies that only have to beat the token to the other members; a busy turn sends everything at
+        # once, or those members would wait for every local delivery of up to a window of frames.
+        held_back = self._send(ready.sends, len(ready.events) <= HOLD_BACK_MAX_EVENTS) if ready.sends else False
         if ready.timers:
             now = self._clock()
             set_timer = self._set_timer
@@ -303,10 +308,11 @@ class TotemDriver:
             self._fanout_scheduled = True
             self._loop.run_callback(self._send_deferred)
 
-    def _send(self, sends: list[tuple[int, bytes]]) -> bool:
+    def _send(self, sends: list[tuple[int, bytes]], hold_back: bool = False) -> bool:
         """Seal and send in the core's order; consecutive multicasts leave together (one batch per member).
 
-        True when the transport held copies back for :meth:`_send_deferred`.
+        ``hold_back``: the transport may hold back the copies for members other than the token's
+        next hop; True when it did (sent by :meth:`_send_deferred`).
         """
         seal = self.crypto.seal
         held_back = False
@@ -324,7 +330,7 @@ class TotemDriver:
             elif batch:
                 # The successor gets the data and the token now; the other members' copies only have
                 # to arrive before the token does, a hop later: they leave after this turn's deliveries.
-                if self.transport.multicast_then_unicast(batch, dest, seal(packet, dest), defer_others=True):
+                if self.transport.multicast_then_unicast(batch, dest, seal(packet, dest), defer_others=hold_back):
                     held_back = True
                 batch = []
             else:

@@ -11,7 +11,7 @@ import pytest
 from aisexec.localcluster import free_port_pair
 from aisexec.totem.api import MULTICAST, Ready, TimerName
 from aisexec.totem.crypto import PacketCrypto
-from aisexec.totem.driver import TotemDriver
+from aisexec.totem.driver import HOLD_BACK_MAX_EVENTS, TotemDriver
 from aisexec.totem.ringseq import RingSeqStore
 from aisexec.totem.transport import UdpTransport, UdpuTransport, resolve_bind
 
@@ -113,6 +113,13 @@ def test_driver_sends_held_back_copies_after_the_turn_s_deliveries(tmp_path):
         assert order == ["events"] and len(got_b) == 0  # nothing read yet: the sends were immediate
         assert wait(lambda: len(got_b) == 2 and len(got_c) == 1)
         assert order[:3] == ["events", "ipc write", "held back"]
+        # a busy turn (more deliveries than HOLD_BACK_MAX_EVENTS) holds nothing back
+        order.clear()
+        core.ready.sends.extend([(MULTICAST, b"\x70\xac\x01\x05more"), (2, b"\x70\xac\x01\x04tok")])
+        core.ready.events.extend(object() for _ in range(HOLD_BACK_MAX_EVENTS + 1))
+        driver.apply()
+        assert not transport.deferred
+        assert wait(lambda: len(got_c) == 2) and "held back" not in order
     finally:
         driver.stop()
         b.stop()
