@@ -18,7 +18,7 @@ from collections.abc import Callable
 from aisexec.totem.api import MULTICAST, Guarantee, MembState, MessageTooBig, QueueFull, Ready, RingId, TimerName
 from aisexec.totem.config import MAX_RTR_ENTRIES, TotemConfig
 from aisexec.totem.srp_membership import MembershipMixin
-from aisexec.totem.srp_ordering import OrderingMixin
+from aisexec.totem.srp_ordering import OrderingMixin, new_tuple
 from aisexec.totem.srp_recovery import RecoveryMixin
 from aisexec.totem.srp_state import PENDING_CAPACITY, SrpState
 from aisexec.totem.wire import (
@@ -43,7 +43,6 @@ from aisexec.totem.wire import (
 _unpack_mcast = MCAST_PREFIX.unpack_from
 _unpack_token = TOKEN_PREFIX.unpack_from
 _TOKEN_SIZE = TOKEN_PREFIX.size
-_new_token = tuple.__new__  # OrfToken(...) runs a Python-level __new__; this builds the same tuple in C
 
 
 class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
@@ -91,7 +90,7 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
             elif sender != self._nodeid:
                 rtr = tuple(RTR_ENTRY.unpack_from(packet, _TOKEN_SIZE + i * RTR_ENTRY.size)
                             for i in range(count)) if count else ()
-                self.on_token(now, _new_token(OrfToken, (sender, rep, rseq, token_seq, seq, aru, aru_addr, backlog,
+                self.on_token(now, new_tuple(OrfToken, (sender, rep, rseq, token_seq, seq, aru, aru_addr, backlog,
                                                          fcc, retrans_flg, rtr)))
             return
         try:

@@ -26,9 +26,9 @@ _TOKEN_LOSS = TimerName.TOKEN_LOSS
 _HEARTBEAT = TimerName.HEARTBEAT
 _TOKEN_RETRANSMIT = TimerName.TOKEN_RETRANSMIT
 _MCAST_BODY = _MCAST.pack
-# OrfToken(...) and Delivery(...) run a Python-level __new__; these build the same tuples in C.
-_new_token = tuple.__new__
-_new_delivery = tuple.__new__
+#: ``new_tuple(OrfToken, fields)``: the same named tuple as ``OrfToken(*fields)``, built in C (a NamedTuple's
+#: generated ``__new__`` is Python code, run on every token and every delivery).
+new_tuple = tuple.__new__
 
 
 class OrderingMixin:
@@ -90,7 +90,7 @@ class OrderingMixin:
                 break
             high = seq
             if not encapsulated:
-                events.append(_new_delivery(Delivery, (sender, payload, ring, seq, guarantee)))
+                events.append(new_tuple(Delivery, (sender, payload, ring, seq, guarantee)))
                 counters["messages_delivered"] += 1
         self.my_high_delivered = high
 
@@ -245,7 +245,7 @@ class OrderingMixin:
         retrans_flg = tok_retrans
         if not operational:
             retrans_flg = self.recovery_token_counters(seq_now, aru, retrans_flg)
-        out = _new_token(OrfToken, (me, rep, rseq, token_seq + 1, seq_now, aru, aru_addr,
+        out = new_tuple(OrfToken, (me, rep, rseq, token_seq + 1, seq_now, aru, aru_addr,
                                     backlog if backlog > 0 else 0, fcc if fcc > 0 else 0, retrans_flg,
                                     tuple(rtr_out)))
         self.forward_token(now, out, is_rep and operational and self.my_seq_unchanged > cfg.seqno_unchanged_const)
