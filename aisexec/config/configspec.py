@@ -96,6 +96,16 @@ mode = option(enabled, disabled, default=disabled)
 delivery_queue_size = integer(min=1, max=1000000, default=1000)
 delivery_queue_resume = integer(min=0, max=1000000, default=500)
 
+[ckpt]
+max_memory = integer(min=1048576, default=1073741824)
+persist_dir = string(min=1, default=None)
+
+[lck]
+
+[msg]
+
+[quorum]
+
 [uidgid]
 uid = string(min=1, default=None)
 gid = string(min=1, default=None)

@@ -29,6 +29,8 @@ class Config:
     amf: dict = field(default_factory=dict)
     event: dict = field(default_factory=dict)
     uidgid: list[dict] = field(default_factory=list)
+    #: checked sections of individual services (``ckpt``, ``quorum``, ...), every key with its default
+    services: dict[str, dict] = field(default_factory=dict)
     source: str = ""
     iface: str = ""
 
@@ -45,4 +47,9 @@ class Config:
             "amf": dict(self.amf),
             "event": dict(self.event),
             "uidgid": copy.deepcopy(self.uidgid),
+            **{name: dict(values) for name, values in self.services.items()},
         }
+
+    def section(self, name: str) -> dict:
+        """The checked values of service section ``name`` (every key with its default; {} if unknown)."""
+        return self.services.get(name, {})

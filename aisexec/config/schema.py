@@ -49,7 +49,15 @@ SECTIONS: dict[str, SectionRule] = {
     "amf": SectionRule("", False),
     "event": SectionRule("", False),
     "uidgid": SectionRule("", True),
+    # service sections: checked against their configspec block, handed to services by name
+    "ckpt": SectionRule("", False),
+    "lck": SectionRule("", False),
+    "msg": SectionRule("", False),
+    "quorum": SectionRule("", False),
 }
+
+#: Sections whose checked values reach services through ``Config.services[name]`` unchanged.
+SERVICE_SECTIONS = ("ckpt", "lck", "msg", "quorum")
 
 
 def _ip_address(value, *args, **kwargs) -> str | None:
@@ -332,6 +340,7 @@ def validate_tree(root: RawSection, source: str = "", iface: str = "") -> Config
         amf=dict(check_section(_single(root, "amf"), "amf").values),
         event=_build_event(root),
         uidgid=_build_uidgid(root),
+        services={name: dict(check_section(_single(root, name), name).values) for name in SERVICE_SECTIONS},
         source=source or root.file,
         iface=iface,
     )
