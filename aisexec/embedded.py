@@ -77,8 +77,12 @@ def render_config(
     consensus: int | None = None,
     extra_totem: dict[str, object] | None = None,
     debug: bool = False,
+    sections: dict[str, dict[str, object]] | None = None,
 ) -> str:
-    """openais.conf(5) text for ``node`` in a loopback cluster of ``addresses``."""
+    """openais.conf(5) text for ``node`` in a loopback cluster of ``addresses``.
+
+    ``sections`` adds top-level sections (``{"quorum": {"expected_votes": 3}, "amf": {"mode": "enabled"}}``).
+    """
     totem = {
         "version": 2,
         "nodeid": node.nodeid,
@@ -98,7 +102,10 @@ def render_config(
         for addr in addresses:
             lines += ["\t\tmember {", f"\t\t\tmemberaddr: {addr}", "\t\t}"]
     lines += ["\t}", "}", "logging {", "\tto_stderr: yes", "\tto_logfile: yes", f"\tlogfile: {node.log_file}",
-              "\ttimestamp: on", f"\tdebug: {'on' if debug else 'off'}", "}", ""]
+              "\ttimestamp: on", f"\tdebug: {'on' if debug else 'off'}", "}"]
+    for name, keys in (sections or {}).items():
+        lines += [f"{name} {{", *(f"\t{k}: {v}" for k, v in keys.items()), "}"]
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -84,6 +84,12 @@ class ExecutiveApi(Protocol):
     def members(self) -> tuple[int, ...]:
         """Members of the current regular configuration."""
 
+    def quorate(self) -> bool:
+        """May the current configuration act (always True without a quorum service)?"""
+
+    def on_quorum_change(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(quorate)`` whenever quorum changes."""
+
 
 class ServiceEngine:
     """Base class of every service engine.

@@ -42,6 +42,16 @@ class NodeHost(Protocol):
         """Stop the executive cleanly."""
 
 
+class QuorumProvider(Protocol):
+    """What a quorum service registers with the layer (see :meth:`ServiceLayer.set_quorum_provider`)."""
+
+    def quorate(self) -> bool:
+        """True when the current configuration may act (same answer on every member)."""
+
+    def quorum_status(self) -> dict:
+        """Quorum state for tools and metrics (``quorate``, ``expected_votes``, ``total_votes``, ...)."""
+
+
 class _SyncAdapter:
     """Presents one engine's sync hooks to the sync engine, marking what it sends as sync traffic."""
 
@@ -103,6 +113,8 @@ class ServiceLayer:
         self._members: tuple[int, ...] = ()
         self._synced = False
         self._on_sync_complete = on_sync_complete
+        self._quorum_provider: QuorumProvider | None = None
+        self._quorum_listeners: list[Callable[[bool], None]] = []
         participants = [_SyncAdapter(self, s) for s in services if _has_sync_hooks(s.host)]
         self.sync = SyncEngine(nodeid, participants, self._send_sync, on_complete=self._sync_completed)
         self.router = ClusterRouter(self._services, self.sync, self.log)
@@ -180,6 +192,9 @@ class ServiceLayer:
         status["ring_id"] = str(self._ring_id)
         status["members"] = list(self._members)
         status["synced"] = self.ready()
+        quorum = self.quorum_status()
+        if quorum is not None:
+            status["quorum"] = quorum
         return status
 
     def call_later(self, seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
@@ -189,6 +204,40 @@ class ServiceLayer:
     def shutdown(self) -> None:
         """Ask the executive to stop cleanly."""
         self._host.shutdown()
+
+    # -- quorum (a provider service registers; the others ask) ---------------
+
+    def set_quorum_provider(self, provider: QuorumProvider) -> None:
+        """Install the quorum service; without one every configuration is quorate (openais behaviour)."""
+        if self._quorum_provider is not None and self._quorum_provider is not provider:
+            raise RuntimeError("a quorum provider is already registered")
+        self._quorum_provider = provider
+
+    def quorum_configured(self) -> bool:
+        """True when a quorum provider is installed (a ``quorum { }`` section exists)."""
+        return self._quorum_provider is not None
+
+    def quorate(self) -> bool:
+        """May the current configuration act?  Every member of a configuration gets the same answer."""
+        provider = self._quorum_provider
+        return True if provider is None else provider.quorate()
+
+    def quorum_status(self) -> dict | None:
+        """The provider's status for tools, or None without quorum."""
+        provider = self._quorum_provider
+        return None if provider is None else provider.quorum_status()
+
+    def on_quorum_change(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(quorate)`` whenever the provider reports a change (services that must react)."""
+        self._quorum_listeners.append(listener)
+
+    def quorum_changed(self, quorate: bool) -> None:
+        """The provider reports a change of quorum: tell every listener (errors are logged)."""
+        for listener in list(self._quorum_listeners):
+            try:
+                listener(quorate)
+            except Exception:
+                self.log.exception("quorum listener %r failed", listener)
 
     # -- IPC router -----------------------------------------------------------
 

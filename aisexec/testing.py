@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aisexec.plugins import LoadedService, PluginOrigin
 from aisexec.service import EngineHost, ServiceEngine
@@ -111,8 +112,11 @@ class _Host:
 class ServiceCluster:
     """Several virtual nodes, each with fresh engines from ``factories``, on one agreed-order bus."""
 
-    def __init__(self, factories: list[Callable[[], ServiceEngine]], nodes: list[int] | None = None) -> None:
+    def __init__(self, factories: list[Callable[[], ServiceEngine]], nodes: list[int] | None = None,
+                 config: Any = None) -> None:
+        """``config``: the Config every node's engines see as ``api.config``, or ``fn(nodeid) -> Config``."""
         self.factories = factories
+        self.config = config
         self.now = 0.0
         self.queue_limit: int | None = None
         self._queue: list[tuple[int, bytes]] = []
@@ -136,7 +140,8 @@ class ServiceCluster:
             engine = factory()
             services.append(LoadedService(engine, EngineHost(engine), PluginOrigin("test", "0", engine.name, "")))
         host = _Host(self, nodeid)
-        layer = ServiceLayer(nodeid, services, host)
+        config = self.config(nodeid) if callable(self.config) else self.config
+        layer = ServiceLayer(nodeid, services, host, config=config)
         self._hosts[nodeid] = host
         self._layers[nodeid] = layer
         self._live.add(nodeid)

@@ -17,4 +17,14 @@ DISPATCH_ALL = 2
 #: Run callbacks until the handle is finalized.
 DISPATCH_BLOCKING = 3
 
-__all__ = [*_errors_all, "DISPATCH_ALL", "DISPATCH_BLOCKING", "DISPATCH_ONE"]
+#: SaTimeT "forever" and "unknown" (absolute times are ns since the epoch).
+TIME_END = 0x7FFFFFFFFFFFFFFF
+TIME_UNKNOWN = 0x8000000000000000
+
+#: SaTrackFlagsT (CLM, MSG queue groups, AMF protection groups, quorum).
+TRACK_CURRENT = 0x01
+TRACK_CHANGES = 0x02
+TRACK_CHANGES_ONLY = 0x04
+
+__all__ = [*_errors_all, "DISPATCH_ALL", "DISPATCH_BLOCKING", "DISPATCH_ONE", "TIME_END", "TIME_UNKNOWN",
+           "TRACK_CHANGES", "TRACK_CHANGES_ONLY", "TRACK_CURRENT"]

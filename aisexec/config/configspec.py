@@ -13,7 +13,7 @@ clear_node_high_bit = boolean(default=False)
 cluster_name = string(min=1, max=255, default=None)
 secauth = boolean(default=True)
 keyfile = string(min=1, default=None)
-crypto_cipher = option(none, aes256, aes192, aes128, 3des, default=None)
+crypto_cipher = option(none, chacha20, aes256, aes192, aes128, 3des, default=None)
 crypto_hash = option(none, md5, sha1, sha256, sha384, sha512, default=None)
 threads = integer(min=0, max=16, default=0)
 rrp_mode = option(none, active, passive, default=none)
@@ -40,6 +40,7 @@ rrp_problem_count_threshold = integer(min=1, default=10)
 rrp_token_expired_timeout = integer(min=1, default=None)
 rrp_autorecovery_check_timeout = integer(min=30, default=1000)
 vsftype = option(none, ykd, default=ykd)
+votes = integer(min=1, max=1000, default=None)
 
 [interface]
 ringnumber = integer(min=0, max=1, default=0)
@@ -51,6 +52,7 @@ broadcast = boolean(default=False)
 
 [member]
 memberaddr = ip_address()
+votes = integer(min=1, max=1000, default=1)
 
 [logging]
 to_stderr = boolean(default=True)
@@ -105,6 +107,13 @@ persist_dir = string(min=1, default=None)
 [msg]
 
 [quorum]
+provider = option(votequorum, default=votequorum)
+expected_votes = integer(min=1, max=100000, default=None)
+two_node = boolean(default=False)
+wait_for_all = boolean(default=None)
+last_man_standing = boolean(default=False)
+last_man_standing_window = integer(min=1000, max=3600000, default=10000)
+auto_tie_breaker = boolean(default=False)
 
 [uidgid]
 uid = string(min=1, default=None)

@@ -31,6 +31,8 @@ class Config:
     uidgid: list[dict] = field(default_factory=list)
     #: checked sections of individual services (``ckpt``, ``quorum``, ...), every key with its default
     services: dict[str, dict] = field(default_factory=dict)
+    #: top-level sections the file gave explicitly (``quorum`` in it means quorum is configured)
+    present: frozenset = frozenset()
     source: str = ""
     iface: str = ""
 
@@ -49,6 +51,10 @@ class Config:
             "uidgid": copy.deepcopy(self.uidgid),
             **{name: dict(values) for name, values in self.services.items()},
         }
+
+    def has_section(self, name: str) -> bool:
+        """True when the file gave section ``name`` (not only its defaults)."""
+        return name in self.present
 
     def section(self, name: str) -> dict:
         """The checked values of service section ``name`` (every key with its default; {} if unknown)."""

@@ -56,7 +56,7 @@ SECTIONS: dict[str, SectionRule] = {
     "quorum": SectionRule("", False),
 }
 
-#: Sections whose checked values reach services through ``Config.services[name]`` unchanged.
+#: Sections whose checked values reach services through ``Config.services[name]``.
 SERVICE_SECTIONS = ("ckpt", "lck", "msg", "quorum")
 
 
@@ -313,6 +313,38 @@ def _build_uidgid(root: RawSection) -> list[dict]:
     return out
 
 
+def _build_quorum(root: RawSection, totem: dict, interfaces: list[dict]) -> dict:
+    """The quorum section with votequorum's relations checked; ``expected_votes`` derived when unset."""
+    checked = check_section(_single(root, "quorum"), "quorum")
+    values = dict(checked.values)
+    if not root.section("quorum"):
+        return values
+    members = interfaces[0]["members"] if interfaces else []
+    if values["expected_votes"] is None:
+        if not members:
+            raise checked.error("expected_votes", "is required without a member list (transport udp): "
+                                                  "give the votes of the whole cluster")
+        values["expected_votes"] = sum(int(m.get("votes") or 1) for m in members)
+    if values["two_node"]:
+        if values["expected_votes"] != 2:
+            raise checked.error("two_node", f"two_node needs expected_votes 2, not {values['expected_votes']}")
+        if values["wait_for_all"] is None:
+            values["wait_for_all"] = True  # votequorum(5): two_node enables wait_for_all
+    if values["wait_for_all"] is None:
+        values["wait_for_all"] = False
+    votes = totem.get("votes")
+    if votes is not None and votes > values["expected_votes"]:
+        raise ConfigError(root.file, 0, "totem.votes",
+                          f"this node's {votes} votes exceed quorum.expected_votes {values['expected_votes']}")
+    return values
+
+
+def _build_services(root: RawSection, totem: dict, interfaces: list[dict]) -> dict[str, dict]:
+    out = {name: dict(check_section(_single(root, name), name).values) for name in SERVICE_SECTIONS}
+    out["quorum"] = _build_quorum(root, totem, interfaces)
+    return out
+
+
 def validate_tree(root: RawSection, source: str = "", iface: str = "") -> Config:
     """Check a parser's raw tree against the schema and return the validated Config.
 
@@ -340,7 +372,8 @@ def validate_tree(root: RawSection, source: str = "", iface: str = "") -> Config
         amf=dict(check_section(_single(root, "amf"), "amf").values),
         event=_build_event(root),
         uidgid=_build_uidgid(root),
-        services={name: dict(check_section(_single(root, name), name).values) for name in SERVICE_SECTIONS},
+        services=_build_services(root, totem_values, interfaces),
+        present=frozenset(name for name in SECTIONS if SECTIONS[name].parent == "" and root.section(name)),
         source=source or root.file,
         iface=iface,
     )

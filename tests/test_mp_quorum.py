@@ -1,0 +1,147 @@
+"""Quorum across real executives: partitions made with the fault layer, node loss, the tool's answers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from aisexec.localcluster import LocalCluster
+
+pytestmark = pytest.mark.multiprocess
+
+
+def quorumtool(cluster: LocalCluster, index: int, *args: str) -> tuple[int, dict | None, str]:
+    """Run ``openais-quorumtool --json`` against node ``index``: (exit status, document, stderr)."""
+    out = subprocess.run([sys.executable, "-m", "openais.tools.quorumtool", "--json", *args],
+                         env=cluster.environ(index), capture_output=True, text=True, timeout=20)
+    doc = json.loads(out.stdout) if out.stdout.strip().startswith("{") else None
+    return out.returncode, doc, out.stderr
+
+
+def wait_quorum(cluster: LocalCluster, index: int, quorate: bool, timeout: float = 30.0, **expect) -> dict:
+    """Poll node ``index`` until its quorum is ``quorate`` (and every ``expect`` key matches)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        rc, doc, _err = quorumtool(cluster, index)
+        last = (rc, doc)
+        if doc is not None and doc["quorate"] is quorate and all(doc.get(k) == v for k, v in expect.items()):
+            assert rc == (0 if quorate else 1)
+            return doc
+        time.sleep(0.3)
+    raise AssertionError(f"node {index} never reached quorate={quorate} {expect}: {last}")
+
+
+def faults(cluster: LocalCluster, index: int) -> dict[str, str]:
+    return {"OPENAIS_FAULTS_FILE": str(cluster.nodes[index - 1].root / "faults")}
+
+
+def block(cluster: LocalCluster, index: int, nodes: list[int]) -> None:
+    (cluster.nodes[index - 1].root / "faults").write_text("block=" + "+".join(map(str, nodes)) if nodes else "")
+
+
+def start(cluster: LocalCluster, *indexes: int) -> None:
+    for index in indexes:
+        cluster.start(index, env=faults(cluster, index))
+
+
+def test_without_a_quorum_section_the_tool_says_none_is_configured(tmp_path):
+    with LocalCluster(tmp_path, 1, transport="udpu", secauth=False) as cluster:
+        start(cluster, 1)
+        cluster.wait_members([1], [1], timeout=30)
+        rc, doc, err = quorumtool(cluster, 1)
+        assert rc == 2 and doc is None and "no quorum is configured" in err
+
+
+def test_three_nodes_split_two_plus_one_then_heal(tmp_path):
+    with LocalCluster(tmp_path, 3, transport="udpu", secauth=True, sections={"quorum": {}}) as cluster:
+        start(cluster, 1, 2, 3)
+        cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=30)
+        doc = wait_quorum(cluster, 1, True, total_votes=3)
+        assert doc["expected_votes"] == 3 and doc["quorum"] == 2
+        assert [n["node_id"] for n in doc["nodes"]] == [1, 2, 3]
+        block(cluster, 1, [3])
+        block(cluster, 2, [3])
+        block(cluster, 3, [1, 2])
+        cluster.wait_members([1, 2], [1, 2], timeout=30)
+        cluster.wait_members([3], [3], timeout=30)
+        assert wait_quorum(cluster, 1, True, total_votes=2)["quorum"] == 2
+        wait_quorum(cluster, 2, True, total_votes=2)
+        lone = wait_quorum(cluster, 3, False, total_votes=1)
+        assert "Quorate" not in lone["flags"]
+        assert "non-primary component" in cluster.log(3)
+        for index in (1, 2, 3):
+            block(cluster, index, [])
+        cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=30)
+        for index in (1, 2, 3):
+            wait_quorum(cluster, index, True, total_votes=3)
+
+
+@pytest.mark.parametrize("tie_breaker", [False, True])
+def test_four_nodes_split_two_plus_two(tmp_path, tie_breaker):
+    quorum = {"auto_tie_breaker": "on"} if tie_breaker else {}
+    with LocalCluster(tmp_path, 4, transport="udpu", secauth=False, sections={"quorum": quorum}) as cluster:
+        start(cluster, 1, 2, 3, 4)
+        cluster.wait_members([1, 2, 3, 4], [1, 2, 3, 4], timeout=40)
+        wait_quorum(cluster, 1, True, total_votes=4)
+        for index, blocked in ((1, [3, 4]), (2, [3, 4]), (3, [1, 2]), (4, [1, 2])):
+            block(cluster, index, blocked)
+        cluster.wait_members([1, 2], [1, 2], timeout=30)
+        cluster.wait_members([3, 4], [3, 4], timeout=30)
+        wait_quorum(cluster, 1, tie_breaker, total_votes=2)
+        wait_quorum(cluster, 2, tie_breaker, total_votes=2)
+        wait_quorum(cluster, 3, False, total_votes=2)
+        wait_quorum(cluster, 4, False, total_votes=2)
+
+
+def test_two_node_waits_for_all_at_first_start_then_survives_its_peer(tmp_path):
+    sections = {"quorum": {"two_node": 1}}
+    with LocalCluster(tmp_path, 2, transport="udpu", secauth=False, sections=sections) as cluster:
+        start(cluster, 1)
+        cluster.wait_members([1], [1], timeout=30)
+        doc = wait_quorum(cluster, 1, False, total_votes=1)
+        assert {"TwoNode", "WaitForAll"} <= set(doc["flags"])
+        start(cluster, 2)
+        cluster.wait_members([1, 2], [1, 2], timeout=30)
+        wait_quorum(cluster, 1, True, total_votes=2)
+        cluster.kill(2)
+        cluster.wait_members([1], [1], timeout=30)
+        assert wait_quorum(cluster, 1, True, total_votes=1)["quorum"] == 1
+
+
+def test_last_man_standing_shrinks_a_five_node_cluster_one_node_at_a_time(tmp_path):
+    sections = {"quorum": {"last_man_standing": 1, "last_man_standing_window": 1000}}
+    with LocalCluster(tmp_path, 5, transport="udpu", secauth=False, token=500,
+                      sections=sections) as cluster:
+        start(cluster, 1, 2, 3, 4, 5)
+        alive = [1, 2, 3, 4, 5]
+        cluster.wait_members(alive, alive, timeout=40)
+        wait_quorum(cluster, 1, True, expected_votes=5)
+        for victim in (5, 4, 3):
+            cluster.kill(victim)
+            alive.remove(victim)
+            cluster.wait_members(alive, alive, timeout=30)
+            doc = wait_quorum(cluster, 1, True, expected_votes=max(len(alive), 2), total_votes=len(alive))
+            assert "LastManStanding" in doc["flags"]
+        assert "last_man_standing: expected votes 3 -> 2" in cluster.log(1)
+
+
+def test_set_expected_is_refused_below_the_votes_present_and_regains_quorum(tmp_path):
+    with LocalCluster(tmp_path, 2, transport="udpu", secauth=False,
+                      sections={"quorum": {"expected_votes": 3}}) as cluster:
+        start(cluster, 1, 2)
+        cluster.wait_members([1, 2], [1, 2], timeout=30)
+        wait_quorum(cluster, 1, True, total_votes=2)
+        rc, _doc, err = quorumtool(cluster, 1, "-e", "1")  # two votes are present: refused by the executive
+        assert rc == 2 and "INVALID_PARAM" in err, err
+        cluster.kill(2)
+        cluster.wait_members([1], [1], timeout=30)
+        wait_quorum(cluster, 1, False, total_votes=1)
+        rc, _doc, err = quorumtool(cluster, 1, "-e", "0")  # refused by the library
+        assert rc == 2 and "expected votes must be" in err, err
+        rc, doc, _err = quorumtool(cluster, 1, "-s", "-e", "1")
+        assert rc == 0 and doc["quorate"] and doc["expected_votes"] == 1
