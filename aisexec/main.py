@@ -247,6 +247,16 @@ class Daemon:
 
     def _wait_ready(self) -> None:
         self.executive.ready_event.wait()
+        layer = self.executive.layer
+        config = self.executive.config
+        if (layer.quorum_configured() and config.section("quorum").get("wait_for_all")
+                and not layer.quorate()):
+            import gevent.event
+
+            quorate = gevent.event.Event()
+            layer.on_quorum_change(lambda q: quorate.set() if q else None)
+            notify.status("waiting for quorum (wait_for_all)")
+            quorate.wait()
         notify.ready(f"ready; node {getattr(self.executive, 'nodeid', '?')} providing service")
 
     def _install_signals(self) -> None:

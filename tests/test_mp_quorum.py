@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -98,16 +100,54 @@ def test_four_nodes_split_two_plus_two(tmp_path, tie_breaker):
         wait_quorum(cluster, 4, False, total_votes=2)
 
 
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _notifications(sock: socket.socket) -> list[str]:
+    seen = []
+    while True:
+        try:
+            seen.append(sock.recv(4096).decode())
+        except (BlockingIOError, TimeoutError):
+            return seen
+
+
 def test_two_node_waits_for_all_at_first_start_then_survives_its_peer(tmp_path):
-    sections = {"quorum": {"two_node": 1}}
-    with LocalCluster(tmp_path, 2, transport="udpu", secauth=False, sections=sections) as cluster:
-        start(cluster, 1)
+    port = _free_tcp_port()
+    sections = {"quorum": {"two_node": 1}, "aisexec": {"metrics_port": port}}
+    notify_path = str(tmp_path / "notify")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(0.2)
+    with notify, LocalCluster(tmp_path / "c", 2, transport="udpu", secauth=False, sections=sections) as cluster:
+        second = cluster.nodes[1].config_file  # the metrics port is node 1's alone
+        second.write_text(second.read_text().replace(f"aisexec {{\n\tmetrics_port: {port}\n}}", ""))
+        cluster.start(1, env={**faults(cluster, 1), "NOTIFY_SOCKET": notify_path})
         cluster.wait_members([1], [1], timeout=30)
         doc = wait_quorum(cluster, 1, False, total_votes=1)
         assert {"TwoNode", "WaitForAll"} <= set(doc["flags"])
+        cfgtool = subprocess.run([sys.executable, "-m", "openais.tools.cfgtool", "-s", "--json"],
+                                 env=cluster.environ(1), capture_output=True, text=True, timeout=20)
+        assert json.loads(cfgtool.stdout)["quorum"] == {"quorate": False, "expected_votes": 2, "total_votes": 1,
+                                                        "quorum": 1}
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert "openais_quorum_quorate 0" in metrics and "openais_quorum_expected_votes 2" in metrics
+        early = "".join(_notifications(notify))
+        assert "STATUS=waiting for quorum" in early and "READY=1" not in early
         start(cluster, 2)
         cluster.wait_members([1, 2], [1, 2], timeout=30)
         wait_quorum(cluster, 1, True, total_votes=2)
+        deadline = time.monotonic() + 10
+        late = ""
+        while "READY=1" not in late and time.monotonic() < deadline:
+            late += "".join(_notifications(notify))
+        assert "READY=1" in late
+        plain = subprocess.run([sys.executable, "-m", "openais.tools.cfgtool", "-s"], env=cluster.environ(1),
+                               capture_output=True, text=True, timeout=20).stdout
+        assert "Quorum: quorate (2 of 2 votes, quorum 1)" in plain
         cluster.kill(2)
         cluster.wait_members([1], [1], timeout=30)
         assert wait_quorum(cluster, 1, True, total_votes=1)["quorum"] == 1

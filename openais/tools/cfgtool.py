@@ -15,7 +15,10 @@ Options (one at a time; ``-s`` when none is given), each with ``--json``:
 removed or retyped)::
 
     -s       {"version": 1, "nodeid": 1, "faulty": false, "state": "OPERATIONAL", "synced": true,
-              "rings": [{"ringnumber": 0, "ring_id": "1.8", "address": "127.0.0.1", "status": "active"}]}
+              "rings": [{"ringnumber": 0, "ring_id": "1.8", "address": "127.0.0.1", "status": "active"}],
+              "quorum": {"quorate": true, "expected_votes": 3, "total_votes": 3, "quorum": 2}}
+
+             (``quorum`` only with a ``quorum { }`` section.)
     -m       {"version": 1, "ring_id": "1.8", "members": [{"nodeid": 1, "address": "127.0.0.1"}]}
     --ping   {"version": 1, "alive": true, "nodeid": 1}
     --ready  {"version": 1, "ready": true, "nodeid": 1}
@@ -46,8 +49,8 @@ PROG = "openais-cfgtool"
 
 
 def status_doc(status: cfg.RingStatus) -> dict:
-    """The ``-s --json`` document."""
-    return {
+    """The ``-s --json`` document (``quorum`` only when a ``quorum { }`` section is configured)."""
+    doc = {
         "version": SCHEMA_VERSION,
         "nodeid": status.nodeid,
         "faulty": status.faulty,
@@ -56,6 +59,10 @@ def status_doc(status: cfg.RingStatus) -> dict:
         "rings": [{"ringnumber": r.ringnumber, "ring_id": r.ring_id, "address": r.address, "status": r.status}
                   for r in status.rings],
     }
+    quorum = status.stats.get("quorum")
+    if isinstance(quorum, dict) and quorum:
+        doc["quorum"] = {key: quorum.get(key) for key in ("quorate", "expected_votes", "total_votes", "quorum")}
+    return doc
 
 
 def members_doc(membership: cfg.Membership) -> dict:
@@ -78,6 +85,11 @@ def write_status(doc: dict, out: TextIO) -> None:
         out.write(f"\tid\t= {ring['address']}\n")
         out.write(f"\tring\t= {ring['ring_id']}\n")
         out.write(f"\tstatus\t= {text}\n")
+    quorum = doc.get("quorum")
+    if quorum:
+        state = "quorate" if quorum["quorate"] else "NOT quorate"
+        out.write(f"Quorum: {state} ({quorum['total_votes']} of {quorum['expected_votes']} votes, "
+                  f"quorum {quorum['quorum']})\n")
 
 
 def write_members(doc: dict, out: TextIO) -> None:
