@@ -46,6 +46,8 @@ class Executive:
         self.log = logger or log
         self.nodeid = resolve_nodeid(config)
         self.ready_event = gevent.event.Event()
+        #: ``fn(change)`` for every configuration change (the daemon tells systemd)
+        self.membership_listeners: list[Callable[[ConfigChange], None]] = []
         self.stopped_event = gevent.event.Event()
         self.stop_requested = gevent.event.Event()
         self.link: TotemLink | None = None
@@ -105,6 +107,10 @@ class Executive:
         """Ring-0 address of ``nodeid`` as the transport knows it."""
         return None if self.link is None else self.link.node_address(nodeid)
 
+    def ring_operational(self) -> bool:
+        """True while the Totem core is OPERATIONAL (not gathering, committing or recovering)."""
+        return self.link is not None and self.link.core.state.name == "OPERATIONAL"
+
     def ring_status(self) -> dict:
         """Ring state for tools."""
         status = {} if self.link is None else self.link.status()
@@ -128,6 +134,8 @@ class Executive:
 
     def _config_change(self, change: ConfigChange) -> None:
         self.layer.config_change(change)
+        for listener in list(self.membership_listeners):
+            listener(change)
 
     def _synced(self, ring_id: RingId) -> None:
         if not self.ready_event.is_set():

@@ -198,6 +198,7 @@ class Daemon:
 
             self.executive = Executive(self.prepared.config, env, self.services, authkey=self.prepared.authkey,
                                        logger=log)
+            self.executive.membership_listeners.append(self._membership_status)
             self.executive.start()
             self._start_metrics()
         except StartupError:
@@ -244,6 +245,12 @@ class Daemon:
             gevent.sleep(interval)
             if feed:
                 notify.watchdog()
+
+    def _membership_status(self, change: Any) -> None:
+        """Tell systemd about every regular configuration (``STATUS=``)."""
+        if change.kind.name == "REGULAR":
+            members = ",".join(str(m) for m in change.members)
+            notify.status(f"ring {change.ring_id}: {len(change.members)} member(s) [{members}]; synchronising")
 
     def _wait_ready(self) -> None:
         self.executive.ready_event.wait()

@@ -178,8 +178,15 @@ class ServiceLayer:
         return self._ring_id
 
     def ready(self) -> bool:
-        """In a ring and the last sync round completed."""
-        return self._synced and bool(self._members)
+        """In an operational ring and the sync round of its configuration completed.
+
+        False from the moment the ring leaves OPERATIONAL (token lost, a join
+        seen) until the next configuration's sync completes.
+        """
+        if not (self._synced and self._members):
+            return False
+        operational = getattr(self._host, "ring_operational", None)
+        return True if operational is None else bool(operational())
 
     def node_address(self, nodeid: int) -> str | None:
         """Ring-0 address of ``nodeid``, if known."""
