@@ -7,6 +7,9 @@ view of the ring once a second, and reads commands from standard input:
     r N     restart node N
     q       stop everything and exit (Ctrl-C does the same)
 
+``openais-demo failover`` runs the stateful failover demo instead
+(:mod:`examples.counter.demo`).
+
 Everything lives in a temporary directory (or ``--dir``) and every process
 the demo started is stopped when it exits.
 """
@@ -66,7 +69,12 @@ def _command(cluster: LocalCluster, line: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the demo until 'q', end of input or Ctrl-C."""
+    """Run the demo until 'q', end of input or Ctrl-C (``openais-demo failover``: the failover demo)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["failover"]:
+        from examples.counter.demo import main as failover_main
+
+        return failover_main(argv[1:])
     parser = argparse.ArgumentParser(prog="openais-demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", "--nodes", type=int, default=3, help="number of executives (1..9, default 3)")
