@@ -136,8 +136,33 @@ def _kill_components(pid_dir: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def _rss_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def rss_of(cluster: LocalCluster, pid_dir: Path) -> dict[str, int]:
+    """RSS (KiB) of every executive and server process alive now."""
+    out = {}
+    for index, proc in cluster.procs.items():
+        rss = _rss_kb(proc.pid)
+        if rss is not None:
+            out[f"aisexec-{index}"] = rss
+    for nodeid in range(1, NODES + 1):
+        pid = _pid_of(pid_dir, nodeid)
+        rss = _rss_kb(pid) if pid else None
+        if rss is not None:
+            out[f"server-{nodeid}"] = rss
+    return out
+
+
 def run(rounds: int | None, interval: float, root: Path, as_json: bool, out=sys.stdout) -> dict:
-    """Run the demo; return the summary document."""
+    """Run the demo; return the summary document (``kills``: the kind and interruption of each kill)."""
     port = _free_tcp_port()
     pid_dir = root / "pids"
     pid_dir.mkdir(parents=True, exist_ok=True)
@@ -146,6 +171,8 @@ def run(rounds: int | None, interval: float, root: Path, as_json: bool, out=sys.
     conf.write_text(amf_conf(list(enumerate(addresses, start=1)), port, pid_dir=str(pid_dir)))
     record = Record()
     kills: list[float] = []
+    kinds: list[str] = []
+    rss: dict[str, int] = {}
     say = (lambda *a: None) if as_json else (lambda text: print(text, file=out, flush=True))
     with contextlib.ExitStack() as stack:
         cluster = stack.enter_context(LocalCluster(root / "cluster", NODES, transport="udpu", secauth=True,
@@ -185,12 +212,15 @@ def run(rounds: int | None, interval: float, root: Path, as_json: bool, out=sys.
                     pid = _pid_of(pid_dir, active)
                     what = f"the server process (pid {pid}) on node {active}"
                     kills.append(time.monotonic())
+                    kinds.append("component")
                     if pid is not None:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(pid, signal.SIGKILL)
                 else:
                     what = f"the executive of node {active}"
+                    rss = rss_of(cluster, pid_dir) or rss
                     kills.append(time.monotonic())
+                    kinds.append("node")
                     cluster.kill(active)
                     restart_at[active] = time.monotonic() + interval / 2
                 done += 1
@@ -200,6 +230,7 @@ def run(rounds: int | None, interval: float, root: Path, as_json: bool, out=sys.
                 gap = interruptions(record, kills)[-1] if record.answers else 0.0
                 say(f"round {done}: killed {what}; node {record.active_node()} took over; "
                     f"client waited {gap * 1000:.0f} ms; served {record.served} ({record.served - served} this round)")
+        rss = rss_of(cluster, pid_dir) or rss
         loop.stop.set()
         loop.join(30)
     gaps = interruptions(record, kills)
@@ -211,6 +242,12 @@ def run(rounds: int | None, interval: float, root: Path, as_json: bool, out=sys.
         "median_interruption_ms": round(statistics.median(gaps) * 1000, 1) if gaps else None,
         "max_interruption_ms": round(max(gaps) * 1000, 1) if gaps else None,
         "errors": record.errors,
+        "kills": [{"kind": kind, "interruption_ms": round(gap * 1000, 1)} for kind, gap in zip(kinds, gaps,
+                                                                                              strict=False)],
+        "rss_kb": rss,
+        "timeline": [(round(t - record.answers[0][0], 4), n) for t, _v, n in record.answers[::50]]
+        if record.answers else [],
+        "kill_times": [round(t - record.answers[0][0], 3) for t in kills] if record.answers else [],
     }
     return summary
 
@@ -229,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         summary = run(args.rounds, args.interval, root, args.json)
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps({k: v for k, v in summary.items() if k not in ("timeline", "kill_times")}))
     else:
         ok = summary["state_lost"] == 0 and summary["answered_twice"] == 0
         print(f"\n{summary['rounds']} failovers, {summary['served']} requests served; "
