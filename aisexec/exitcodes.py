@@ -10,6 +10,7 @@ code   name              meaning
 10     LOGGING           a log file or syslog could not be opened
 11     DAEMONIZE         fork/setsid or the pid file failed
 18     ALREADY_RUNNING   another executive holds the state directory's lock
+19     RESOURCE_BUSY     a port or socket is in use right now (a restart may succeed)
 20     SERVICE_INIT      a service engine failed in exec_init or start-up
 21     PLUGIN            a plugin (config interface or service) failed to load
 22     SETUID            run setuid/setgid: refused
@@ -32,6 +33,7 @@ class ExitCode(enum.IntEnum):
     LOGGING = 10
     DAEMONIZE = 11
     ALREADY_RUNNING = 18
+    RESOURCE_BUSY = 19
     SERVICE_INIT = 20
     PLUGIN = 21
     SETUID = 22

@@ -147,7 +147,23 @@ def prepare(args: argparse.Namespace) -> Prepared:
         env = dataclasses.replace(env, main_config_file=args.config)
     config = load_checked_config(env)
     authkey = load_key_if_needed(config, env)
+    check_service_configs(config, env)
     return Prepared(args, env, config, authkey)
+
+
+def check_service_configs(config: Any, env: Environment) -> None:
+    """Run every service's ``config_check`` hook (its own files, e.g. amf.conf); StartupError on a problem."""
+    from aisexec.config.errors import ConfigError
+
+    try:
+        services = plugins.load_services(blocked_services())
+    except plugins.PluginError as exc:
+        raise StartupError(ExitCode.PLUGIN, str(exc)) from None
+    for service in services:
+        try:
+            service.host.hook.config_check(config=config, env=env)
+        except ConfigError as exc:
+            raise StartupError(ExitCode.CONFIG, str(exc)) from None
 
 
 @dataclass(slots=True)
@@ -183,10 +199,14 @@ class Daemon:
                 lockfile.write_pidfile(self.pidfile)
             except OSError as exc:
                 raise StartupError(ExitCode.DAEMONIZE, f"cannot write pid file {self.pidfile}: {exc}") from None
-        try:
-            self.services = plugins.load_services(blocked_services())
-        except plugins.PluginError as exc:
-            raise StartupError(ExitCode.PLUGIN, str(exc)) from None
+        from aisexec import preflight
+
+        findings, self.services = preflight.check_services(self.prepared.config, env, blocked_services())
+        findings = preflight.run_all(self.prepared.config, env, services=False) + findings
+        if findings:
+            for extra in findings[1:]:
+                log.error("%s", extra)
+            raise StartupError(preflight.exit_code(findings), str(findings[0]))
         log.log(logsys.NOTICE, "openais-py aisexec %s starting; config interface %s from %s; services: %s",
                 __version__, describe_iface(env.config_iface), env.main_config_file,
                 ", ".join(describe_service(s) for s in self.services) or "none")
@@ -198,7 +218,9 @@ class Daemon:
 
             self.executive = Executive(self.prepared.config, env, self.services, authkey=self.prepared.authkey,
                                        logger=log)
-            self.executive.membership_listeners.append(self._membership_status)
+            listeners = getattr(self.executive, "membership_listeners", None)
+            if listeners is not None:
+                listeners.append(self._membership_status)
             self.executive.start()
             self._start_metrics()
         except StartupError:
@@ -254,9 +276,9 @@ class Daemon:
 
     def _wait_ready(self) -> None:
         self.executive.ready_event.wait()
-        layer = self.executive.layer
-        config = self.executive.config
-        if (layer.quorum_configured() and config.section("quorum").get("wait_for_all")
+        layer = getattr(self.executive, "layer", None)
+        config = self.prepared.config
+        if (layer is not None and layer.quorum_configured() and config.section("quorum").get("wait_for_all")
                 and not layer.quorate()):
             import gevent.event
 
@@ -315,8 +337,13 @@ class Daemon:
             self.metrics = MetricsServer(str(settings["metrics_address"]), int(settings["metrics_port"]),
                                          self.executive.layer.ring_status)
             self.metrics.start()
-        except (MetricsAddressError, OSError) as exc:
+        except MetricsAddressError as exc:
             raise StartupError(ExitCode.CONFIG, f"metrics endpoint: {exc}") from None
+        except OSError as exc:
+            import errno
+
+            code = ExitCode.RESOURCE_BUSY if exc.errno == errno.EADDRINUSE else ExitCode.CONFIG
+            raise StartupError(code, f"metrics endpoint: {exc}") from None
         log.info("metrics on %s", self.metrics.url)
 
     def shutdown(self) -> None:
@@ -371,6 +398,19 @@ def _fail(exc: StartupError) -> int:
     return exc.code
 
 
+def _test_config(prepared: Prepared) -> int:
+    """``-t``: every check the start runs that needs no network traffic; one line per finding."""
+    from aisexec import preflight
+
+    findings = preflight.run_all(prepared.config, prepared.env, blocked_services())
+    for finding in findings:
+        sys.stderr.write(f"{PROG}: {'error' if finding.kind != preflight.BUSY else 'busy'}: {finding}\n")
+    code = preflight.exit_code(findings)
+    if code == ExitCode.OK:
+        print(f"Configuration OK: {prepared.env.main_config_file} (iface {prepared.env.config_iface})")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``aisexec`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     args = build_parser().parse_args(argv)
@@ -384,8 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         return _fail(exc)
     if args.test_config:
-        print(f"Configuration OK: {prepared.env.main_config_file} (iface {prepared.env.config_iface})")
-        return ExitCode.OK
+        return _test_config(prepared)
     try:
         logsys.configure_logging(prepared.config.logging, prepared.config.logger_subsys,
                                  foreground=args.foreground, force_debug=args.debug)
