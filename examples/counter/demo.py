@@ -129,11 +129,15 @@ def _pid_of(pid_dir: Path, nodeid: int) -> int | None:
 
 
 def _kill_components(pid_dir: Path) -> None:
-    for nodeid in range(1, NODES + 1):
-        pid = _pid_of(pid_dir, nodeid)
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+    """SIGKILL every server still alive (their executives are gone; a late starter writes its pid too)."""
+    for attempt in range(3):
+        for nodeid in range(1, NODES + 1):
+            pid = _pid_of(pid_dir, nodeid)
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        if attempt < 2:
+            time.sleep(0.3)
 
 
 def _rss_kb(pid: int) -> int | None:
@@ -175,10 +179,10 @@ def run(rounds: int | None, interval: float, root: Path, as_json: bool, out=sys.
     rss: dict[str, int] = {}
     say = (lambda *a: None) if as_json else (lambda text: print(text, file=out, flush=True))
     with contextlib.ExitStack() as stack:
+        stack.callback(_kill_components, pid_dir)  # last: after the executives, so AMF restarts nothing
         cluster = stack.enter_context(LocalCluster(root / "cluster", NODES, transport="udpu", secauth=True,
                                                    env={"OPENAIS_AMF_CONFIG_FILE": str(conf)},
                                                    sections={"amf": {"mode": "enabled"}}))
-        stack.callback(_kill_components, pid_dir)
         cluster.start_all()
         everyone = list(range(1, NODES + 1))
         cluster.wait_members(everyone, everyone, timeout=60)
@@ -194,6 +198,7 @@ def run(rounds: int | None, interval: float, root: Path, as_json: bool, out=sys.
             raise RuntimeError(f"the counter service never answered: {record.errors}")
         say(f"node {record.active_node()} is active; client running")
         done = 0
+        served = record.served
         restart_at: dict[int, float] = {}
         with contextlib.suppress(KeyboardInterrupt):
             while rounds is None or done < rounds:
@@ -207,7 +212,6 @@ def run(rounds: int | None, interval: float, root: Path, as_json: bool, out=sys.
                 active = record.active_node()
                 if active is None or not loop.is_alive():
                     break
-                served = record.served
                 if done % 2 == 0:
                     pid = _pid_of(pid_dir, active)
                     what = f"the server process (pid {pid}) on node {active}"
@@ -230,6 +234,7 @@ def run(rounds: int | None, interval: float, root: Path, as_json: bool, out=sys.
                 gap = interruptions(record, kills)[-1] if record.answers else 0.0
                 say(f"round {done}: killed {what}; node {record.active_node()} took over; "
                     f"client waited {gap * 1000:.0f} ms; served {record.served} ({record.served - served} this round)")
+                served = record.served
         rss = rss_of(cluster, pid_dir) or rss
         loop.stop.set()
         loop.join(30)
