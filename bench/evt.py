@@ -1,0 +1,308 @@
+"""EVT benchmark: publish throughput and publish-to-deliver latency, with CPG measured in the same run.
+
+    python bench/evt.py                  # 3 nodes, 1 and 2 remote subscribers, 64 B .. 64 KiB, 3 s per size
+    python bench/evt.py --quick          # 1 s per size
+    python bench/evt.py --procs 1 --publishers 1   # one publishing thread only
+
+Prints JSON lines.  ``test`` is ``throughput`` (``events_per_s``, ``mb_per_s``,
+and ``cpg_msgs_per_s``/``ratio_vs_cpg`` for CPG ``mcast`` at the same size and
+receiver count), ``latency`` (``median_us``/``p99_us`` from ``publish`` to the
+publisher's own delivery, ``remote_median_us``/``remote_p99_us`` from
+``publish`` to the delivery on node 2, with CPG's mcast-to-own-delivery beside
+them) and
+``rss`` (node 1's executive, idle and after the load).  Executives run as real
+processes on 127.0.0.1..3 (udpu, crypto off), clients through the openais
+library.  ``publish`` returns only once the local node has handled the event
+(the contract), so one publishing thread is bound by one ring rotation per
+event; ``--procs P --publishers N`` runs P publishing processes on node 1 of
+N threads each, every thread with its own handle (``concurrency`` = P x N in
+the rows), and every size is also measured with one single publishing thread
+(``single_events_per_s``).  Subscribers count what they receive, and
+lost-event notices, so a row also says whether the subscribers kept up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import select
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from aisexec.localcluster import LocalCluster  # noqa: E402
+
+SIZES = (64, 1024, 16 * 1024, 64 * 1024)
+CHANNEL = "bench"
+CPG_CLIENT = str(HERE / "cpg_client.py")
+
+
+# -- clients (run as ``bench/evt.py --client MODE ...`` against one node) ----------------------------------
+
+
+def client_publish(size: int, seconds: float, publishers: int) -> dict:
+    """``publishers`` threads publish events of ``size`` bytes for ``seconds``; count what returned."""
+    import openais
+    from openais import evt
+
+    counts = [0] * publishers
+    start = threading.Barrier(publishers + 1)
+    stop = [0.0]
+
+    def run(index: int) -> None:
+        with evt.initialize() as h:
+            ch = h.channel_open(CHANNEL, evt.CHANNEL_CREATE | evt.CHANNEL_PUBLISHER, timeout=30)
+            e = ch.event_allocate()
+            e.attributes_set([b"bench", b"x"], evt.LOWEST_PRIORITY, 0.0, "bench")
+            payload = b"x" * size
+            start.wait()
+            while time.monotonic() < stop[0]:
+                try:
+                    e.publish(payload)
+                    counts[index] += 1
+                except openais.TryAgain:
+                    time.sleep(0.0005)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(publishers)]
+    for t in threads:
+        t.start()
+    stop[0] = time.monotonic() + 3600
+    start.wait()
+    first = time.monotonic()
+    stop[0] = first + seconds
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - first
+    total = sum(counts)
+    return {"events": total, "seconds": elapsed, "events_per_s": total / elapsed,
+            "mb_per_s": total * size / elapsed / 1e6}
+
+
+def client_latency(size: int, count: int) -> dict:
+    """One event at a time: from ``publish`` to the publisher's own delivery of it."""
+    import openais
+    from openais import evt
+
+    got = [0]
+
+    def deliver(sid: int, event: evt.Event, n: int) -> None:
+        got[0] += 1
+        event.free()
+
+    samples = []
+    with evt.initialize(event_deliver=deliver) as h:
+        ch = h.channel_open(CHANNEL, evt.CHANNEL_CREATE | evt.CHANNEL_PUBLISHER | evt.CHANNEL_SUBSCRIBER, timeout=30)
+        ch.event_subscribe([evt.EventFilter(evt.EXACT_FILTER, b"latency")], 1)
+        e = ch.event_allocate()
+        e.attributes_set([b"latency"], evt.HIGHEST_PRIORITY, 0.0, "bench")
+        for _ in range(count):
+            want = got[0] + 1
+            t0 = time.perf_counter()
+            payload = time.monotonic_ns().to_bytes(8, "big").ljust(size, b"l")  # remote subscribers time it
+            while True:
+                try:
+                    e.publish(payload)
+                    break
+                except openais.TryAgain:
+                    time.sleep(0.0005)
+            while got[0] < want:
+                select.select([h], [], [], 1.0)
+                h.dispatch(openais.DISPATCH_ALL)
+            samples.append((time.perf_counter() - t0) * 1e6)
+    samples.sort()
+    return {"median_us": statistics.median(samples), "p99_us": samples[int(len(samples) * 0.99) - 1]}
+
+
+def client_subscribe() -> dict:
+    """Subscribe to everything on the channel; count deliveries and lost-event notices until stdin closes."""
+    import openais
+    from openais import evt
+
+    counts = {"received": 0, "lost": 0}
+    latencies: list[float] = []
+
+    def deliver(sid: int, event: evt.Event, n: int) -> None:
+        if sid == 2:  # a latency probe: its data starts with the publisher's monotonic clock (system-wide)
+            latencies.append((time.monotonic_ns() - int.from_bytes(event.data_get()[:8], "big")) / 1e3)
+        elif event.attributes_get().event_id == evt.EVENTID_LOST:
+            counts["lost"] += 1
+        else:
+            counts["received"] += 1
+        event.free()
+
+    with evt.initialize(event_deliver=deliver) as h:
+        ch = h.channel_open(CHANNEL, evt.CHANNEL_CREATE | evt.CHANNEL_SUBSCRIBER, timeout=30)
+        ch.event_subscribe([evt.EventFilter(evt.PREFIX_FILTER, b"bench")], 1)
+        ch.event_subscribe([evt.EventFilter(evt.EXACT_FILTER, b"latency")], 2)
+        print(json.dumps({"subscribed": True}), flush=True)
+        while True:
+            readable, _, _ = select.select([h, sys.stdin], [], [], 1.0)
+            if h in readable:
+                h.dispatch(openais.DISPATCH_ALL)
+            if sys.stdin in readable:
+                line = sys.stdin.readline()
+                if not line:
+                    break
+                report = dict(counts)
+                if latencies:
+                    ordered = sorted(latencies)
+                    report["latency_median_us"] = statistics.median(ordered)
+                    report["latency_p99_us"] = ordered[max(0, int(len(ordered) * 0.99) - 1)]
+                print(json.dumps(report), flush=True)  # "report" on demand
+    return counts
+
+
+# -- orchestration ---------------------------------------------------------------------------------------
+
+
+def _run(cluster: LocalCluster, index: int, args: list[str], timeout: float = 300) -> dict:
+    out = subprocess.run([sys.executable, *args], env=cluster.environ(index), capture_output=True, text=True,
+                         timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{args} failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _spawn(cluster: LocalCluster, index: int, args: list[str], ready: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, *args], env=cluster.environ(index), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # type: ignore[union-attr]
+    if ready not in line:
+        raise RuntimeError(f"{args} on node {index} did not start: {line!r}")
+    return proc
+
+
+def _report(proc: subprocess.Popen) -> dict:
+    proc.stdin.write("report\n")  # type: ignore[union-attr]
+    proc.stdin.flush()  # type: ignore[union-attr]
+    return json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _wait_quiet(subs: list[subprocess.Popen], expected: int, timeout: float = 60.0) -> list[dict]:
+    """Wait until every subscriber received ``expected`` more events (or lost some, or time runs out)."""
+    deadline = time.monotonic() + timeout
+    reports = [_report(p) for p in subs]
+    while time.monotonic() < deadline and any(r["received"] + r["lost"] < expected for r in reports):
+        time.sleep(0.2)
+        reports = [_report(p) for p in subs]
+    return reports
+
+
+def _publish(cluster: LocalCluster, me: str, size: int, seconds: float, procs: int, publishers: int) -> dict:
+    """``procs`` publishing processes of ``publishers`` threads on node 1, side by side; their sum."""
+    args = [sys.executable, me, "--client", "publish", str(size), str(seconds), str(publishers)]
+    running = [subprocess.Popen(args, env=cluster.environ(1), stdout=subprocess.PIPE, text=True)
+               for _ in range(procs)]
+    results = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in running]
+    events = sum(r["events"] for r in results)
+    rate = sum(r["events_per_s"] for r in results)
+    return {"events": events, "events_per_s": rate, "mb_per_s": rate * size / 1e6}
+
+
+def run(seconds: float, procs: int, publishers: int, sizes: tuple[int, ...]) -> list[dict]:
+    """Both receiver counts on one 3-node cluster; EVT and CPG alternate per size."""
+    me = str(Path(__file__).resolve())
+    rows = []
+    base = {"impl": "openais-py", "service": "evt", "nodes": 3, "transport": "udpu", "crypto": "none",
+            "concurrency": procs * publishers}
+    with tempfile.TemporaryDirectory(prefix="evtbench-") as tmp, \
+            LocalCluster(Path(tmp), 3, transport="udpu", secauth=False) as cluster:
+        cluster.start_all()
+        cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=60)
+        pid1 = cluster.procs[1].pid
+        rows.append({**base, "test": "rss", "phase": "idle", "rss_kb": _rss_kb(pid1)})
+        peak = 0
+        for receivers in (1, 2):
+            subs = [_spawn(cluster, i, [me, "--client", "subscribe"], "subscribed") for i in range(2, 2 + receivers)]
+            cpg_recv = [_spawn(cluster, i, [CPG_CLIENT, "receive"], "joined") for i in range(2, 2 + receivers)]
+            try:
+                for size in sizes:
+                    before = [_report(p) for p in subs]
+                    result = _publish(cluster, me, size, seconds, procs, publishers)
+                    after = _wait_quiet(subs, result["events"] + min(b["received"] for b in before))
+                    peak = max(peak, _rss_kb(pid1))
+                    single = _run(cluster, 1, [me, "--client", "publish", str(size), str(seconds), "1"])
+                    _wait_quiet(subs, 0)
+                    cpg = _run(cluster, 1, [CPG_CLIENT, "send", str(size), str(seconds), str(1 + receivers)])
+                    rows.append({**base, "test": "throughput", "receivers": receivers, "size": size,
+                                 "seconds": seconds, "events": result["events"],
+                                 "events_per_s": round(result["events_per_s"]),
+                                 "mb_per_s": round(result["mb_per_s"], 2),
+                                 "single_events_per_s": round(single["events_per_s"]),
+                                 "cpg_msgs_per_s": round(cpg["msgs_per_s"]),
+                                 "cpg_mb_per_s": round(cpg["mb_per_s"], 2),
+                                 "ratio_vs_cpg": round(result["events_per_s"] / max(cpg["msgs_per_s"], 1e-9), 3),
+                                 "subscribers_received": [a["received"] - b["received"] for a, b in zip(after, before,
+                                                                                                      strict=True)],
+                                 "subscribers_lost_notices": [a["lost"] - b["lost"] for a, b in zip(after, before,
+                                                                                                  strict=True)]})
+                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                if receivers == 2:
+                    lat = _run(cluster, 1, [me, "--client", "latency", "64", "2000"])
+                    cpg_lat = _run(cluster, 1, [CPG_CLIENT, "latency", "64", "2000", "3"])
+                    remote = _report(subs[0])
+                    rows.append({**base, "test": "latency", "receivers": receivers, "size": 64,
+                                 "median_us": round(lat["median_us"], 1), "p99_us": round(lat["p99_us"], 1),
+                                 "remote_median_us": round(remote.get("latency_median_us", 0), 1),
+                                 "remote_p99_us": round(remote.get("latency_p99_us", 0), 1),
+                                 "cpg_median_us": round(cpg_lat["median_us"], 1),
+                                 "cpg_p99_us": round(cpg_lat["p99_us"], 1),
+                                 "ratio_vs_cpg": round(lat["median_us"] / max(cpg_lat["median_us"], 1e-9), 3)})
+            finally:
+                _stop(subs + cpg_recv)
+        rows.append({**base, "test": "rss", "phase": "load", "rss_kb": max(peak, _rss_kb(pid1))})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (or, with ``--client``, one client) and print JSON lines."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--client", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="1 s per size")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--procs", type=int, default=4, help="publishing processes on node 1")
+    parser.add_argument("--publishers", type=int, default=8, help="publishing threads per process (own handles)")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated event sizes")
+    args = parser.parse_args(argv)
+    if args.client:
+        mode, *rest = args.client
+        if mode == "publish":
+            result = client_publish(int(rest[0]), float(rest[1]), int(rest[2]))
+        elif mode == "latency":
+            result = client_latency(int(rest[0]), int(rest[1]))
+        else:
+            result = client_subscribe()
+        print(json.dumps(result), flush=True)
+        return 0
+    seconds = 1.0 if args.quick else args.seconds
+    for row in run(seconds, args.procs, args.publishers, tuple(int(s) for s in args.sizes.split(","))):
+        print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

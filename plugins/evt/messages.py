@@ -1,0 +1,203 @@
+"""EVT cluster messages: what the engines multicast to each other, and the records of a sync round.
+
+The sender's nodeid is not carried: the ring delivers it with every message.
+``conn_id``/``request_id`` find the asking library connection on the sender's
+node (other nodes ignore them).  Decoding is strict (:class:`MessageError`).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+
+from openais.evt import MAX_EVT_SIZE, MAX_NAME, MAX_NUM_PATTERNS, MAX_PATTERN_SIZE, Filter
+from openais.message import U8, U32, U64, Bool, Bytes, List, Message, MessageError, Str, Tail
+
+__all__ = [
+    "Clear", "Close", "Exec", "Expire", "Forget", "MessageError", "Open", "Publish", "RecChannel", "RecEvent",
+    "RecOpeners", "RecSeq", "RecTombstone", "RecordKind", "Subscribe", "Unlink", "Unsubscribe", "decode_record",
+]
+
+
+class Exec(enum.IntEnum):
+    """Cluster message ids of the EVT service."""
+
+    OPEN = 0
+    CLOSE = 1
+    UNLINK = 2
+    PUBLISH = 3
+    SUBSCRIBE = 4
+    UNSUBSCRIBE = 5
+    CLEAR = 6
+    EXPIRE = 7
+    SYNC = 8
+    FORGET = 9
+
+
+class Open(Message):
+    """Handle ``handle`` of the sender opens ``name`` (created as ``channel_id`` if CREATE and it does not exist)."""
+
+    conn_id = U64()
+    request_id = U32()
+    handle = U64()
+    channel_id = U64()
+    flags = U32()
+    name = Str(max_len=MAX_NAME, min_len=1)
+
+
+class Close(Message):
+    """Handle ``handle`` of the sender's node on ``channel_id`` closed (its subscriptions end with it)."""
+
+    channel_id = U64()
+    handle = U64()
+
+
+class Unlink(Message):
+    """Unlink channel ``name``."""
+
+    conn_id = U64()
+    request_id = U32()
+    name = Str(max_len=MAX_NAME, min_len=1)
+
+
+class Publish(Message):
+    """An event (id and publish time chosen by the publishing node); the data is the rest."""
+
+    conn_id = U64()
+    request_id = U32()
+    channel_id = U64()
+    event_id = U64()
+    publish_time = U64()
+    priority = U8()
+    retention_ns = U64()
+    publisher_name = Str(max_len=MAX_NAME)
+    patterns = List(Bytes(max_len=MAX_PATTERN_SIZE), max_count=MAX_NUM_PATTERNS)
+    data = Tail(max_len=MAX_EVT_SIZE)
+
+
+#: The fields of a Publish before the ones it shares, byte for byte, with the library's PublishRequest
+#: (everything after its channel field): conn_id, request_id, channel_id, event_id, publish_time.
+PUBLISH_HEAD = struct.Struct("!QIQQQ")
+#: Offset in an encoded Publish where an encoded :class:`openais.evt.EventBody` starts (event_id onwards).
+PUBLISH_BODY_OFFSET = 20
+#: Offset in an encoded PublishRequest after its channel field.
+REQUEST_REST_OFFSET = 8
+
+
+class Subscribe(Message):
+    """A subscription of handle ``handle`` of the sender's node takes effect here in the agreed order."""
+
+    conn_id = U64()
+    request_id = U32()
+    channel_id = U64()
+    handle = U64()
+    subscription_id = U32()
+    filters = List(Filter, max_count=MAX_NUM_PATTERNS)
+
+
+class Unsubscribe(Message):
+    """Subscription ``subscription_id`` of handle ``handle`` of the sender's node ended."""
+
+    channel_id = U64()
+    handle = U64()
+    subscription_id = U32()
+
+
+class Clear(Message):
+    """Clear the retention time of event ``event_id`` of ``channel_id`` (``time_ns``: the asking node's clock)."""
+
+    conn_id = U64()
+    request_id = U32()
+    channel_id = U64()
+    event_id = U64()
+    time_ns = U64()
+
+
+class Expire(Message):
+    """The owner of the cluster timers says: the retention time of ``event_id`` is over."""
+
+    event_id = U64()
+
+
+class Forget(Message):
+    """The owner of the cluster timers says: the tombstone of ``event_id`` may go."""
+
+    event_id = U64()
+
+
+# -- sync records ---------------------------------------------------------------------------------
+
+
+class RecordKind(enum.IntEnum):
+    """First byte of every sync record."""
+
+    CHANNEL = 1
+    EVENT = 2
+    OPENERS = 3
+    SEQ = 4
+    TOMBSTONE = 5
+
+
+class RecChannel(Message):
+    """A channel of the sender's partition."""
+
+    kind = U8()
+    channel_id = U64()
+    name = Str(max_len=MAX_NAME, min_len=1)
+    unlinked = Bool()
+
+
+class RecEvent(Message):
+    """A retained event of the sender's partition, with its remaining retention decided by its deadline."""
+
+    kind = U8()
+    channel_id = U64()
+    event_id = U64()
+    publish_time = U64()
+    priority = U8()
+    retention_ns = U64()
+    deadline_ns = U64()
+    publisher_name = Str(max_len=MAX_NAME)
+    patterns = List(Bytes(max_len=MAX_PATTERN_SIZE), max_count=MAX_NUM_PATTERNS)
+    data = Bytes(max_len=MAX_EVT_SIZE)
+
+
+class RecOpeners(Message):
+    """One of the sender's own open handles, with its subscription ids."""
+
+    kind = U8()
+    channel_id = U64()
+    handle = U64()
+    subscription_ids = List(U32(), max_count=1 << 20)
+
+
+class RecSeq(Message):
+    """The highest event sequence number the sender's partition saw from ``nodeid``."""
+
+    kind = U8()
+    nodeid = U32()
+    seq = U32()
+
+
+class RecTombstone(Message):
+    """A retained event the sender's partition removed (cleared or expired), kept until ``until_ns``."""
+
+    kind = U8()
+    event_id = U64()
+    until_ns = U64()
+
+
+_RECORDS: dict[int, type[Message]] = {
+    RecordKind.CHANNEL: RecChannel, RecordKind.EVENT: RecEvent, RecordKind.OPENERS: RecOpeners,
+    RecordKind.SEQ: RecSeq, RecordKind.TOMBSTONE: RecTombstone,
+}
+
+
+def decode_record(data: bytes) -> Message:
+    """Decode one sync record by its first byte; MessageError when malformed."""
+    if not data:
+        raise MessageError("Record", "kind", "empty record")
+    cls = _RECORDS.get(data[0])
+    if cls is None:
+        raise MessageError("Record", "kind", f"unknown record kind {data[0]}")
+    return cls.decode(data)
