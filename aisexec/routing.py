@@ -1,6 +1,6 @@
 """Cluster message routing: ring deliveries to service handlers, gated by the sync engine.
 
-Every cluster message starts with one header, ``service (u16), msg_id (u16),
+Every cluster message starts with one :class:`Header`, ``service (u16), msg_id (u16),
 flags (u16)``, network order.  Service id :data:`SYNC_SERVICE_ID` carries the
 sync engine's own control messages.  A message flagged :data:`FLAG_SYNC` is
 sync traffic (state a service multicasts from its sync hooks) and reaches its
@@ -15,26 +15,33 @@ identical.
 from __future__ import annotations
 
 import logging
-import struct
 from collections import deque
 from dataclasses import dataclass
 
 from aisexec.plugins import LoadedService
-from aisexec.sync import SyncEngine, SyncMessageError
+from aisexec.sync import SyncEngine
 from aisexec.totem.api import ConfigChange, ConfKind, RingId
+from openais.message import U16, Message, MessageError
 
 #: Service id reserved for the executive's sync control messages.
 SYNC_SERVICE_ID = 0xFFFF
 #: Header flag: the message is sync traffic.
 FLAG_SYNC = 0x0001
 
-HEADER = struct.Struct("!HHH")
+
+class Header(Message):
+    """What every cluster message starts with; the service's own message follows."""
+
+    service = U16()
+    msg_id = U16()
+    flags = U16()
+
+
+#: The header's struct: the delivery path unpacks it directly (three u16, nothing to validate).
+HEADER = Header.fixed
+assert HEADER is not None
 #: Most messages held during one sync round before the oldest are dropped (and counted).
 MAX_HELD_MESSAGES = 100_000
-
-
-class RoutingError(ValueError):
-    """A cluster message whose header does not decode."""
 
 
 def encode(service: int, msg_id: int, payload: bytes, flags: int = 0) -> bytes:
@@ -45,7 +52,7 @@ def encode(service: int, msg_id: int, payload: bytes, flags: int = 0) -> bytes:
 def decode_header(message: bytes) -> tuple[int, int, int]:
     """Return (service, msg_id, flags) of a cluster message."""
     if len(message) < HEADER.size:
-        raise RoutingError(f"cluster message of {len(message)} bytes is shorter than its header")
+        raise MessageError("Header", None, f"cluster message of {len(message)} bytes is shorter than its header")
     return HEADER.unpack_from(message)
 
 
@@ -86,7 +93,7 @@ class ClusterRouter:
         """One complete cluster message delivered by the ring, in agreed order."""
         try:
             service, msg_id, flags = decode_header(message)
-        except RoutingError as exc:
+        except MessageError as exc:
             self.stats.malformed += 1
             self._log.warning("dropping cluster message from node %d: %s", sender, exc)
             return
@@ -94,7 +101,7 @@ class ClusterRouter:
         if service == SYNC_SERVICE_ID:
             try:
                 self._sync.on_message(sender, payload)
-            except SyncMessageError as exc:
+            except MessageError as exc:
                 self.stats.malformed += 1
                 self._log.warning("dropping sync message from node %d: %s", sender, exc)
             return

@@ -23,59 +23,71 @@ through the ``send`` callable given to it.
 from __future__ import annotations
 
 import enum
-import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from aisexec.totem.api import ConfigChange, ConfKind, RingId
-
-
-class SyncMessageError(ValueError):
-    """A sync control message that does not decode."""
+from openais.message import U16, U32, U64, List, Message, MessageError
 
 
 class SyncMsg(enum.IntEnum):
-    """Sync control message types (carried under the executive's own service id)."""
+    """Sync control message types (carried under the executive's own service id, as the first byte)."""
 
     SERVICE_LIST = 1
     BARRIER = 2
 
 
-_RING = struct.Struct("!IQ")
-_BARRIER = struct.Struct("!BIQH")
-_LIST_HEAD = struct.Struct("!BIQH")
-_ID = struct.Struct("!H")
+class ServiceList(Message):
+    """Round 0: the sender's sync-capable service ids for ring ``(ring_rep, ring_seq)``, ascending."""
+
+    ring_rep = U32()
+    ring_seq = U64()
+    service_ids = List(U16(), max_count=1 << 16)
+
+
+class Barrier(Message):
+    """The sender finished sending ``service_id``'s state for ring ``(ring_rep, ring_seq)``."""
+
+    ring_rep = U32()
+    ring_seq = U64()
+    service_id = U16()
+
+
+_TYPES: dict[int, type[ServiceList] | type[Barrier]] = {SyncMsg.SERVICE_LIST: ServiceList, SyncMsg.BARRIER: Barrier}
+_TYPE_BYTE = {cls: bytes([kind]) for kind, cls in _TYPES.items()}
+
+
+def encode(msg: ServiceList | Barrier) -> bytes:
+    """A sync control message on the wire: its type byte, then the message."""
+    return _TYPE_BYTE[type(msg)] + msg.encode()
 
 
 def encode_service_list(ring_id: RingId, service_ids: Iterable[int]) -> bytes:
     """Round 0 message: the sender's sync-capable service ids for ``ring_id``."""
-    ids = sorted(set(service_ids))
-    return _LIST_HEAD.pack(SyncMsg.SERVICE_LIST, ring_id.rep, ring_id.seq, len(ids)) + b"".join(
-        _ID.pack(i) for i in ids
-    )
+    return encode(ServiceList(ring_id.rep, ring_id.seq, sorted(set(service_ids))))
 
 
 def encode_barrier(ring_id: RingId, service_id: int) -> bytes:
     """Barrier message: the sender finished sending ``service_id``'s state for ``ring_id``."""
-    return _BARRIER.pack(SyncMsg.BARRIER, ring_id.rep, ring_id.seq, service_id)
+    return encode(Barrier(ring_id.rep, ring_id.seq, service_id))
 
 
-def decode(payload: bytes) -> tuple[SyncMsg, RingId, tuple[int, ...]]:
-    """Decode a sync control message into (type, ring id, service ids)."""
-    if len(payload) < _BARRIER.size:
-        raise SyncMessageError("sync message too short")
-    kind, rep, seq, value = _BARRIER.unpack_from(payload)
-    if kind == SyncMsg.BARRIER:
-        if len(payload) != _BARRIER.size:
-            raise SyncMessageError("barrier has trailing bytes")
-        return SyncMsg.BARRIER, RingId(rep, seq), (value,)
-    if kind == SyncMsg.SERVICE_LIST:
-        if len(payload) != _LIST_HEAD.size + value * _ID.size:
-            raise SyncMessageError("service list length does not match its count")
-        ids = tuple(v for (v,) in _ID.iter_unpack(payload[_LIST_HEAD.size :]))
-        return SyncMsg.SERVICE_LIST, RingId(rep, seq), ids
-    raise SyncMessageError(f"unknown sync message type {kind}")
+def decode(payload: bytes | memoryview) -> tuple[SyncMsg, RingId, tuple[int, ...]]:
+    """Decode a sync control message into (type, ring id, service ids); MessageError when malformed."""
+    view = memoryview(payload)
+    if not view:
+        raise MessageError("SyncMessage", "type", "truncated")
+    cls = _TYPES.get(view[0])
+    if cls is None:
+        raise MessageError("SyncMessage", "type", f"unknown sync message type {view[0]}")
+    msg = cls.decode(view[1:])
+    if isinstance(msg, Barrier):
+        return SyncMsg.BARRIER, RingId(msg.ring_rep, msg.ring_seq), (msg.service_id,)
+    ids = tuple(msg.service_ids)
+    if list(ids) != sorted(set(ids)):
+        raise MessageError("ServiceList", "service_ids", "not ascending and unique")
+    return SyncMsg.SERVICE_LIST, RingId(msg.ring_rep, msg.ring_seq), ids
 
 
 class SyncParticipant(Protocol):

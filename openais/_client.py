@@ -4,6 +4,19 @@ Works from plain threads and under gevent (with or without monkey-patching):
 calls hold a lock so one request is outstanding per handle, responses are
 matched by request id, and a dead executive turns into :class:`Library`
 errors instead of hangs.
+
+Pipelined requests (CPG and EVS multicasts) are sent without waiting for
+their answers.  An error the executive answers for one of them is never
+lost: it is kept and raised by the handle's next pipelined send that reads
+the answers (every ``PIPELINE_WINDOW // 2`` sends, or when the window is
+full), and at the latest by the next synchronous call, ``dispatch``,
+``flush`` or ``finalize``.  (``dispatch`` learns of it without reading the
+response channel: the executive also sends a ``PIPELINE_ERROR`` frame on the
+dispatch channel.)  ``finalize`` first waits (at most
+``FINALIZE_TIMEOUT`` seconds) for every pipelined request to be answered,
+then closes the handle and raises the first error one of them carried, or
+:class:`Timeout` if some were still unanswered (they may yet be delivered);
+the handle is closed either way.
 """
 
 from __future__ import annotations
@@ -13,6 +26,7 @@ import errno
 import select
 import socket
 import threading
+import time
 
 from openais import _wire
 from openais.errors import AisError, BadHandle, Library, SaAisError, Timeout
@@ -25,12 +39,21 @@ CALL_TIMEOUT = 30.0
 #: small enough that the socket buffer always takes them, so a send never blocks on a parked executive.
 PIPELINE_WINDOW = 64
 PIPELINE_BYTES = 96 * 1024
+#: Seconds ``finalize`` waits for the answers to pipelined requests before it closes the handle.
+FINALIZE_TIMEOUT = 5.0
 #: Bytes read from the dispatch socket per call (a buffer of this size is kept per handle).
 DISPATCH_READ = 64 * 1024
 
 DISPATCH_ONE = 1
 DISPATCH_ALL = 2
 DISPATCH_BLOCKING = 3
+
+
+def _code_name(code: int) -> str:
+    try:
+        return SaAisError(code).name
+    except ValueError:
+        return str(code)
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
@@ -125,10 +148,14 @@ class Handle:
     # -- calls ----------------------------------------------------------------
 
     def _call(self, msg_id: int, payload: bytes, timeout: float | None = None) -> bytes:
-        """Send one request and wait for its answer; raise the AisError it carries."""
+        """Send one request and wait for its answer; raise the AisError it carries.
+
+        An error kept from an earlier pipelined request is raised first (and this request not sent).
+        """
         self._check()
         with self._call_lock:
             self._check()
+            self._raise_deferred(reap=True)
             self._next_request = (self._next_request + 1) & 0xFFFFFFFF or 1
             request_id = self._next_request
             sock = self._response
@@ -169,9 +196,49 @@ class Handle:
         """Account the answer to a pipelined request; keep its error for the next call."""
         if request_id in self._pipelined:
             self._pipelined_bytes -= self._pipelined.pop(request_id)
-            if error != SaAisError.OK and self._deferred is None:
-                self._deferred = AisError.from_code(error, "an earlier pipelined request failed: "
-                                                           f"SA_AIS_ERR_{SaAisError(error).name}")
+            if error != SaAisError.OK:
+                refusals = self.__dict__.get("_refusals")
+                if refusals and request_id in refusals:
+                    refusals.discard(request_id)  # already kept when the dispatch channel told of it
+                else:
+                    self._keep(error)
+
+    def _keep(self, error: int) -> None:
+        """Keep a pipelined request's error until the handle's next call, dispatch, flush or finalize."""
+        if self._deferred is None:
+            self._deferred = AisError.from_code(error, "an earlier pipelined request failed: "
+                                                       f"SA_AIS_ERR_{_code_name(error)}")
+        else:
+            self.__dict__["_deferred_more"] = self.__dict__.get("_deferred_more", 0) + 1
+
+    def _take_deferred(self) -> AisError | None:
+        """The kept error (once), telling how many more pipelined requests failed after it."""
+        error, self._deferred = self._deferred, None
+        more = self.__dict__.pop("_deferred_more", 0)
+        if error is not None and more:
+            error = AisError.from_code(int(error.code), f"{error} ({more} more pipelined requests failed after it)")
+        return error
+
+    def _refused(self, request_id: int, error: int) -> None:
+        """The dispatch channel told of a pipelined request's error (the answer itself may come later)."""
+        if request_id in self._pipelined and error != SaAisError.OK:
+            self.__dict__.setdefault("_refusals", set()).add(request_id)
+            self._keep(error)
+
+    def _raise_deferred(self, reap: bool) -> None:
+        """Raise (once) the error kept from a pipelined request; ``reap``: read waiting answers first.
+
+        Called with the call lock held.
+        """
+        if reap and (self._pipelined or self._rbuf):
+            try:
+                self._reap()
+            except (OSError, ConnectionError, _wire.FrameError) as exc:
+                self._dead = True
+                raise Library(f"lost the connection to the executive: {exc}") from None
+        error = self._take_deferred()
+        if error is not None:
+            raise error
 
     def _reap(self) -> None:
         """Read every answer already waiting (never blocks) and settle pipelined ones."""
@@ -203,8 +270,8 @@ class Handle:
             try:
                 if len(self._pipelined) >= PIPELINE_WINDOW // 2 or self._rbuf:  # reap in batches, not per call
                     self._reap()
-                if self._deferred is not None:
-                    error, self._deferred = self._deferred, None
+                error = self._take_deferred()
+                if error is not None:
                     raise error
                 size = _wire.REQUEST.size + len(payload)
                 if self._pipelined and self._pipelined_bytes + size > PIPELINE_BYTES:
@@ -247,20 +314,23 @@ class Handle:
         """Wait until the executive has answered every pipelined request; raise a deferred error."""
         self._check()
         with self._call_lock:
-            sock = self._response
-            sock.settimeout(CALL_TIMEOUT if timeout is None else timeout)
-            try:
-                while self._pipelined:
-                    _s, _m, rid, error, _payload = self._next_response(sock)
-                    self._settle(rid, error)
-            except TimeoutError:
-                raise Timeout("pipelined requests still unanswered") from None
-            except (OSError, ConnectionError, _wire.FrameError) as exc:
-                self._dead = True
-                raise Library(f"lost the connection to the executive: {exc}") from None
-            if self._deferred is not None:
-                error, self._deferred = self._deferred, None
-                raise error
+            self._wait_pipelined(CALL_TIMEOUT if timeout is None else timeout)
+            self._raise_deferred(reap=False)
+
+    def _wait_pipelined(self, timeout: float) -> None:
+        """Read answers until no pipelined request is unanswered (call lock held); Timeout after ``timeout``."""
+        sock = self._response
+        deadline = time.monotonic() + timeout
+        try:
+            while self._pipelined:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                _s, _m, rid, error, _payload = self._next_response(sock)
+                self._settle(rid, error)
+        except TimeoutError:
+            raise Timeout(f"{len(self._pipelined)} pipelined requests still unanswered after {timeout} s") from None
+        except (OSError, ConnectionError, _wire.FrameError) as exc:
+            self._dead = True
+            raise Library(f"lost the connection to the executive: {exc}") from None
 
     # -- dispatch ---------------------------------------------------------------
 
@@ -276,6 +346,9 @@ class Handle:
             from openais.errors import InvalidParam
 
             raise InvalidParam(f"dispatch flags must be DISPATCH_ONE, DISPATCH_ALL or DISPATCH_BLOCKING, not {flags}")
+        # A pipelined request's error reaches dispatch through the dispatch channel (the executive
+        # sends a PIPELINE_ERROR frame with the answer): raised before and after the callbacks run.
+        self._raise_kept()
         with self._dispatch_lock:
             if flags == DISPATCH_BLOCKING:
                 while not self._finalized:
@@ -285,11 +358,19 @@ class Handle:
                         if self._finalized:
                             return
                         raise
+                    self._raise_kept()
                 return
             if flags == DISPATCH_ONE:
                 self._dispatch_frame(block=False)
-                return
-            self._dispatch_all()
+            else:
+                self._dispatch_all()
+        self._raise_kept()
+
+    def _raise_kept(self) -> None:
+        if self._deferred is not None:
+            error = self._take_deferred()
+            if error is not None:
+                raise error
 
     def _dispatch_all(self) -> None:
         """Read every pending callback in large chunks, then run them (no bytes are left in user space)."""
@@ -323,9 +404,12 @@ class Handle:
                 return
             self._dead = True
             raise Library(f"lost the dispatch connection to the executive: {exc}") from None
-        for _service, msg_id, _rid, _error, payload in frames:
+        for _service, msg_id, rid, error, payload in frames:
             if self._finalized:  # a callback finalized the handle
                 return
+            if msg_id == _wire.PIPELINE_ERROR:
+                self._refused(rid, error)
+                continue
             self._on_dispatch(msg_id, payload)
 
     def _dispatch_frame(self, block: bool) -> bool:
@@ -344,8 +428,11 @@ class Handle:
                 return False
             self._dead = True
             raise Library(f"lost the dispatch connection to the executive: {exc}") from None
-        _service, msg_id, _rid, _error, payload = frame
-        self._on_dispatch(msg_id, payload)
+        _service, msg_id, rid, error, payload = frame
+        if msg_id == _wire.PIPELINE_ERROR:
+            self._refused(rid, error)
+        else:
+            self._on_dispatch(msg_id, payload)
         return True
 
     def _on_dispatch(self, msg_id: int, payload: bytes) -> None:
@@ -354,16 +441,40 @@ class Handle:
 
     # -- life cycle --------------------------------------------------------------
 
-    def finalize(self) -> None:
-        """Close the handle; every later call raises BadHandle."""
+    def finalize(self, timeout: float = FINALIZE_TIMEOUT) -> None:
+        """Close the handle; every later call raises BadHandle.
+
+        First waits, at most ``timeout`` seconds, for the answers to pipelined requests; after
+        closing, raises the first error one of them carried (an earlier request's kept error
+        included), or :class:`Timeout` when some were still unanswered.
+        """
         if self._finalized:
             raise BadHandle("the handle was already finalized")
+        error: AisError | None = None
+        # (a call of another thread holds the lock at most ``timeout``: its own wait settles the answers)
+        if not self._dead and self._pipelined and self._call_lock.acquire(timeout=max(timeout, 0.001)):
+            try:
+                if not self._finalized:
+                    self._wait_pipelined(timeout)
+            except AisError as exc:  # Timeout, or Library: the executive is gone with them
+                error = exc
+            finally:
+                self._call_lock.release()
+        if self._deferred is not None:  # the error an answer carried comes before a Timeout
+            error = self._take_deferred()
         self._finalized = True
         self._close_sockets()
+        if error is not None:
+            raise error
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if not self._finalized:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self._finalized:
+            return
+        if exc_type is None:
+            self.finalize()
+            return
+        with contextlib.suppress(AisError):  # the exception leaving the block wins
             self.finalize()

@@ -13,7 +13,9 @@ A library handle opens two Unix-socket connections to the executive:
 2. the *dispatch channel*: its first frame is a HELLO request
    (``msg_id`` :data:`HELLO_DISPATCH`, payload = connection id + cookie).
    Afterwards only the executive writes on it: callback frames (response
-   header, request id 0).  Its descriptor is the library's selection object.
+   header, request id 0), and a :data:`PIPELINE_ERROR` frame for each
+   pipelined request it answered with an error.  Its descriptor is the
+   library's selection object.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ MAX_FRAME = 1024 * 1024 + 64 * 1024
 
 HELLO_RESPONSE = 0xFFFF
 HELLO_DISPATCH = 0xFFFE
+#: A dispatch-channel frame (response header, no payload): the executive answered pipelined request
+#: ``request_id`` with ``error``; ``dispatch`` raises it without reading the response channel.
+PIPELINE_ERROR = 0xFFFD
 
 REQUEST = struct.Struct("!IHHI")
 RESPONSE = struct.Struct("!IHHII")

@@ -15,32 +15,41 @@ process joins, leaves, dies, or appears or vanishes with its node::
         h.mcast(b"hello")
         h.dispatch(openais.DISPATCH_ALL)
 
-The IPC message layouts (requests, responses and callbacks, network byte
-order) are defined once here and imported by the executive's CPG engine
-(``plugins.cpg``).  Every decoder raises :class:`CpgMessageError` on
-anything malformed.
+The IPC messages (requests, responses and callbacks) are
+:class:`openais.message.Message` definitions, here once and imported by the
+executive's CPG engine (``plugins.cpg``); decoding raises
+:class:`openais.message.MessageError` on anything malformed.
 """
 
 from __future__ import annotations
 
 import enum
-import struct
 from collections.abc import Callable
-from typing import NamedTuple
 
 from openais._client import Handle
 from openais.errors import InvalidParam, TooBig
+from openais.message import U32, Enum, List, Message, MessageError, Str, Tail
 
 #: Service id of CPG.
 SERVICE_ID = 8
 #: Longest group name, in bytes of UTF-8.
 MAX_GROUP_NAME = 128
-#: Largest message ``mcast`` accepts, in bytes.
+#: Largest message ``mcast`` accepts, in bytes: delivered intact to every member.
 MAX_MESSAGE = 1024 * 1024
+#: Most members one list carries, and most groups one ITERATE answer lists.
+MAX_MEMBERS = 1 << 16
+MAX_GROUPS = 1 << 16
 
-#: Delivery guarantees for :meth:`CpgHandle.mcast`.
-AGREED = 0
-SAFE = 1
+
+class Guarantee(enum.IntEnum):
+    """Delivery guarantee of :meth:`CpgHandle.mcast`."""
+
+    AGREED = 0
+    SAFE = 1
+
+
+AGREED = Guarantee.AGREED
+SAFE = Guarantee.SAFE
 
 
 class Reason(enum.IntEnum):
@@ -53,234 +62,104 @@ class Reason(enum.IntEnum):
     PROCDOWN = 5
 
 
-class Member(NamedTuple):
-    """One process of a group: its node, its pid and why it is listed."""
-
-    nodeid: int
-    pid: int
-    reason: Reason = Reason.JOIN
-
-
-class CpgMessageError(ValueError):
-    """A CPG IPC message that does not decode."""
-
-
 class Request(enum.IntEnum):
     """Library request message ids."""
 
     JOIN = 0  #: GroupRequest -> empty
     LEAVE = 1  #: GroupRequest -> empty
     MCAST = 2  #: McastRequest -> empty
-    MEMBERSHIP = 3  #: GroupRequest -> member list
-    LOCAL_NODEID = 4  #: empty -> nodeid
-    ITERATE = 5  #: empty -> groups with their members
+    MEMBERSHIP = 3  #: GroupRequest -> MemberList
+    LOCAL_NODEID = 4  #: empty -> NodeId
+    ITERATE = 5  #: empty -> GroupList
 
 
 class Callback(enum.IntEnum):
     """Dispatch (callback) message ids."""
 
-    DELIVER = 0
-    CONFCHG = 1
+    DELIVER = 0  #: Deliver
+    CONFCHG = 1  #: Confchg
 
 
-_U16 = struct.Struct("!H")
-_U32 = struct.Struct("!I")
-_MEMBER = struct.Struct("!IIB")
-_GUARANTEE = struct.Struct("!B")
-_SENDER = struct.Struct("!II")
+# -- the IPC messages ------------------------------------------------------------
 
 
-# -- building blocks -----------------------------------------------------------
+def group_field() -> Str:
+    """A group name field: 1..128 bytes of UTF-8 (shared with the engine's cluster messages)."""
+    return Str(max_len=MAX_GROUP_NAME, min_len=1)
 
 
-def group_name_bytes(group: str) -> bytes:
-    """UTF-8 of a group name; raises CpgMessageError unless it is a str of 1..128 bytes."""
-    if not isinstance(group, str):
-        raise CpgMessageError(f"group name must be str, not {type(group).__name__}")
-    raw = group.encode("utf-8")
-    if not 1 <= len(raw) <= MAX_GROUP_NAME:
-        raise CpgMessageError(f"group name must be 1..{MAX_GROUP_NAME} bytes of UTF-8, not {len(raw)}")
-    return raw
+class Member(Message):
+    """One process of a group: its node, its pid and why it is listed."""
+
+    nodeid = U32()
+    pid = U32()
+    reason = Enum(Reason, default=Reason.JOIN)
 
 
-def pack_group_name(group: str) -> bytes:
-    """A group name on the wire: u16 length, then UTF-8 (shared with the engine's cluster messages)."""
-    raw = group_name_bytes(group)
-    return _U16.pack(len(raw)) + raw
-
-
-def unpack_group_name(buf: memoryview, offset: int) -> tuple[str, int]:
-    """Read a group name at ``offset``; return it and the offset after it."""
-    if offset + _U16.size > len(buf):
-        raise CpgMessageError("truncated group name length")
-    (length,) = _U16.unpack_from(buf, offset)
-    offset += _U16.size
-    if not 1 <= length <= MAX_GROUP_NAME:
-        raise CpgMessageError(f"group name length {length} out of range")
-    end = offset + length
-    if end > len(buf):
-        raise CpgMessageError("truncated group name")
-    try:
-        name = bytes(buf[offset:end]).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CpgMessageError("group name is not UTF-8") from exc
-    return name, end
-
-
-def _pack_members(members: list[Member] | tuple[Member, ...]) -> bytes:
-    parts = [_U32.pack(len(members))]
-    parts.extend(_MEMBER.pack(m.nodeid, m.pid, m.reason) for m in members)
-    return b"".join(parts)
-
-
-def _unpack_members(buf: memoryview, offset: int) -> tuple[list[Member], int]:
-    if offset + _U32.size > len(buf):
-        raise CpgMessageError("truncated member count")
-    (count,) = _U32.unpack_from(buf, offset)
-    offset += _U32.size
-    end = offset + count * _MEMBER.size
-    if end > len(buf):
-        raise CpgMessageError(f"member count {count} exceeds the message")
-    members = []
-    for nodeid, pid, reason in _MEMBER.iter_unpack(buf[offset:end]):
-        try:
-            members.append(Member(nodeid, pid, Reason(reason)))
-        except ValueError as exc:
-            raise CpgMessageError(f"unknown member reason {reason}") from exc
-    return members, end
-
-
-def _expect_end(buf: memoryview, offset: int) -> None:
-    if offset != len(buf):
-        raise CpgMessageError(f"{len(buf) - offset} trailing bytes")
-
-
-# -- requests -------------------------------------------------------------------
-
-
-def encode_group_request(group: str) -> bytes:
+class GroupRequest(Message):
     """JOIN, LEAVE and MEMBERSHIP request: one group name."""
-    return pack_group_name(group)
+
+    group = group_field()
 
 
-def decode_group_request(payload: bytes) -> str:
-    """Decode a JOIN, LEAVE or MEMBERSHIP request into its group name."""
-    buf = memoryview(payload)
-    group, offset = unpack_group_name(buf, 0)
-    _expect_end(buf, offset)
-    return group
+class McastRequest(Message):
+    """MCAST request: the guarantee, then the message (the rest of the frame)."""
+
+    guarantee = Enum(Guarantee)
+    data = Tail(max_len=MAX_MESSAGE, view=True)
 
 
-def encode_mcast_request(data: bytes, guarantee: int = AGREED) -> bytes:
-    """MCAST request: the guarantee byte, then the message."""
-    if guarantee not in (AGREED, SAFE):
-        raise CpgMessageError(f"unknown guarantee {guarantee}")
-    return _GUARANTEE.pack(guarantee) + bytes(data)
+class MemberList(Message):
+    """MEMBERSHIP response."""
+
+    members = List(Member, max_count=MAX_MEMBERS)
 
 
-def decode_mcast_request(payload: bytes) -> tuple[int, memoryview]:
-    """Decode an MCAST request into (guarantee, data)."""
-    buf = memoryview(payload)
-    if len(buf) < _GUARANTEE.size:
-        raise CpgMessageError("empty mcast request")
-    (guarantee,) = _GUARANTEE.unpack_from(buf)
-    if guarantee not in (AGREED, SAFE):
-        raise CpgMessageError(f"unknown guarantee {guarantee}")
-    return guarantee, buf[_GUARANTEE.size :]
-
-
-def decode_empty_request(payload: bytes) -> None:
-    """LOCAL_NODEID and ITERATE take no payload."""
-    if payload:
-        raise CpgMessageError(f"{len(payload)} unexpected bytes")
-
-
-# -- responses ------------------------------------------------------------------
-
-
-def encode_member_list(members: list[Member] | tuple[Member, ...]) -> bytes:
-    """MEMBERSHIP response: count, then (nodeid, pid, reason) per member."""
-    return _pack_members(members)
-
-
-def decode_member_list(payload: bytes) -> list[Member]:
-    """Decode a MEMBERSHIP response."""
-    buf = memoryview(payload)
-    members, offset = _unpack_members(buf, 0)
-    _expect_end(buf, offset)
-    return members
-
-
-def encode_nodeid(nodeid: int) -> bytes:
+class NodeId(Message):
     """LOCAL_NODEID response."""
-    return _U32.pack(nodeid)
+
+    nodeid = U32()
 
 
-def decode_nodeid(payload: bytes) -> int:
-    """Decode a LOCAL_NODEID response."""
-    if len(payload) != _U32.size:
-        raise CpgMessageError("nodeid response must be 4 bytes")
-    return _U32.unpack(payload)[0]
+class GroupEntry(Message):
+    """One group of an ITERATE response with its members."""
+
+    group = group_field()
+    members = List(Member, max_count=MAX_MEMBERS)
 
 
-def encode_group_list(groups: dict[str, list[Member]]) -> bytes:
-    """ITERATE response: group count, then per group its name and member list."""
-    parts = [_U32.pack(len(groups))]
-    for name, members in groups.items():
-        parts.append(pack_group_name(name))
-        parts.append(_pack_members(members))
-    return b"".join(parts)
+class GroupList(Message):
+    """ITERATE response: every group with members, in name order."""
+
+    groups = List(GroupEntry, max_count=MAX_GROUPS)
 
 
-def decode_group_list(payload: bytes) -> dict[str, list[Member]]:
-    """Decode an ITERATE response (group order kept)."""
-    buf = memoryview(payload)
-    if len(buf) < _U32.size:
-        raise CpgMessageError("truncated group count")
-    (count,) = _U32.unpack_from(buf)
-    offset = _U32.size
+class Deliver(Message):
+    """DELIVER callback: the group, the sender's node and pid, the message."""
+
+    group = group_field()
+    nodeid = U32()
+    pid = U32()
+    data = Tail(max_len=MAX_MESSAGE, view=True)
+
+
+class Confchg(Message):
+    """CONFCHG callback: the group, then the member, left and joined lists."""
+
+    group = group_field()
+    members = List(Member, max_count=MAX_MEMBERS)
+    left = List(Member, max_count=MAX_MEMBERS)
+    joined = List(Member, max_count=MAX_MEMBERS)
+
+
+def group_dict(listing: GroupList) -> dict[str, list[Member]]:
+    """An ITERATE answer as ``{group: members}`` (group order kept; a group listed twice is malformed)."""
     groups: dict[str, list[Member]] = {}
-    for _ in range(count):
-        name, offset = unpack_group_name(buf, offset)
-        if name in groups:
-            raise CpgMessageError(f"group {name!r} listed twice")
-        groups[name], offset = _unpack_members(buf, offset)
-    _expect_end(buf, offset)
+    for entry in listing.groups:
+        if entry.group in groups:
+            raise MessageError("GroupList", "groups", f"group {entry.group!r} listed twice")
+        groups[entry.group] = entry.members
     return groups
-
-
-# -- callbacks ------------------------------------------------------------------
-
-
-def encode_deliver(group: str, nodeid: int, pid: int, data: bytes | memoryview) -> bytes:
-    """DELIVER callback: group, sender nodeid and pid, message."""
-    return b"".join((pack_group_name(group), _SENDER.pack(nodeid, pid), data))
-
-
-def decode_deliver(payload: bytes) -> tuple[str, int, int, bytes]:
-    """Decode a DELIVER callback into (group, nodeid, pid, data)."""
-    buf = memoryview(payload)
-    group, offset = unpack_group_name(buf, 0)
-    if offset + _SENDER.size > len(buf):
-        raise CpgMessageError("truncated sender")
-    nodeid, pid = _SENDER.unpack_from(buf, offset)
-    return group, nodeid, pid, bytes(buf[offset + _SENDER.size :])
-
-
-def encode_confchg(group: str, members: list[Member], left: list[Member], joined: list[Member]) -> bytes:
-    """CONFCHG callback: group, then the member, left and joined lists."""
-    return b"".join((pack_group_name(group), _pack_members(members), _pack_members(left), _pack_members(joined)))
-
-
-def decode_confchg(payload: bytes) -> tuple[str, list[Member], list[Member], list[Member]]:
-    """Decode a CONFCHG callback into (group, members, left, joined)."""
-    buf = memoryview(payload)
-    group, offset = unpack_group_name(buf, 0)
-    members, offset = _unpack_members(buf, offset)
-    left, offset = _unpack_members(buf, offset)
-    joined, offset = _unpack_members(buf, offset)
-    _expect_end(buf, offset)
-    return group, members, left, joined
 
 
 # -- the library ----------------------------------------------------------------
@@ -289,12 +168,11 @@ DeliverFn = Callable[[str, int, int, bytes], None]
 ConfchgFn = Callable[[str, list[Member], list[Member], list[Member]], None]
 
 
-def _checked_group(group: str) -> str:
+def _group_request(group: str) -> bytes:
     try:
-        group_name_bytes(group)
-    except CpgMessageError as exc:
-        raise InvalidParam(str(exc)) from exc
-    return group
+        return GroupRequest.pack(group)
+    except MessageError as exc:
+        raise InvalidParam(str(exc)) from None
 
 
 class CpgHandle(Handle):
@@ -307,50 +185,53 @@ class CpgHandle(Handle):
 
     def join(self, group: str) -> None:
         """Join ``group``; returns once every node has applied the join (Exist if already joined)."""
-        self._call(Request.JOIN, encode_group_request(_checked_group(group)))
+        self._call(Request.JOIN, _group_request(group))
         self._joined = group
 
     def leave(self, group: str) -> None:
         """Leave ``group`` (NotExist if this handle has not joined it)."""
-        self._call(Request.LEAVE, encode_group_request(_checked_group(group)))
+        self._call(Request.LEAVE, _group_request(group))
         self._joined = None
 
     def mcast(self, data: bytes, guarantee: int = AGREED) -> None:
         """Multicast ``data`` to the joined group; TryAgain when the executive is backed up."""
-        if guarantee not in (AGREED, SAFE):
-            raise InvalidParam(f"unknown guarantee {guarantee}")
         if len(data) > MAX_MESSAGE:
             raise TooBig(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+        try:
+            request = McastRequest.pack(guarantee, data)
+        except MessageError as exc:  # an unknown guarantee, data that is not bytes-like
+            raise InvalidParam(str(exc)) from None
         if getattr(self, "_joined", None) is None:
-            self._call(Request.MCAST, encode_mcast_request(data, guarantee))  # the executive says NotExist
+            self._call(Request.MCAST, request)  # the executive says NotExist
             return
         # Pipelined: up to PIPELINE_WINDOW messages in flight; TryAgain when the executive is backed
-        # up; an error the executive found for an earlier message is raised by a later call.
-        self._send_pipelined(Request.MCAST, encode_mcast_request(data, guarantee))
+        # up; an error the executive found for an earlier message is raised by the next call,
+        # dispatch, flush or finalize.
+        self._send_pipelined(Request.MCAST, request)
 
     def membership(self, group: str) -> list[Member]:
         """Current members of ``group`` as this node knows them (empty if nobody joined it)."""
-        return decode_member_list(self._call(Request.MEMBERSHIP, encode_group_request(_checked_group(group))))
+        return MemberList.decode(self._call(Request.MEMBERSHIP, _group_request(group))).members
 
     def local_nodeid(self) -> int:
         """Nodeid of the executive this handle is connected to."""
-        return decode_nodeid(self._call(Request.LOCAL_NODEID, b""))
+        return NodeId.decode(self._call(Request.LOCAL_NODEID, b"")).nodeid
 
     def iteration(self) -> dict[str, list[Member]]:
         """Every group with members, in name order, each with its members."""
-        return decode_group_list(self._call(Request.ITERATE, b""))
+        return group_dict(GroupList.decode(self._call(Request.ITERATE, b"")))
 
     def _on_dispatch(self, msg_id: int, payload: bytes) -> None:
         if msg_id == Callback.DELIVER:
-            group, nodeid, pid, data = decode_deliver(payload)
+            group, nodeid, pid, data = Deliver.unpack(payload)
             if self._deliver_fn is not None:
-                self._deliver_fn(group, nodeid, pid, data)
+                self._deliver_fn(group, nodeid, pid, bytes(data))
         elif msg_id == Callback.CONFCHG:
-            group, members, left, joined = decode_confchg(payload)
+            group, members, left, joined = Confchg.decode(payload)
             if self._confchg_fn is not None:
                 self._confchg_fn(group, members, left, joined)
         else:
-            raise CpgMessageError(f"unknown CPG callback {msg_id}")
+            raise MessageError("CPG callback", None, f"unknown callback id {msg_id}")
 
 
 def initialize(deliver: DeliverFn | None = None, confchg: ConfchgFn | None = None) -> CpgHandle:

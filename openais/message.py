@@ -25,38 +25,56 @@ straight-line code: consecutive fixed-width fields are packed by one
 
 The decoder rejects anything malformed with :class:`MessageError`, which names
 the message and the field: a truncated frame, trailing bytes, a length or
-count over its limit, an unknown enum value, invalid UTF-8.  It checks every
+count over its limit, an unknown enum value, a boolean byte other than 0 or 1,
+invalid UTF-8, a presence flag other than 0 or 1.  It checks every
 length and count against the bytes actually left before it slices or loops,
 so it never allocates more than the frame it was given.  The encoder checks
 the same limits and raises the same error (integers out of range included).
 
 Field types
     ``U8 U16 U32 U64 I32 I64 F64 Bool``      fixed-width scalars
-    ``Enum(cls, width=1|2|4)``               an IntEnum, validated on decode
+    ``Enum(cls, width=1|2|4, values=None)``  an IntEnum (or the admitted ``values``), checked both ways
     ``Bytes(max_len, min_len=0, view=False)`` u32 length + bytes
     ``Str(max_len, min_len=0)``              u16 length + UTF-8 (limits in bytes)
+    ``Json(max_len, kind=dict)``             u32 length + a JSON document whose top level is a ``kind``
     ``Tail(max_len, view=False)``            the rest of the frame, no length (last field only)
     ``List(item, max_count)``                u32 count + items (a field or a Message class)
     ``Nested(cls)``                          an embedded Message
     ``Optional(field)``                      u8 presence flag + field; ``None`` when absent
 
 ``view=True`` makes ``Bytes``/``Tail`` decode to a :class:`memoryview` into the
-frame instead of a copy (hot paths that forward data unchanged).
+frame instead of a copy (hot paths that forward data unchanged).  An
+``Optional`` defaults to None unless a field without a default follows it.
+
+A subclass of a message class extends it: its fields follow the inherited
+ones (``class Leave(Join): reason = Enum(Reason)``; ``class Other(Join): pass``
+is the same layout under another name).  ``Cls.fixed`` is the
+:class:`struct.Struct` of a message made only of fixed-width fields.
+
+Hot paths call ``Cls.pack(a, b, c)``: it checks every limit like ``encode`` and
+builds the frame with one join, without building the tuple first; and
+``a, b, c = Cls.unpack(frame)``, as strict as ``decode`` but returning a plain
+tuple (building a tuple subclass instance costs more than decoding a small
+message).  A value of the wrong type or out of range raises MessageError
+naming its field (found after the fact, off the fast path); inside a nested
+message or a list item the field is a path, ``entries[3].group``.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
-__all__ = [
-    "Bool", "Bytes", "Enum", "F64", "Field", "I32", "I64", "List", "Message", "MessageError", "Nested",
-    "Optional", "Str", "Tail", "U8", "U16", "U32", "U64",
+__all__ = [  # noqa: RUF022 - grouped: scalars, then the other fields, then the classes
+    "U8", "U16", "U32", "U64", "I32", "I64", "F64", "Bool", "Enum",
+    "Bytes", "Str", "Json", "Tail", "List", "Nested", "Optional", "Field", "Message", "MessageError",
 ]
 
 _NO_DEFAULT = object()
+_IMPLICIT_NONE = object()  # an Optional's default: None when every later field has a default too
 
 
 class MessageError(ValueError):
@@ -137,17 +155,26 @@ class F64(_Scalar):
 
 
 class Bool(_Scalar):
-    """A boolean (one byte, 0 or 1; anything else is rejected)."""
+    """A boolean (one byte, 0 or 1; any other byte is rejected on decode)."""
 
     code = "?"
 
 
 class Enum(_Scalar):
-    """An :class:`enum.IntEnum` member on ``width`` bytes; an unknown value is rejected."""
+    """An :class:`enum.IntEnum` member on ``width`` bytes; a value outside the enum is rejected.
 
-    def __init__(self, cls: type[enum.IntEnum], width: int = 1, *, default: Any = _NO_DEFAULT) -> None:
+    ``values`` narrows what this field admits to some of the members (a LEAVE
+    message whose reason may only be LEAVE or PROCDOWN); encode and decode
+    both check it.
+    """
+
+    def __init__(self, cls: type[enum.IntEnum], width: int = 1, *, values: Iterable[int] | None = None,
+                 default: Any = _NO_DEFAULT) -> None:
         self.code = {1: "B", 2: "H", 4: "I"}[width]
         self.enum = cls
+        admitted = tuple(cls) if values is None else tuple(cls(v) for v in values)
+        #: value -> member, the values this field admits
+        self.members: dict[int, enum.IntEnum] = {int(m): m for m in admitted}
         super().__init__(default=default)
 
 
@@ -169,6 +196,16 @@ class Str(Field):
         self.max_len, self.min_len = max_len, min_len
         self.wide = max_len > 0xFFFF
         self.min_size = 4 if self.wide else 2
+
+
+class Json(Str):
+    """A JSON document as UTF-8 text with a u32 length prefix, for the rare free-form value (counters
+    for tools); ``kind`` is the type its top level must have.  Prefer typed fields everywhere else."""
+
+    def __init__(self, max_len: int, kind: type = dict, *, default: Any = _NO_DEFAULT) -> None:
+        super().__init__(max_len=max_len, default=default)
+        self.wide, self.min_size = True, 4
+        self.kind = kind
 
 
 class Tail(Field):
@@ -204,23 +241,62 @@ class Optional(Field):
 
     min_size = 1
 
-    def __init__(self, field: Field, *, default: Any = None) -> None:
+    def __init__(self, field: Field, *, default: Any = _IMPLICIT_NONE) -> None:
         super().__init__(default=default)
         self.field = field
 
 
 # -- code generation ------------------------------------------------------------------------------
+#
+# Each class gets three generated functions:
+#   _pack(field, ...)          -> bytes   the public ``Cls.pack``; one ``b"".join`` (or ``+``) at the end
+#   _encode_parts(self, _p)               appends the parts of one value through ``_p`` (nesting, lists)
+#   _decode_at(_m, _o, _end)   -> (message, offset after it)
+# The encoder's checks raise MessageError naming the field; anything else that goes wrong (a value of
+# the wrong type, an int out of range) is caught once around the whole body and attributed to its field
+# by _diagnose, off the fast path.
+
+_U8S = struct.Struct("!B")
+_U16S = struct.Struct("!H")
+_U32S = struct.Struct("!I")
+
+
+class _Enc:
+    """The lines of one encoder body: straight (parts joined at the end) or through ``_p`` appends."""
+
+    def __init__(self, gen: _Gen, straight: bool) -> None:
+        self.gen = gen
+        self.straight = straight
+        self.lines: list[str] = []
+        self.parts: list[tuple[str, bool]] = []  # (expression, is it a bytes object we made)
+
+    def line(self, ind: str, text: str) -> None:
+        self.lines.append(ind + text)
+
+    def part(self, ind: str, expr: str, made: bool) -> None:
+        if self.straight:
+            self.parts.append((expr, made))
+        else:
+            self.lines.append(f"{ind}_p({expr})")
+
+    def result(self) -> str:
+        """The expression a straight body returns."""
+        if not self.parts:
+            return "b''"
+        if len(self.parts) == 1 and self.parts[0][1]:
+            return self.parts[0][0]
+        if len(self.parts) == 2 and self.parts[0][1]:
+            return f"{self.parts[0][0]} + {self.parts[1][0]}"
+        return f"b''.join(({', '.join(e for e, _ in self.parts)},))"
 
 
 class _Gen:
-    """Builds the source of one class's encode and decode functions."""
+    """Holds the constants the generated source of one class refers to."""
 
     def __init__(self, cls_name: str) -> None:
-        self.cls_name = cls_name
+        self.cn = cls_name
         self.env: dict[str, Any] = {"MessageError": MessageError, "struct": struct, "_trunc": _trunc,
-                                    "_bad": _bad, "memoryview": memoryview, "bytes": bytes, "len": len}
-        self.enc: list[str] = []
-        self.dec: list[str] = []
+                                    "_bad": _bad, "_nest": _nest, "bytes": bytes, "str": str, "len": len, "any": any}
         self._n = 0
 
     def const(self, value: Any) -> str:
@@ -234,158 +310,219 @@ class _Gen:
         return f"_v{self._n}"
 
 
+def _json_dumps(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
 def _trunc(cls_name: str, field: str) -> MessageError:
     return MessageError(cls_name, field, "truncated")
 
 
-def _bad(cls_name: str, field: str, reason: str) -> MessageError:
+def _bad(cls_name: str, field: str | None, reason: str) -> MessageError:
     return MessageError(cls_name, field, reason)
 
 
-def _emit_fixed(gen: _Gen, run: list[tuple[str, Field]], ind: str) -> None:
-    """One struct for a run of fixed-width fields (encode: values named by expressions)."""
-    fmt = "!" + "".join(f.code for _, f in run)  # type: ignore[misc]
-    s = gen.const(struct.Struct(fmt))
-    names = ", ".join(expr for expr, _ in run)
-    fields = ", ".join(f.name for _, f in run)
-    gen.enc.append(f"{ind}try:")
-    gen.enc.append(f"{ind}    _p({s}.pack({names}))")
-    gen.enc.append(f"{ind}except struct.error as _e:")
-    gen.enc.append(f"{ind}    raise _bad({gen.cls_name!r}, {fields!r}, str(_e)) from None")
+def _nest(cls_name: str, path: str, inner: MessageError) -> MessageError:
+    """An error inside an embedded message, named from the outer one (``entries[3].group``)."""
+    return MessageError(cls_name, f"{path}.{inner.field}" if inner.field else path, inner.reason)
 
 
-def _emit_dec_fixed(gen: _Gen, run: list[tuple[str, Field]], ind: str) -> None:
-    fmt = "!" + "".join(f.code for _, f in run)  # type: ignore[misc]
-    st = struct.Struct(fmt)
-    s = gen.const(st)
-    targets = ", ".join(v for v, _ in run)
-    gen.dec.append(f"{ind}if _o + {st.size} > _end: raise _trunc({gen.cls_name!r}, {run[0][1].name!r})")
-    gen.dec.append(f"{ind}{targets}, = {s}.unpack_from(_m, _o)")
-    gen.dec.append(f"{ind}_o += {st.size}")
-    for v, f in run:
+def _is_straight(fields: list[Field]) -> bool:
+    """True when no field needs a loop or a branch: the encoder can join its parts at the end."""
+    return all(f.code is not None or isinstance(f, (Bytes, Str, Tail)) for f in fields)
+
+
+def _enc_fixed(enc: _Enc, run: list[tuple[str, Field]], ind: str) -> None:
+    """One struct for a run of fixed-width fields, after the enum checks."""
+    gen = enc.gen
+    for expr, f in run:
         if isinstance(f, Enum):
-            e = gen.const(f.enum)
-            gen.dec.append(f"{ind}try: {v} = {e}({v})")
-            gen.dec.append(f"{ind}except ValueError: raise _bad({gen.cls_name!r}, {f.name!r}, "
-                           f"f'unknown {f.enum.__name__} value {{{v}}}') from None")
+            enc.line(ind, f"if {expr} not in {gen.const(f.members)}: raise _bad({gen.cn!r}, {f.name!r}, "
+                          f"f'{{{expr}!r}} is not an admitted {f.enum.__name__} value')")
+    s = gen.const(struct.Struct("!" + "".join(f.code for _, f in run)))  # type: ignore[misc]
+    enc.part(ind, f"{s}.pack({', '.join(e for e, _ in run)})", True)
 
 
-def _emit_enc_var(gen: _Gen, expr: str, f: Field, ind: str) -> None:
-    cn = gen.cls_name
+def _enc_var(enc: _Enc, expr: str, f: Field, ind: str) -> None:
+    gen = enc.gen
+    cn = gen.cn
     if isinstance(f, (Bytes, Tail)):
         n = gen.var()
         lo = getattr(f, "min_len", 0)
-        gen.enc.append(f"{ind}{n} = len({expr})")
-        gen.enc.append(f"{ind}if not {lo} <= {n} <= {f.max_len}: raise _bad({cn!r}, {f.name!r}, "
-                       f"f'length {{{n}}} outside {lo}..{f.max_len}')")
+        enc.line(ind, f"{n} = len({expr})")
+        cond = f"{n} > {f.max_len}" if lo == 0 else f"not {lo} <= {n} <= {f.max_len}"
+        enc.line(ind, f"if {cond}: raise _bad({cn!r}, {f.name!r}, f'length {{{n}}} outside {lo}..{f.max_len}')")
         if isinstance(f, Bytes):
-            gen.enc.append(f"{ind}_p({gen.const(struct.Struct('!I'))}.pack({n}))")
-        gen.enc.append(f"{ind}_p({expr})")
+            enc.part(ind, f"{gen.const(_U32S)}.pack({n})", True)
+        enc.part(ind, expr, False)
     elif isinstance(f, Str):
         raw, n = gen.var(), gen.var()
-        gen.enc.append(f"{ind}try: {raw} = {expr}.encode('utf-8')")
-        gen.enc.append(f"{ind}except AttributeError: raise _bad({cn!r}, {f.name!r}, 'not a str') from None")
-        gen.enc.append(f"{ind}{n} = len({raw})")
-        gen.enc.append(f"{ind}if not {f.min_len} <= {n} <= {f.max_len}: raise _bad({cn!r}, {f.name!r}, "
-                       f"f'length {{{n}}} bytes outside {f.min_len}..{f.max_len}')")
-        gen.enc.append(f"{ind}_p({gen.const(struct.Struct('!I' if f.wide else '!H'))}.pack({n}))")
-        gen.enc.append(f"{ind}_p({raw})")
+        if isinstance(f, Json):
+            enc.line(ind, f"if not isinstance({expr}, {gen.const(f.kind)}): raise _bad({cn!r}, {f.name!r}, "
+                          f"'not a {f.kind.__name__}')")
+            enc.line(ind, f"{raw} = {gen.const(_json_dumps)}({expr}).encode('utf-8')")
+        else:
+            enc.line(ind, f"{raw} = {expr}.encode('utf-8')")
+        enc.line(ind, f"{n} = len({raw})")
+        cond = f"{n} > {f.max_len}" if f.min_len == 0 else f"not {f.min_len} <= {n} <= {f.max_len}"
+        enc.line(ind, f"if {cond}: raise _bad({cn!r}, {f.name!r}, "
+                      f"f'length {{{n}}} bytes outside {f.min_len}..{f.max_len}')")
+        enc.part(ind, f"{gen.const(_U32S if f.wide else _U16S)}.pack({n})", True)
+        enc.part(ind, raw, True)
     elif isinstance(f, List):
         n, it = gen.var(), gen.var()
-        gen.enc.append(f"{ind}{n} = len({expr})")
-        gen.enc.append(f"{ind}if {n} > {f.max_count}: raise _bad({cn!r}, {f.name!r}, "
-                       f"f'{{{n}}} items, at most {f.max_count}')")
-        gen.enc.append(f"{ind}_p({gen.const(struct.Struct('!I'))}.pack({n}))")
+        enc.line(ind, f"{n} = len({expr})")
+        enc.line(ind, f"if {n} > {f.max_count}: raise _bad({cn!r}, {f.name!r}, "
+                      f"f'{{{n}}} items, at most {f.max_count}')")
+        enc.part(ind, f"{gen.const(_U32S)}.pack({n})", True)
         item = f.item
         if isinstance(item, type) and issubclass(item, Message):
-            enc = gen.const(item._encode_parts)
-            gen.enc.append(f"{ind}for {it} in {expr}: {enc}({it}, _p)")
+            enc.line(ind, f"for {it} in {expr}: {gen.const(item._encode_parts)}({it}, _p)")
         elif item.code is not None:
-            code = item.code
-            gen.enc.append(f"{ind}try: _p(struct.pack(f'!{{{n}}}{code}', *{expr}))")
-            gen.enc.append(f"{ind}except struct.error as _e: raise _bad({cn!r}, {f.name!r}, str(_e)) from None")
+            if isinstance(item, Enum):
+                enc.line(ind, f"for {it} in {expr}:")
+                enc.line(ind, f"    if {it} not in {gen.const(item.members)}: raise _bad({cn!r}, {f.name!r}, "
+                              f"f'{{{it}!r}} is not an admitted {item.enum.__name__} value')")
+            enc.part(ind, f"struct.pack(f'!{{{n}}}{item.code}', *{expr})", True)
         else:
             item.name = f.name
-            gen.enc.append(f"{ind}for {it} in {expr}:")
-            _emit_enc_var(gen, it, item, ind + "    ")
+            enc.line(ind, f"for {it} in {expr}:")
+            _enc_var(enc, it, item, ind + "    ")
     elif isinstance(f, Nested):
-        enc = gen.const(f.cls._encode_parts)
-        gen.enc.append(f"{ind}{enc}({expr}, _p)")
+        enc.line(ind, f"{gen.const(f.cls._encode_parts)}({expr}, _p)")
     elif isinstance(f, Optional):
-        s = gen.const(struct.Struct("!B"))
-        gen.enc.append(f"{ind}if {expr} is None: _p({s}.pack(0))")
-        gen.enc.append(f"{ind}else:")
-        gen.enc.append(f"{ind}    _p({s}.pack(1))")
+        enc.line(ind, f"if {expr} is None: _p(b'\\x00')")
+        enc.line(ind, "else:")
+        enc.line(ind, "    _p(b'\\x01')")
         inner = f.field
         inner.name = f.name
         if inner.code is not None:
-            _emit_fixed(gen, [(expr, inner)], ind + "    ")
+            _enc_fixed(enc, [(expr, inner)], ind + "    ")
         else:
-            _emit_enc_var(gen, expr, inner, ind + "    ")
+            _enc_var(enc, expr, inner, ind + "    ")
     else:  # pragma: no cover - every field type is handled above
         raise TypeError(f"unknown field type {type(f).__name__}")
 
 
-def _emit_dec_var(gen: _Gen, target: str, f: Field, ind: str) -> None:
-    cn = gen.cls_name
-    d = gen.dec
+def _enc_body(gen: _Gen, fields: list[Field], names: list[str], ind: str, straight: bool) -> _Enc:
+    enc = _Enc(gen, straight)
+    run: list[tuple[str, Field]] = []
+    for f, name in zip(fields, names, strict=True):
+        if f.code is not None:
+            run.append((name, f))
+            continue
+        if run:
+            _enc_fixed(enc, run, ind)
+            run = []
+        _enc_var(enc, name, f, ind)
+    if run:
+        _enc_fixed(enc, run, ind)
+    return enc
+
+
+def _dec_code(f: Field) -> str:
+    return "B" if isinstance(f, Bool) else f.code  # type: ignore[return-value]
+
+
+def _dec_fixed(gen: _Gen, d: list[str], run: list[tuple[str, Field]], ind: str, at: int | None = None) -> None:
+    """One struct for a run of fixed-width fields at ``_o`` (or at the constant offset ``at``)."""
+    cn = gen.cn
+    st = struct.Struct("!" + "".join(_dec_code(f) for _, f in run))
+    ends, offset = [], 0
+    for _, f in run:
+        offset += f.min_size
+        ends.append((offset, f.name))
+    which = gen.const(tuple(ends))
+    base = "_o" if at is None else str(at)
+    d.append(f"{ind}if {base} + {st.size} > _end: "
+             f"raise _trunc({cn!r}, next(n for e, n in {which} if {base} + e > _end))")
+    if st.size == 1:  # one byte: indexing the view is cheaper than a struct
+        d.append(f"{ind}{run[0][0]} = _m[{base}]")
+    else:
+        d.append(f"{ind}{', '.join(v for v, _ in run)}, = {gen.const(st)}.unpack_from(_m, {base})")
+    if at is None:
+        d.append(f"{ind}_o += {st.size}")
+    for v, f in run:
+        if isinstance(f, Enum):
+            d.append(f"{ind}try: {v} = {gen.const(f.members)}[{v}]")
+            d.append(f"{ind}except KeyError: raise _bad({cn!r}, {f.name!r}, "
+                     f"f'unknown {f.enum.__name__} value {{{v}}}') from None")
+        elif isinstance(f, Bool):
+            d.append(f"{ind}if {v} > 1: raise _bad({cn!r}, {f.name!r}, f'boolean byte {{{v}}}')")
+            d.append(f"{ind}{v} = {v} == 1")
+
+
+def _dec_var(gen: _Gen, d: list[str], target: str, f: Field, ind: str) -> None:
+    cn = gen.cn
     if isinstance(f, Bytes):
         n = gen.var()
         d.append(f"{ind}if _o + 4 > _end: raise _trunc({cn!r}, {f.name!r})")
-        d.append(f"{ind}{n}, = {gen.const(struct.Struct('!I'))}.unpack_from(_m, _o); _o += 4")
-        d.append(f"{ind}if not {f.min_len} <= {n} <= {f.max_len}: raise _bad({cn!r}, {f.name!r}, "
-                 f"f'length {{{n}}} outside {f.min_len}..{f.max_len}')")
+        d.append(f"{ind}{n}, = {gen.const(_U32S)}.unpack_from(_m, _o); _o += 4")
+        cond = f"{n} > {f.max_len}" if f.min_len == 0 else f"not {f.min_len} <= {n} <= {f.max_len}"
+        d.append(f"{ind}if {cond}: raise _bad({cn!r}, {f.name!r}, f'length {{{n}}} outside {f.min_len}..{f.max_len}')")
         d.append(f"{ind}if _o + {n} > _end: raise _trunc({cn!r}, {f.name!r})")
         d.append(f"{ind}{target} = _m[_o:_o + {n}]" if f.view else f"{ind}{target} = bytes(_m[_o:_o + {n}])")
         d.append(f"{ind}_o += {n}")
     elif isinstance(f, Tail):
         d.append(f"{ind}if _end - _o > {f.max_len}: raise _bad({cn!r}, {f.name!r}, "
-                 f"f'length {{_end - _o}} over {f.max_len}')")
+                 f"f'length {{_end - _o}} outside 0..{f.max_len}')")
         d.append(f"{ind}{target} = _m[_o:_end]" if f.view else f"{ind}{target} = bytes(_m[_o:_end])")
         d.append(f"{ind}_o = _end")
     elif isinstance(f, Str):
         n, w = gen.var(), 4 if f.wide else 2
         d.append(f"{ind}if _o + {w} > _end: raise _trunc({cn!r}, {f.name!r})")
-        d.append(f"{ind}{n}, = {gen.const(struct.Struct('!I' if f.wide else '!H'))}.unpack_from(_m, _o); _o += {w}")
-        d.append(f"{ind}if not {f.min_len} <= {n} <= {f.max_len}: raise _bad({cn!r}, {f.name!r}, "
+        d.append(f"{ind}{n}, = {gen.const(_U32S if f.wide else _U16S)}.unpack_from(_m, _o); _o += {w}")
+        cond = f"{n} > {f.max_len}" if f.min_len == 0 else f"not {f.min_len} <= {n} <= {f.max_len}"
+        d.append(f"{ind}if {cond}: raise _bad({cn!r}, {f.name!r}, "
                  f"f'length {{{n}}} bytes outside {f.min_len}..{f.max_len}')")
         d.append(f"{ind}if _o + {n} > _end: raise _trunc({cn!r}, {f.name!r})")
-        d.append(f"{ind}try: {target} = bytes(_m[_o:_o + {n}]).decode('utf-8')")
+        d.append(f"{ind}try: {target} = str(_m[_o:_o + {n}], 'utf-8')")
         d.append(f"{ind}except UnicodeDecodeError: raise _bad({cn!r}, {f.name!r}, 'not UTF-8') from None")
         d.append(f"{ind}_o += {n}")
+        if isinstance(f, Json):
+            d.append(f"{ind}try: {target} = {gen.const(json.loads)}({target})")
+            d.append(f"{ind}except ValueError as _e: raise _bad({cn!r}, {f.name!r}, f'not JSON: {{_e}}') from None")
+            d.append(f"{ind}if not isinstance({target}, {gen.const(f.kind)}): raise _bad({cn!r}, {f.name!r}, "
+                     f"'not a JSON {f.kind.__name__}')")
     elif isinstance(f, List):
         n, acc, it = gen.var(), gen.var(), gen.var()
         item = f.item
         is_msg = isinstance(item, type) and issubclass(item, Message)
         min_item = max(1, item._min_size if is_msg else item.min_size)
         d.append(f"{ind}if _o + 4 > _end: raise _trunc({cn!r}, {f.name!r})")
-        d.append(f"{ind}{n}, = {gen.const(struct.Struct('!I'))}.unpack_from(_m, _o); _o += 4")
+        d.append(f"{ind}{n}, = {gen.const(_U32S)}.unpack_from(_m, _o); _o += 4")
         d.append(f"{ind}if {n} > {f.max_count}: raise _bad({cn!r}, {f.name!r}, "
                  f"f'{{{n}}} items, at most {f.max_count}')")
         d.append(f"{ind}if {n} * {min_item} > _end - _o: raise _trunc({cn!r}, {f.name!r})")
         if is_msg:
             dec = gen.const(item._decode_at)
             d.append(f"{ind}{acc} = []")
-            d.append(f"{ind}for {it} in range({n}):")
-            d.append(f"{ind}    _x, _o = {dec}(_m, _o, _end)")
-            d.append(f"{ind}    {acc}.append(_x)")
+            d.append(f"{ind}try:")
+            d.append(f"{ind}    for {it} in range({n}):")
+            d.append(f"{ind}        _x, _o = {dec}(_m, _o, _end)")
+            d.append(f"{ind}        {acc}.append(_x)")
+            d.append(f"{ind}except MessageError as _e: raise _nest({cn!r}, f'{f.name}[{{{it}}}]', _e) from None")
         elif item.code is not None:
-            size = struct.calcsize("!" + item.code)
-            d.append(f"{ind}{acc} = list(struct.unpack_from(f'!{{{n}}}{item.code}', _m, _o)); _o += {n} * {size}")
+            code = _dec_code(item)
+            d.append(f"{ind}{acc} = list(struct.unpack_from(f'!{{{n}}}{code}', _m, _o)); _o += {n} * {item.min_size}")
             if isinstance(item, Enum):
-                e = gen.const(item.enum)
-                d.append(f"{ind}try: {acc} = [{e}(_x) for _x in {acc}]")
-                d.append(f"{ind}except ValueError as _e: raise _bad({cn!r}, {f.name!r}, str(_e)) from None")
+                members = gen.const(item.members)
+                d.append(f"{ind}if not all(_x in {members} for _x in {acc}): raise _bad({cn!r}, {f.name!r}, "
+                         f"f'unknown {item.enum.__name__} value {{next(_x for _x in {acc} if _x not in {members})}}')")
+                d.append(f"{ind}{acc} = [{members}[_x] for _x in {acc}]")
+            elif isinstance(item, Bool):
+                d.append(f"{ind}if any(_x > 1 for _x in {acc}): raise _bad({cn!r}, {f.name!r}, 'boolean byte over 1')")
+                d.append(f"{ind}{acc} = [_x == 1 for _x in {acc}]")
         else:
             item.name = f.name
             d.append(f"{ind}{acc} = []")
             d.append(f"{ind}for {it} in range({n}):")
-            _emit_dec_var(gen, "_x", item, ind + "    ")
+            _dec_var(gen, d, "_x", item, ind + "    ")
             d.append(f"{ind}    {acc}.append(_x)")
         d.append(f"{ind}{target} = {acc}")
     elif isinstance(f, Nested):
-        dec = gen.const(f.cls._decode_at)
-        d.append(f"{ind}{target}, _o = {dec}(_m, _o, _end)")
+        d.append(f"{ind}try: {target}, _o = {gen.const(f.cls._decode_at)}(_m, _o, _end)")
+        d.append(f"{ind}except MessageError as _e: raise _nest({cn!r}, {f.name!r}, _e) from None")
     elif isinstance(f, Optional):
         d.append(f"{ind}if _o + 1 > _end: raise _trunc({cn!r}, {f.name!r})")
         d.append(f"{ind}_flag = _m[_o]; _o += 1")
@@ -394,58 +531,168 @@ def _emit_dec_var(gen: _Gen, target: str, f: Field, ind: str) -> None:
         inner = f.field
         inner.name = f.name
         if inner.code is not None:
-            _emit_dec_fixed(gen, [(target, inner)], ind + "    ")
+            _dec_fixed(gen, d, [(target, inner)], ind + "    ")
         else:
-            _emit_dec_var(gen, target, inner, ind + "    ")
+            _dec_var(gen, d, target, inner, ind + "    ")
         d.append(f"{ind}else: raise _bad({cn!r}, {f.name!r}, f'presence flag {{_flag}}')")
     else:  # pragma: no cover
         raise TypeError(f"unknown field type {type(f).__name__}")
 
 
-def _build(cls_name: str, fields: list[Field]) -> dict[str, Any]:
-    gen = _Gen(cls_name)
-    # encode: _encode_parts(self, _p) appends byte strings through _p
-    gen.enc.append("def _encode_parts(self, _p):")
-    names = [f.name for f in fields]
-    if names:
-        gen.enc.append(f"    {', '.join(names)}, = self")
-    # decode: _decode_at(_m, _o, _end) -> (instance, offset)
-    gen.dec.append("def _decode_at(_m, _o, _end):")
-    run_e: list[tuple[str, Field]] = []
-    run_d: list[tuple[str, Field]] = []
+def _dec_body(gen: _Gen, fields: list[Field], *, whole: bool) -> tuple[list[str], list[str]]:
+    """The decoding statements of ``fields`` and the names they decode into.
+
+    ``whole``: for a decoder of the whole frame (``_o`` starts at 0, ``_end`` is its length, and a
+    trailing-bytes check ends it): the offsets of the leading fixed-width fields are constants.
+    """
+    body: list[str] = []
     targets = []
+    run: list[tuple[str, Field]] = []
+    static: int | None = 0 if whole else None  # the offset while it is known when generating
+
+    def flush() -> None:
+        nonlocal static
+        if not run:
+            return
+        if static is None:
+            _dec_fixed(gen, body, run, "    ")
+        else:
+            static = _dec_fixed_at(gen, body, run, static)
+        run.clear()
+
     for i, f in enumerate(fields):
-        if isinstance(f, Tail) and i != len(fields) - 1:
-            raise TypeError(f"{cls_name}.{f.name}: Tail must be the last field")
         t = f"_f{i}"
         targets.append(t)
         if f.code is not None:
-            run_e.append((f.name, f))
-            run_d.append((t, f))
+            run.append((t, f))
             continue
-        if run_e:
-            _emit_fixed(gen, run_e, "    ")
-            _emit_dec_fixed(gen, run_d, "    ")
-            run_e, run_d = [], []
-        _emit_enc_var(gen, f.name, f, "    ")
-        _emit_dec_var(gen, t, f, "    ")
-    if run_e:
-        _emit_fixed(gen, run_e, "    ")
-        _emit_dec_fixed(gen, run_d, "    ")
-    gen.enc.append("    return None")
-    body = gen.enc[2 if names else 1:-1]
-    gen.enc.append("")
-    gen.enc.append(f"def _pack({', '.join(names)}):")
-    gen.enc.append("    _l = []")
-    gen.enc.append("    _p = _l.append")
-    gen.enc.extend(body)
-    gen.enc.append("    return b''.join(_l)")
-    gen.dec.append(f"    return _new(_cls, ({', '.join(targets)}{',' if targets else ''})), _o")
-    source = "\n".join(gen.enc) + "\n\n" + "\n".join(gen.dec) + "\n"
+        flush()
+        if static is not None and isinstance(f, Tail):
+            _dec_tail_at(gen, body, t, f, static)
+            return body, targets
+        if static is not None and type(f) is Str:
+            _dec_str_at(gen, body, t, f, static)
+            static = None
+            continue
+        if static is not None:
+            body.append(f"    _o = {static}")
+            static = None
+        _dec_var(gen, body, t, f, "    ")
+        if whole and isinstance(f, Tail):
+            body.pop()  # "_o = _end": nothing follows a tail
+    flush()
+    if whole and not (fields and isinstance(fields[-1], Tail)):
+        at = "_o" if static is None else str(static)
+        body.append(f"    if {at} != _end: raise _bad({gen.cn!r}, None, f'{{_end - {at}}} trailing bytes')")
+    return body, targets
+
+
+def _dec_fixed_at(gen: _Gen, d: list[str], run: list[tuple[str, Field]], at: int) -> int:
+    """:func:`_dec_fixed` at the constant offset ``at``; returns the offset after the run."""
+    _dec_fixed(gen, d, run, "    ", at)
+    return at + sum(f.min_size for _, f in run)
+
+
+def _dec_str_at(gen: _Gen, d: list[str], target: str, f: Str, at: int) -> None:
+    """A Str that starts at the constant offset ``at`` (a group name first in a message)."""
+    cn, n, w = gen.cn, gen.var(), 4 if f.wide else 2
+    d.append(f"    if {at + w} > _end: raise _trunc({cn!r}, {f.name!r})")
+    d.append(f"    {n}, = {gen.const(_U32S if f.wide else _U16S)}.unpack_from(_m, {at})")
+    cond = f"{n} > {f.max_len}" if f.min_len == 0 else f"not {f.min_len} <= {n} <= {f.max_len}"
+    d.append(f"    if {cond}: raise _bad({cn!r}, {f.name!r}, f'length {{{n}}} bytes outside {f.min_len}..{f.max_len}')")
+    d.append(f"    _o = {at + w} + {n}")
+    d.append(f"    if _o > _end: raise _trunc({cn!r}, {f.name!r})")
+    d.append(f"    try: {target} = str(_m[{at + w}:_o], 'utf-8')")
+    d.append(f"    except UnicodeDecodeError: raise _bad({cn!r}, {f.name!r}, 'not UTF-8') from None")
+
+
+def _dec_tail_at(gen: _Gen, d: list[str], target: str, f: Tail, at: int) -> None:
+    """A Tail that starts at the constant offset ``at``."""
+    d.append(f"    if _end - {at} > {f.max_len}: raise _bad({gen.cn!r}, {f.name!r}, "
+             f"f'length {{_end - {at}}} outside 0..{f.max_len}')")
+    d.append(f"    {target} = _m[{at}:]" if f.view else f"    {target} = bytes(_m[{at}:])")
+
+
+def _build(cls_name: str, fields: list[Field], *, blame: str | None = None) -> dict[str, Any]:
+    """Generate and compile the three functions of one message class.
+
+    ``blame``: the field every unexpected error is attributed to (the one-field encoders that
+    :func:`_diagnose` builds); None: find the field with :func:`_diagnose`.
+    """
+    for i, f in enumerate(fields):
+        if isinstance(f, Tail) and i != len(fields) - 1:
+            raise TypeError(f"{cls_name}.{f.name}: Tail must be the last field")
+    gen = _Gen(cls_name)
+    names = [f.name for f in fields]
+    args = ", ".join(names)
+    src = ["def _encode_parts(self, _p):"]
+    if names:
+        src.append(f"    {args}, = self")
+    src.extend(_enc_body(gen, fields, names, "    ", straight=False).lines)
+    src.append("    return None")
+    src.append("")
+    src.append(f"def _pack({args}):")
+    straight = _is_straight(fields)
+    if not straight:
+        src.append("    _l = []")
+        src.append("    _p = _l.append")
+    src.append("    try:")
+    enc = _enc_body(gen, fields, names, "        ", straight=straight)
+    src.extend(enc.lines)
+    src.append(f"        return {enc.result()}" if straight else "        return b''.join(_l)")
+    src.append("    except MessageError as _e:")
+    src.append(f"        if _e.message_name == {cls_name!r}: raise")
+    if blame is None:
+        src.append(f"        raise _diagnose(_cls, ({args}{',' if names else ''}), _e) from None")
+    else:
+        src.append(f"        raise _nest({cls_name!r}, {blame!r}, _e) from None")
+    src.append("    except Exception as _e:")
+    if blame is None:
+        src.append(f"        raise _diagnose(_cls, ({args}{',' if names else ''}), _e) from None")
+    else:
+        src.append(f"        raise _bad({cls_name!r}, {blame!r}, _reason(_e)) from None")
+    src.append("")
+    body, targets = _dec_body(gen, fields, whole=False)
+    whole, _ = _dec_body(gen, fields, whole=True)
+    listed = f"({', '.join(targets)}{',' if targets else ''})"
+    src.append("def _decode_at(_m, _o, _end):")
+    src.extend(body)
+    src.append(f"    return _new(_cls, {listed}), _o")
+    src.append("")
+    # the whole-frame decoders: the same checks, inlined, with the offsets of the leading fixed fields
+    # folded in (one Python call per message on the hot paths); _unpack returns the values as a plain
+    # tuple (building the tuple subclass costs more than the rest of a small message)
+    for name, result in (("_decode", f"_new(_cls, {listed})"), ("_unpack", listed)):
+        src.append(f"def {name}(_b):")
+        src.append("    _m = _b if _b.__class__ is memoryview else memoryview(_b)")
+        src.append("    _end = len(_m)")
+        src.extend(whole)
+        src.append(f"    return {result}")
+        src.append("")
     env = gen.env
     env["_new"] = tuple.__new__
-    exec(compile(source, f"<message {cls_name}>", "exec"), env)  # noqa: S102 - our own generated code
+    env["_diagnose"] = _diagnose
+    env["_reason"] = _reason
+    exec(compile("\n".join(src) + "\n", f"<message {cls_name}>", "exec"), env)  # our own generated code
     return env
+
+
+def _diagnose(cls: type[Message], values: tuple, error: Exception) -> MessageError:
+    """The MessageError for an unexpected ``error`` of ``cls.pack(*values)``: find the field at fault."""
+    packers = cls.__dict__.get("_field_packers")
+    if packers is None:
+        packers = [_build(cls.__name__, [f], blame=f.name)["_pack"] for f in cls._field_defs]
+        type.__setattr__(cls, "_field_packers", packers)
+    for pack, value in zip(packers, values, strict=True):
+        try:
+            pack(value)
+        except MessageError as exc:
+            return exc
+    return MessageError(cls.__name__, None, _reason(error))
+
+
+def _reason(error: Exception) -> str:
+    return str(error) if isinstance(error, struct.error) else f"{type(error).__name__}: {error}"
 
 
 class _MessageMeta(type):
@@ -457,13 +704,22 @@ class _MessageMeta(type):
         for key, value in list(ns.items()):
             if isinstance(value, Field):
                 value.name = key
-        fields = sorted((v for v in ns.values() if isinstance(v, Field)), key=lambda f: f.order)
-        for f in fields:
+        own = sorted((v for v in ns.values() if isinstance(v, Field)), key=lambda f: f.order)
+        for f in own:
             del ns[f.name]
+        inherited = [f for b in bases for f in getattr(b, "_field_defs", ())]
+        fields = inherited + own
         names = tuple(f.name for f in fields)
+        if len(set(names)) != len(names):
+            raise TypeError(f"{name}: a field name is used twice in {names}")
         defaults = [f.default for f in fields]
+        later_required = False
+        for i in range(len(defaults) - 1, -1, -1):
+            if defaults[i] is _IMPLICIT_NONE:
+                defaults[i] = _NO_DEFAULT if later_required else None
+            later_required = later_required or defaults[i] is _NO_DEFAULT
         seen_default = False
-        for f, d in zip(fields, defaults):
+        for f, d in zip(fields, defaults, strict=True):
             if d is not _NO_DEFAULT:
                 seen_default = True
             elif seen_default:
@@ -472,14 +728,18 @@ class _MessageMeta(type):
         ns["_fields"] = names
         ns["_field_defs"] = tuple(fields)
         ns["_min_size"] = sum(f.min_size for f in fields)
+        ns["fixed"] = (struct.Struct("!" + "".join(f.code for f in fields))  # type: ignore[misc]
+                       if all(f.code is not None for f in fields) else None)
         for index, fname in enumerate(names):
             ns[fname] = property(_getter(index), doc=f"Field {index}: {fname}")
         cls = super().__new__(mcs, name, bases, ns)
-        env = _build(name, fields)
+        env = _build(name, list(fields))
         env["_cls"] = cls
         cls._encode_parts = env["_encode_parts"]
         cls.pack = staticmethod(env["_pack"])
         cls._decode_at = staticmethod(env["_decode_at"])
+        cls.decode = staticmethod(env["_decode"])
+        cls.unpack = staticmethod(env["_unpack"])
         cls.__new__ = _make_new(names, defaults)
         return cls
 
@@ -494,7 +754,7 @@ def _getter(index: int) -> Callable[[Any], Any]:
 def _make_new(names: tuple[str, ...], defaults: list[Any]) -> Any:
     params = []
     env: dict[str, Any] = {"_tnew": tuple.__new__}
-    for i, (n, d) in enumerate(zip(names, defaults)):
+    for i, (n, d) in enumerate(zip(names, defaults, strict=True)):
         if d is _NO_DEFAULT:
             params.append(n)
         else:
@@ -502,7 +762,7 @@ def _make_new(names: tuple[str, ...], defaults: list[Any]) -> Any:
             params.append(f"{n}=_d{i}")
     body = ", ".join(names) + ("," if names else "")
     src = f"def __new__(_cls, {', '.join(params)}):\n    return _tnew(_cls, ({body}))\n"
-    exec(src, env)  # noqa: S102 - our own generated code
+    exec(src, env)  # our own generated code
     return env["__new__"]
 
 
@@ -516,7 +776,13 @@ class Message(tuple, metaclass=_MessageMeta):
     _encode_parts: ClassVar[Callable[..., None]]
     #: ``Cls.pack(field, ...)`` encodes straight from values, without building the tuple (hot paths).
     pack: ClassVar[Callable[..., bytes]]
+    #: ``Cls.unpack(buffer)`` decodes as strictly as :meth:`decode` into a plain tuple of the field
+    #: values, without building the message (hot paths: ``guarantee, data = McastRequest.unpack(buf)``).
+    unpack: ClassVar[Callable[[bytes | bytearray | memoryview], tuple]]
     _decode_at: ClassVar[Callable[..., tuple[Any, int]]]
+    #: The :class:`struct.Struct` of a message made only of fixed-width fields (else None): a hot path
+    #: may ``unpack_from`` it directly, without the enum and boolean checks of :meth:`decode`.
+    fixed: ClassVar[struct.Struct | None] = None
 
     def encode(self) -> bytes:
         """The message on the wire."""
@@ -524,7 +790,10 @@ class Message(tuple, metaclass=_MessageMeta):
 
     @classmethod
     def decode(cls, buffer: bytes | bytearray | memoryview) -> Any:
-        """Decode exactly one message filling ``buffer``; raise MessageError on anything malformed."""
+        """Decode exactly one message filling ``buffer``; raise MessageError on anything malformed.
+
+        (Each message class replaces this with its generated decoder, which does exactly that.)
+        """
         view = buffer if isinstance(buffer, memoryview) else memoryview(buffer)
         end = len(view)
         msg, offset = cls._decode_at(view, 0, end)
@@ -540,16 +809,16 @@ class Message(tuple, metaclass=_MessageMeta):
 
     def _replace(self, **changes: Any) -> Any:
         """A copy with some fields changed (as NamedTuple's)."""
-        values = dict(zip(self._fields, self))
+        values = dict(zip(self._fields, self, strict=True))
         values.update(changes)
         return type(self)(**values)
 
     def _asdict(self) -> dict[str, Any]:
         """Field name -> value (as NamedTuple's)."""
-        return dict(zip(self._fields, self))
+        return dict(zip(self._fields, self, strict=True))
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{n}={v!r}" for n, v in zip(self._fields, self))
+        inner = ", ".join(f"{n}={v!r}" for n, v in zip(self._fields, self, strict=True))
         return f"{type(self).__name__}({inner})"
 
     def __getnewargs__(self) -> tuple:

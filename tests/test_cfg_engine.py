@@ -31,7 +31,7 @@ def test_ring_status(cluster):
     conn = cluster.connect(2, SID)
     error, payload = ask(cluster, conn, Request.RING_STATUS)
     assert error == SaAisError.OK
-    status = cfg.decode_ring_status(payload)
+    status = cfg.RingStatus.decode(payload)
     ring_id = str(cluster.node(2).ring_id())
     assert status.nodeid == 2 and status.members == [1, 2, 3] and status.synced
     assert status.rings == [cfg.Ring(0, ring_id, "127.0.0.2", "active")]
@@ -39,16 +39,16 @@ def test_ring_status(cluster):
 
 def test_members_and_state_follow_the_ring(cluster):
     conn = cluster.connect(1, SID)
-    membership = cfg.decode_membership(ask(cluster, conn, Request.MEMBERS)[1])
+    membership = cfg.Membership.decode(ask(cluster, conn, Request.MEMBERS)[1])
     assert [m.nodeid for m in membership.members] == [1, 2, 3]
     assert membership.members[2].address == "127.0.0.3"
     assert membership.ring_id == str(cluster.node(1).ring_id())
-    assert cfg.decode_state(ask(cluster, conn, Request.STATE)[1]) == (1, True)
+    assert cfg.State.decode(ask(cluster, conn, Request.STATE)[1]) == (1, True)
     cluster.crash(3)
-    assert cfg.decode_state(ask(cluster, conn, Request.STATE)[1]) == (1, False)  # sync not yet run
+    assert cfg.State.decode(ask(cluster, conn, Request.STATE)[1]) == (1, False)  # sync not yet run
     cluster.run()
-    assert cfg.decode_state(ask(cluster, conn, Request.STATE)[1]) == (1, True)
-    after = cfg.decode_membership(ask(cluster, conn, Request.MEMBERS)[1])
+    assert cfg.State.decode(ask(cluster, conn, Request.STATE)[1]) == (1, True)
+    after = cfg.Membership.decode(ask(cluster, conn, Request.MEMBERS)[1])
     assert [m.nodeid for m in after.members] == [1, 2] and after.ring_seq > membership.ring_seq
 
 
@@ -82,7 +82,7 @@ def test_ring_status_normalises_what_the_executive_reports():
 
     engine = CfgEngine()
     engine.exec_init(Api())
-    status = cfg.decode_ring_status(cfg.encode_ring_status(engine.ring_status()))
+    status = cfg.RingStatus.decode(engine.ring_status().encode())
     assert status.rings == [cfg.Ring(0, "4.10", "", "faulty")] and status.faulty
     assert (status.nodeid, status.state, status.synced) == (4, "GATHER", False)
     assert status.stats == {"totem": {"tokens": 9}, "ipc": {"conns": 2}, "pending": 3}

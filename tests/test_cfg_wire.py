@@ -2,48 +2,61 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from openais import cfg
-from openais.cfg import CfgMessageError, Member, Membership, Ring, RingStatus
+from openais.cfg import Member, Membership, Ring, RingStatus
+from openais.message import MessageError
 
 STATUS = RingStatus(1, [Ring(0, "1.8", "127.0.0.1", "active")], "OPERATIONAL", [1, 2], True, {"rx": 3})
 
 
 def test_ring_status_round_trip():
-    assert cfg.decode_ring_status(cfg.encode_ring_status(STATUS)) == STATUS
+    assert RingStatus.decode(STATUS.encode()) == STATUS
     assert not STATUS.faulty
     assert STATUS._replace(rings=[Ring(0, "1.8", "127.0.0.1", "faulty")]).faulty
+    odd = STATUS._replace(stats={"when": object, "nested": {"a": [1, 2]}})
+    assert RingStatus.decode(odd.encode()).stats == {"when": str(object), "nested": {"a": [1, 2]}}
 
 
-@pytest.mark.parametrize("raw", [
-    b"not json", b"[1]", b'{"nodeid": 1}', b"\xff",
-    b'{"nodeid": true, "rings": [], "state": "", "members": [], "synced": true, "stats": {}}',
-    b'{"nodeid": 1, "rings": [{"ringnumber": 0}], "state": "", "members": [], "synced": true, "stats": {}}',
-    b'{"nodeid": 1, "rings": [], "state": "", "members": ["a"], "synced": true, "stats": {}}',
+def _with_stats(text: bytes) -> bytes:
+    head = STATUS.encode()[: -(4 + len(b'{"rx":3}'))]
+    return head + struct.pack("!I", len(text)) + text
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    (_with_stats(b"not json"), "stats"), (_with_stats(b"[1]"), "stats"), (_with_stats(b"\xff"), "stats"),
+    (STATUS.encode()[:-1], "stats"), (STATUS.encode()[:3], "nodeid"), (STATUS.encode() + b"x", None),
 ])
-def test_bad_ring_status_is_rejected(raw):
-    with pytest.raises(CfgMessageError):
-        cfg.decode_ring_status(raw)
+def test_bad_ring_status_is_rejected(raw, field):
+    with pytest.raises(MessageError) as info:
+        RingStatus.decode(raw)
+    assert (info.value.message_name, info.value.field) == ("RingStatus", field)
+    with pytest.raises(MessageError):
+        STATUS._replace(stats=[1]).encode()
 
 
 def test_membership_round_trip_and_strictness():
     membership = Membership(1, 0x1C, [Member(1, "127.0.0.1"), Member(2, "")])
-    raw = cfg.encode_membership(membership)
-    assert cfg.decode_membership(raw) == membership
+    raw = membership.encode()
+    assert Membership.decode(raw) == membership
     assert membership.ring_id == "1.1c"
     for bad in (raw[:-1], raw + b"\x00", raw[:5]):
-        with pytest.raises(CfgMessageError):
-            cfg.decode_membership(bad)
+        with pytest.raises(MessageError):
+            Membership.decode(bad)
     lying = bytearray(raw)
     lying[15] = 9  # member count
-    with pytest.raises(CfgMessageError):
-        cfg.decode_membership(bytes(lying))
+    with pytest.raises(MessageError):
+        Membership.decode(bytes(lying))
+    with pytest.raises(MessageError):
+        Member(1, "x" * 65).encode()
 
 
 def test_state_round_trip_and_strictness():
-    assert cfg.decode_state(cfg.encode_state(3, True)) == (3, True)
-    with pytest.raises(CfgMessageError):
-        cfg.decode_state(b"\x00\x00\x00\x01\x02")
-    with pytest.raises(CfgMessageError):
-        cfg.decode_state(b"\x00")
+    assert cfg.State.decode(cfg.State.pack(3, True)) == (3, True)
+    with pytest.raises(MessageError):
+        cfg.State.decode(b"\x00\x00\x00\x01\x02")
+    with pytest.raises(MessageError):
+        cfg.State.decode(b"\x00")

@@ -22,16 +22,17 @@ def cluster() -> ServiceCluster:
 
 
 def track(c: ServiceCluster, conn, flags: int, want_buffer: bool = False) -> tuple[int, bytes]:
-    rid = c.request(conn, Request.TRACK, clm.encode_track_request(flags, want_buffer))
+    rid = c.request(conn, Request.TRACK, clm.TrackRequest.pack(flags, want_buffer))
     return conn.response(rid)
 
 
 def node_get(c: ServiceCluster, conn, node_id: int) -> tuple[int, bytes]:
-    return conn.response(c.request(conn, Request.NODE_GET, clm.encode_node_id(node_id)))
+    return conn.response(c.request(conn, Request.NODE_GET, clm.NodeGetRequest.pack(node_id)))
 
 
 def callbacks(conn) -> list[tuple[clm.NotificationBuffer, int, int]]:
-    return [clm.decode_track_callback(p) for m, p in conn.dispatched if m == clm.Callback.TRACK]
+    return [(b, n, e) for n, e, b in (clm.TrackCallback.decode(p) for m, p in conn.dispatched
+                                       if m == clm.Callback.TRACK)]
 
 
 def changes(buffer: clm.NotificationBuffer) -> dict[int, ClusterChange]:
@@ -52,7 +53,7 @@ def test_track_current_returns_buffer_or_callback(cluster):
     conn = cluster.connect(2, SID)
     error, payload = track(cluster, conn, clm.TRACK_CURRENT, want_buffer=True)
     assert error == OK
-    buffer = clm.decode_buffer(payload)
+    buffer = clm.NotificationBuffer.decode(payload)
     assert buffer.view_number == 1
     assert set(changes(buffer).values()) == {ClusterChange.NO_CHANGE}
     error, payload = track(cluster, conn, clm.TRACK_CURRENT, want_buffer=False)
@@ -128,10 +129,10 @@ def test_track_stop_and_closed_connections_get_no_more_callbacks(cluster):
 def test_node_get_local_remote_unknown(cluster):
     conn = cluster.connect(2, SID)
     error, payload = node_get(cluster, conn, clm.LOCAL_NODE_ID)
-    assert error == OK and clm.decode_node(payload).node_id == 2
+    assert error == OK and clm.ClusterNode.decode(payload).node_id == 2
     error, payload = node_get(cluster, conn, 3)
     assert error == OK
-    node = clm.decode_node(payload)
+    node = clm.ClusterNode.decode(payload)
     assert (node.node_id, node.node_address, node.member) == (3, "127.0.0.3", True)
     assert node_get(cluster, conn, 9) == (SaAisError.NOT_EXIST, b"")
     assert node_get(cluster, conn, 0)[0] == SaAisError.INVALID_PARAM
@@ -143,9 +144,9 @@ def test_node_get_local_remote_unknown(cluster):
 def test_node_get_async_answers_by_callback(cluster):
     conn = cluster.connect(1, SID)
     for invocation, node_id in ((7, 2), (8, 42)):
-        rid = cluster.request(conn, Request.NODE_GET_ASYNC, clm.encode_node_get_async(invocation, node_id))
+        rid = cluster.request(conn, Request.NODE_GET_ASYNC, clm.NodeGetAsyncRequest.pack(invocation, node_id))
         assert conn.response(rid) == (OK, b"")
-    got = [clm.decode_node_get_callback(p) for m, p in conn.dispatched if m == clm.Callback.NODE_GET]
+    got = [clm.NodeGetCallback.decode(p) for m, p in conn.dispatched if m == clm.Callback.NODE_GET]
     assert got[0][0:2] == (7, OK) and got[0][2].node_id == 2
     assert got[1] == (8, SaAisError.NOT_EXIST, None)
 
@@ -181,7 +182,7 @@ def test_track_current_before_first_view_is_try_again():
             self.answers.append(error)
 
     conn = Conn()
-    engine._lib_track(conn, 1, clm.encode_track_request(clm.TRACK_CURRENT, True))
+    engine._lib_track(conn, 1, clm.TrackRequest.pack(clm.TRACK_CURRENT, True))
     assert conn.answers == [SaAisError.TRY_AGAIN]
 
 
@@ -226,14 +227,14 @@ def test_aborted_round_and_stale_records_are_ignored():
     engine.sync_init((), (1, 2), (1, 8))
     engine.sync_process()
     engine._exec_node_record(1, api.last)
-    engine._exec_node_record(2, messages.encode_node_record(stale))  # record of the aborted ring
-    engine._exec_node_record(3, messages.encode_node_record(stale._replace(ring_seq=8)))  # not a member
+    engine._exec_node_record(2, stale.encode())  # record of the aborted ring
+    engine._exec_node_record(3, stale._replace(ring_seq=8).encode())  # not a member
     engine.sync_activate()  # node 2's record for this ring is missing: nothing changes
     assert (engine.view_number, engine.nodes, engine.activated) == (0, {}, False)
     engine.sync_init((), (1, 2), (1, 12))
     engine.sync_process()
     engine._exec_node_record(1, api.last)
-    engine._exec_node_record(2, messages.encode_node_record(stale._replace(ring_seq=12)))
+    engine._exec_node_record(2, stale._replace(ring_seq=12).encode())
     engine.sync_activate()
     assert engine.view_number == 1 and sorted(engine.nodes) == [1, 2]
     assert engine.nodes[2].node_address == "127.0.0.2" and engine.nodes[2].initial_view_number == 1

@@ -34,29 +34,30 @@ def answer(cluster: ServiceCluster, conn: FakeConnection, msg_id: int, payload: 
 def join(cluster: ServiceCluster, node: int, group: str, pid: int) -> FakeConnection:
     """Connect a process on ``node`` and join ``group``; asserts success."""
     conn = cluster.connect(node, CPG, pid=pid)
-    assert answer(cluster, conn, Request.JOIN, cpg.encode_group_request(group))[0] == OK
+    assert answer(cluster, conn, Request.JOIN, cpg.GroupRequest.pack(group))[0] == OK
     return conn
 
 
 def mcast(cluster: ServiceCluster, conn: FakeConnection, data: bytes) -> int:
     """Queue an MCAST request (not run); return its request id."""
-    return cluster.request(conn, Request.MCAST, cpg.encode_mcast_request(data))
+    return cluster.request(conn, Request.MCAST, cpg.McastRequest.pack(cpg.AGREED, data))
 
 
 def delivered(conn: FakeConnection) -> list[tuple[str, int, int, bytes]]:
-    return [cpg.decode_deliver(p) for m, p in conn.dispatched if m == Callback.DELIVER]
+    return [(g, n, p, bytes(d)) for g, n, p, d in (cpg.Deliver.decode(f) for m, f in conn.dispatched
+                                                  if m == Callback.DELIVER)]
 
 
 def confchgs(conn: FakeConnection) -> list[tuple[str, list[Member], list[Member], list[Member]]]:
-    return [cpg.decode_confchg(p) for m, p in conn.dispatched if m == Callback.CONFCHG]
+    return [cpg.Confchg.decode(p) for m, p in conn.dispatched if m == Callback.CONFCHG]
 
 
 def membership(cluster: ServiceCluster, node: int, group: str) -> list[Member]:
     probe = cluster.connect(node, CPG, pid=99999)
-    error, payload = answer(cluster, probe, Request.MEMBERSHIP, cpg.encode_group_request(group))
+    error, payload = answer(cluster, probe, Request.MEMBERSHIP, cpg.GroupRequest.pack(group))
     cluster.disconnect(probe)
     assert error == OK
-    return cpg.decode_member_list(payload)
+    return cpg.MemberList.decode(payload).members
 
 
 def test_join_reports_confchg_to_every_member_and_membership_agrees(cluster):
@@ -98,13 +99,13 @@ def test_messages_reach_only_the_group(cluster):
 def test_leave_notifies_members_and_the_leaver(cluster):
     a = join(cluster, 1, "g", 10)
     b = join(cluster, 3, "g", 30)
-    assert answer(cluster, b, Request.LEAVE, cpg.encode_group_request("g"))[0] == OK
+    assert answer(cluster, b, Request.LEAVE, cpg.GroupRequest.pack("g"))[0] == OK
     expected = ("g", [Member(1, 10)], [Member(3, 30, Reason.LEAVE)], [])
     assert confchgs(a)[-1] == expected
     assert confchgs(b)[-1] == expected
     assert membership(cluster, 2, "g") == [Member(1, 10)]
     # After leaving, b may join again.
-    assert answer(cluster, b, Request.JOIN, cpg.encode_group_request("g"))[0] == OK
+    assert answer(cluster, b, Request.JOIN, cpg.GroupRequest.pack("g"))[0] == OK
 
 
 def test_disconnect_without_leave_gives_procdown(cluster):
@@ -186,56 +187,56 @@ def test_iterate_lists_every_group(cluster):
     probe = cluster.connect(2, CPG, pid=5)
     error, payload = answer(cluster, probe, Request.ITERATE)
     assert error == OK
-    assert cpg.decode_group_list(payload) == {"a": [Member(2, 2), Member(3, 3)], "b": [Member(1, 1)]}
+    assert cpg.group_dict(cpg.GroupList.decode(payload)) == {"a": [Member(2, 2), Member(3, 3)], "b": [Member(1, 1)]}
     error, payload = answer(cluster, probe, Request.LOCAL_NODEID)
-    assert cpg.decode_nodeid(payload) == 2
+    assert cpg.NodeId.decode(payload).nodeid == 2
 
 
 def test_error_codes(cluster):
     conn = cluster.connect(1, CPG, pid=7)
-    group = cpg.encode_group_request("g")
+    group = cpg.GroupRequest.pack("g")
     assert answer(cluster, conn, Request.LEAVE, group)[0] == SaAisError.NOT_EXIST
-    assert answer(cluster, conn, Request.MCAST, cpg.encode_mcast_request(b"x"))[0] == SaAisError.NOT_EXIST
+    assert answer(cluster, conn, Request.MCAST, cpg.McastRequest.pack(cpg.AGREED, b"x"))[0] == SaAisError.NOT_EXIST
     assert answer(cluster, conn, Request.JOIN, group)[0] == OK
     assert answer(cluster, conn, Request.JOIN, group)[0] == SaAisError.EXIST
-    assert answer(cluster, conn, Request.JOIN, cpg.encode_group_request("h"))[0] == SaAisError.EXIST
-    assert answer(cluster, conn, Request.LEAVE, cpg.encode_group_request("h"))[0] == SaAisError.NOT_EXIST
+    assert answer(cluster, conn, Request.JOIN, cpg.GroupRequest.pack("h"))[0] == SaAisError.EXIST
+    assert answer(cluster, conn, Request.LEAVE, cpg.GroupRequest.pack("h"))[0] == SaAisError.NOT_EXIST
     too_long = struct.pack("!H", 129) + b"n" * 129
     assert answer(cluster, conn, Request.JOIN, too_long)[0] == SaAisError.INVALID_PARAM
-    big = cpg.encode_mcast_request(b"\0" * (cpg.MAX_MESSAGE + 1))
+    big = b"\0" * (1 + cpg.MAX_MESSAGE + 1)  # the guarantee byte, one byte too many
     assert answer(cluster, conn, Request.MCAST, big)[0] == SaAisError.TOO_BIG
     assert answer(cluster, conn, Request.MCAST, b"\x07")[0] == SaAisError.INVALID_PARAM
     # The largest message is fine.
-    assert answer(cluster, conn, Request.MCAST, cpg.encode_mcast_request(b"\1" * cpg.MAX_MESSAGE))[0] == OK
+    assert answer(cluster, conn, Request.MCAST, cpg.McastRequest.pack(cpg.AGREED, b"\1" * cpg.MAX_MESSAGE))[0] == OK
     assert delivered(conn)[-1][3] == b"\1" * cpg.MAX_MESSAGE
 
 
 def test_same_process_cannot_join_one_group_twice(cluster):
     join(cluster, 1, "g", 7)
     other = cluster.connect(1, CPG, pid=7)
-    assert answer(cluster, other, Request.JOIN, cpg.encode_group_request("g"))[0] == SaAisError.EXIST
-    assert answer(cluster, other, Request.JOIN, cpg.encode_group_request("h"))[0] == OK
+    assert answer(cluster, other, Request.JOIN, cpg.GroupRequest.pack("g"))[0] == SaAisError.EXIST
+    assert answer(cluster, other, Request.JOIN, cpg.GroupRequest.pack("h"))[0] == OK
 
 
 def test_full_queue_answers_try_again(cluster):
     conn = join(cluster, 1, "g", 7)
     cluster.queue_limit = 0
     engine = cluster.engine(1, CPG)
-    engine.lib_handlers[Request.MCAST].fn(conn, 4242, cpg.encode_mcast_request(b"x"))
+    engine.lib_handlers[Request.MCAST].fn(conn, 4242, cpg.McastRequest.pack(cpg.AGREED, b"x"))
     assert conn.response(4242)[0] == SaAisError.TRY_AGAIN
     # The IPC layer itself refuses cluster requests when there is no room.
-    assert answer(cluster, conn, Request.MCAST, cpg.encode_mcast_request(b"x"))[0] == SaAisError.TRY_AGAIN
+    assert answer(cluster, conn, Request.MCAST, cpg.McastRequest.pack(cpg.AGREED, b"x"))[0] == SaAisError.TRY_AGAIN
     cluster.queue_limit = None
-    assert answer(cluster, conn, Request.MCAST, cpg.encode_mcast_request(b"x"))[0] == OK
+    assert answer(cluster, conn, Request.MCAST, cpg.McastRequest.pack(cpg.AGREED, b"x"))[0] == OK
 
 
 def test_requests_during_sync_answer_try_again(cluster):
     conn = cluster.connect(1, CPG, pid=7)
     cluster.partition([[1], [2, 3]])
-    rid = cluster.request(conn, Request.JOIN, cpg.encode_group_request("g"))
+    rid = cluster.request(conn, Request.JOIN, cpg.GroupRequest.pack("g"))
     assert conn.response(rid)[0] == SaAisError.TRY_AGAIN
     cluster.run()
-    assert answer(cluster, conn, Request.JOIN, cpg.encode_group_request("g"))[0] == OK
+    assert answer(cluster, conn, Request.JOIN, cpg.GroupRequest.pack("g"))[0] == OK
 
 
 def test_dump_describes_groups(cluster):
@@ -285,11 +286,11 @@ def test_random_history_converges_to_the_live_processes(seed):
             conn = cluster.connect(rng.choice(sorted(live)), CPG, pid=next_pid)
             next_pid += 1
             group = rng.choice("abc")
-            if answer(cluster, conn, Request.JOIN, cpg.encode_group_request(group))[0] == OK:
+            if answer(cluster, conn, Request.JOIN, cpg.GroupRequest.pack(group))[0] == OK:
                 joined[conn] = group
         elif op < 0.5 and joined:
             conn = rng.choice(list(joined))
-            assert answer(cluster, conn, Request.LEAVE, cpg.encode_group_request(joined.pop(conn)))[0] == OK
+            assert answer(cluster, conn, Request.LEAVE, cpg.GroupRequest.pack(joined.pop(conn)))[0] == OK
             idle.append(conn)
         elif op < 0.65 and joined:
             conn = rng.choice(list(joined))

@@ -21,6 +21,9 @@ class BridgedHandle(evs.EvsHandle):
         self.cluster = cluster
         self.conn = cluster.connect(nodeid, evs.SERVICE_ID, pid=nodeid)
 
+    def _send_pipelined(self, msg_id: int, payload: bytes) -> None:
+        self._call(msg_id, payload)
+
     def _call(self, msg_id: int, payload: bytes, timeout: float | None = None) -> bytes:
         rid = self.cluster.request(self.conn, msg_id, payload)
         self.cluster.run()

@@ -331,3 +331,79 @@ def test_pipelined_requests_are_parked_not_refused_and_the_window_bounds_them(se
         h.flush(timeout=5)
     assert h._call(1, b"ok") == b"ok"
     h.finalize()
+
+
+def test_finalize_raises_the_error_of_the_last_pipelined_request_after_closing(server):
+    h = EchoHandle(server.path)
+    h._send_pipelined(10, b"fine")
+    h._send_pipelined(10, b"bad")
+    with pytest.raises(openais.NotExist):
+        h.finalize()
+    assert h._finalized
+    with pytest.raises(openais.BadHandle):
+        h._call(1, b"x")
+    assert wait_until(lambda: len(server.engine.exits) == 1)
+
+
+def test_a_call_and_dispatch_raise_a_kept_error_once(server):
+    h = EchoHandle(server.path)
+    h._send_pipelined(10, b"bad")
+    time.sleep(0.2)
+    with pytest.raises(openais.NotExist):
+        h._call(1, b"not sent")
+    assert h._call(1, b"ok") == b"ok"
+    h._send_pipelined(10, b"bad")
+    time.sleep(0.2)
+    with pytest.raises(openais.NotExist):
+        h.dispatch(openais.DISPATCH_ALL)
+    h.dispatch(openais.DISPATCH_ALL)
+    h.finalize()
+
+
+def test_finalize_with_unanswered_requests_closes_and_raises_timeout(server):
+    h = EchoHandle(server.path)
+    server.router.room = False  # the executive parks the request: no answer comes
+    h._send_pipelined(10, b"parked")
+    started = time.monotonic()
+    with pytest.raises(openais.Timeout, match="1 pipelined requests still unanswered"):
+        h.finalize(timeout=0.3)
+    assert h._finalized and time.monotonic() - started < 3
+    server.router.room = True
+
+
+def test_leaving_a_with_block_by_an_exception_keeps_that_exception(server):
+    with pytest.raises(KeyError), EchoHandle(server.path) as h:
+        h._send_pipelined(10, b"bad")
+        raise KeyError("the block's own error")
+    assert h._finalized
+
+
+def test_the_executive_logs_a_refused_pipelined_request_once_per_connection(server, caplog):
+    h = EchoHandle(server.path)
+    with caplog.at_level("WARNING", logger="aisexec.ipc"):
+        for _ in range(3):
+            h._send_pipelined(10, b"bad")
+        with pytest.raises(openais.NotExist):
+            h.flush(timeout=5)
+    refusals = [r for r in caplog.records if "refusing pipelined request 10" in r.getMessage()]
+    assert len(refusals) == 1 and "SA_AIS_ERR_NOT_EXIST" in refusals[0].getMessage()
+    assert server.server.counters["refused_pipelined"] == 3
+    with pytest.raises(openais.Library):
+        h._call(5, b"")  # an error answer to a request that is not pipelined is not counted
+    assert server.server.counters["refused_pipelined"] == 3
+    h.finalize()
+
+
+def test_dispatch_hears_of_a_refusal_on_its_own_channel_and_nothing_is_raised_twice(server):
+    h = EchoHandle(server.path)
+    h._send_pipelined(10, b"fine")
+    h._send_pipelined(10, b"bad")
+    h._send_pipelined(10, b"bad")
+    assert wait_until(lambda: select.select([h], [], [], 0)[0])
+    time.sleep(0.1)
+    with pytest.raises(openais.NotExist, match="1 more pipelined requests failed after it"):
+        h.dispatch(openais.DISPATCH_ALL)  # the response channel was not read: the dispatch channel told
+    assert h.callbacks == []  # PIPELINE_ERROR frames are the handle's, not callbacks
+    h.dispatch(openais.DISPATCH_ALL)
+    h.flush(timeout=5)  # the answers themselves come later: not raised again
+    h.finalize()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from aisexec.sync import SyncEngine, SyncMessageError, decode, encode_barrier, encode_service_list
+from aisexec.sync import Barrier, ServiceList, SyncEngine, decode, encode, encode_barrier, encode_service_list
 from aisexec.totem.api import ConfigChange, ConfKind, RingId
+from openais.message import MessageError
 
 
 class Recorder:
@@ -168,6 +169,7 @@ def test_codec_round_trip_and_strictness():
     _kind, ring, ids = decode(encode_service_list(RingId(1, 4), [8, 1, 8]))
     assert ids == (1, 8) and ring == RingId(1, 4)
     for bad in (b"", b"\x02" * 5, encode_barrier(RingId(1, 1), 1) + b"x", encode_service_list(RingId(1, 1), [1])[:-1],
-                b"\x09" + b"\x00" * 14):
-        with pytest.raises(SyncMessageError):
+                b"\x09" + b"\x00" * 14, encode(ServiceList(1, 1, [3, 2])), encode(ServiceList(1, 1, [2, 2]))):
+        with pytest.raises(MessageError):
             decode(bad)
+    assert encode(Barrier(3, 9, 8)) == encode_barrier(RingId(3, 9), 8)

@@ -14,6 +14,9 @@ while sync runs or while the ring has no room.  Unknown message ids are
 answered ``SA_AIS_ERR_NOT_SUPPORTED``, payloads over a handler's
 ``max_size`` ``SA_AIS_ERR_TOO_BIG``, and a handler that raises
 ``SA_AIS_ERR_LIBRARY`` (logged with its traceback; the connection stays).
+An error answer to a ``pipelined`` request (the library raises it at its
+next call) is also told on the dispatch channel (``PIPELINE_ERROR``), counted
+(``refused_pipelined``) and logged once per connection.
 """
 
 from __future__ import annotations
@@ -159,6 +162,7 @@ class IpcConnection:
         self._response = _Channel(sock, server.max_queued_bytes, self.fail)
         self._dispatch: _Channel | None = None
         self._early_dispatch = bytearray()
+        self._refusal_logged = False
         self.request_waiter: ReadWaiter | None = None  # the request reader's watcher, cancelled by close()
 
     @property
@@ -170,19 +174,53 @@ class IpcConnection:
         """Queue the answer to ``request_id`` (dropped if the connection is gone)."""
         if not self._closed:
             self._response.write(_wire.encode_response(service, msg_id, request_id, int(error), payload))
+            if error:
+                self._refused(service, msg_id, request_id, int(error))
+
+    def _refused(self, service: int, msg_id: int, request_id: int, error: int) -> None:
+        """A pipelined request's error: tell the dispatch channel too, count it, log the first of the connection."""
+        handler = self.engine.lib_handlers.get(msg_id)
+        if handler is None or not handler.pipelined:
+            return
+        self._queue_dispatch(_wire.encode_response(service, _wire.PIPELINE_ERROR, request_id, error))
+        self._server.counters["refused_pipelined"] += 1
+        if self._refusal_logged:
+            return
+        self._refusal_logged = True
+        try:
+            name = f"SA_AIS_ERR_{SaAisError(error).name}"
+        except ValueError:
+            name = str(error)
+        self._server.log.warning(
+            "refusing pipelined request %d on IPC connection %d (pid %d, service %s): %s; the library raises it "
+            "at its next call (later refusals on this connection are counted, not logged)",
+            msg_id, self.id, self.pid, self.engine.name, name)
 
     def dispatch(self, service: int, msg_id: int, payload: bytes) -> None:
         """Queue a callback on the dispatch channel (dropped if the connection is gone)."""
         if self._closed:
             return
         frame = _wire.encode_response(service, msg_id, 0, SaAisError.OK, payload)
-        if self._dispatch is None:
-            if len(self._early_dispatch) + len(frame) > self._server.max_queued_bytes:
-                self.fail("client is not reading its dispatch channel")
-                return
-            self._early_dispatch += frame
+        if self._dispatch is not None:  # the hot path: one callback frame onto the channel
+            self._dispatch.write(frame)
+        else:
+            self._queue_early(frame)
+
+    def _queue_dispatch(self, frame: bytes) -> None:
+        """Queue a frame of the executive's own on the dispatch channel."""
+        if self._closed:
             return
-        self._dispatch.write(frame)
+        if self._dispatch is not None:
+            self._dispatch.write(frame)
+        else:
+            self._queue_early(frame)
+
+    def _queue_early(self, frame: bytes) -> None:
+        """Hold a dispatch frame until the handle's dispatch socket connects."""
+        if len(self._early_dispatch) + len(frame) > self._server.max_queued_bytes:
+            self.fail("client is not reading its dispatch channel")
+            return
+        self._early_dispatch += frame
 
     def attach_dispatch(self, sock: Any) -> None:
         """The handle's second socket arrived."""
@@ -235,7 +273,7 @@ class IpcServer:
         self._acceptor: gevent.Greenlet | None = None
         self._greenlets: set[gevent.Greenlet] = set()
         self.counters = {"accepted": 0, "refused": 0, "malformed": 0, "requests": 0, "try_again": 0,
-                         "handler_errors": 0, "overflows": 0, "parked": 0}
+                         "handler_errors": 0, "overflows": 0, "parked": 0, "refused_pipelined": 0}
 
     # -- lifecycle --------------------------------------------------------------
 

@@ -12,13 +12,21 @@ alone is cut into ``total`` fragment frames with a per-sender message id; fragme
 0 starts the chain and every frame carries its slice of the message.
 
 Configuration changes (how the driver tells the layer): for every :class:`ConfigChange`
-the core delivers, call :meth:`PgEndpoint.on_event` (or ``Assembler.config_change`` and
-``Packer.config_change``).  The assembler drops every partial chain at *every* change
-(transitional and regular), so a message cut by a change is never delivered in part.
-The packer watches its own frames come back (self delivery); a fragmented message whose
-chain was started in the own delivery stream but not completed when a change arrives is
-re-queued whole, with a fresh id, at the head of the queue.  A message none of whose
-fragments has come back yet is left alone: Totem originates it whole in the new ring.
+the core delivers, call :meth:`PgEndpoint.on_events` (or ``Assembler.config_change`` and
+``Packer.config_change``).  A message cut by a change is delivered whole by every member of
+the configuration it completes in, or by none of them (virtual synchrony for reassembled
+messages):
+
+* at a TRANSITIONAL change the assembler drops the partial chains of the senders that left
+  (their remaining fragments can never arrive in this configuration) and keeps those of
+  transitional members: the core delivers the rest of the old ring to every member of the
+  transitional configuration alike -- after a hole only frames of transitional members
+  (totem.md §2.8 step 4) -- so such a chain completes there on every receiver exactly as on its
+  sender, whose packer therefore re-queues nothing at a TRANSITIONAL change;
+* at a REGULAR change the assembler drops every partial chain, and the packer re-queues whole,
+  with a fresh id, at the head of the queue, every own message whose chain was started in the
+  own delivery stream (self delivery) but not completed.  A message none of whose fragments
+  has come back yet is left alone: Totem originates it whole in the new ring.
 
 Per-sender FIFO across a re-queue.  With a ``withdraw`` callable (the core's
 ``withdraw_pending``: frames handed to the core but not yet originated), the packer keeps
@@ -53,6 +61,13 @@ FRAGMENT_HEADER_SIZE = _HEADER.size + _FRAGMENT.size
 #: Smallest frame the packer accepts (header plus room for payload bytes).
 MIN_FRAME = FRAGMENT_HEADER_SIZE + 16
 _MAX_COUNT = 0xFFFF
+#: Bytes a cluster message may take beyond the largest application message (``MAX_MESSAGE_SIZE``, the
+#: libraries' documented maximum): the routing header and a service's own header (CPG: pid and group
+#: name; EVS: up to 256 group names).  Every layer above agrees: an application message of exactly
+#: ``MAX_MESSAGE_SIZE`` bytes always fits in one cluster message.
+MESSAGE_HEADROOM = 16 * 1024
+#: Largest whole message this layer takes (``add``) and reassembles (fragment ``msg_len``).
+MAX_CLUSTER_MESSAGE = MAX_MESSAGE_SIZE + MESSAGE_HEADROOM
 
 
 class FrameError(ValueError):
@@ -116,7 +131,7 @@ def decode_fragment(frame: memoryview) -> tuple[int, int, int, int, memoryview]:
     """Return ``(msg_id, index, total, msg_len, chunk)`` of a fragment frame or raise :class:`FrameError`."""
     msg_id, index, total, msg_len = _FRAGMENT.unpack_from(frame, HEADER_SIZE)
     chunk = frame[FRAGMENT_HEADER_SIZE:]
-    if total < 2 or index >= total or msg_len > MAX_MESSAGE_SIZE or not chunk:
+    if total < 2 or index >= total or msg_len > MAX_CLUSTER_MESSAGE or not chunk:
         raise FrameError("fragment fields out of range")
     return msg_id, index, total, msg_len, chunk
 
@@ -150,7 +165,7 @@ class Packer:
     ``max_frame`` is the largest frame the core accepts (``SrpCore.max_payload``).  The
     queue is bounded by ``max_bytes`` and ``max_count``; :meth:`add` raises
     :class:`QueueFull` when a message does not fit (answer TRY_AGAIN) and ``ValueError``
-    when it exceeds :data:`MAX_MESSAGE_SIZE` (answer TOO_BIG).
+    when it exceeds :data:`MAX_CLUSTER_MESSAGE` (answer TOO_BIG).
     """
 
     def __init__(self, max_frame: int, max_bytes: int = 4 * MAX_MESSAGE_SIZE, max_count: int = 4096,
@@ -185,8 +200,8 @@ class Packer:
 
     def add(self, message: bytes) -> None:
         """Queue one whole message or raise :class:`QueueFull` / ``ValueError`` (too big)."""
-        if len(message) > MAX_MESSAGE_SIZE:
-            raise ValueError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_SIZE}")
+        if len(message) > MAX_CLUSTER_MESSAGE:
+            raise ValueError(f"message of {len(message)} bytes exceeds {MAX_CLUSTER_MESSAGE}")
         if self.queued_count >= self.max_count or self.queued_bytes + len(message) > self.max_bytes:
             raise QueueFull("pg pending queue full")
         self._queue.append(message)
@@ -438,7 +453,7 @@ class Assembler:
     def feed_fragment(self, sender: int, frame: bytes | memoryview, version: int, kind: int, zero: int, msg_id: int,
                       index: int, total: int, msg_len: int) -> list[bytes]:
         """A fragment frame whose headers the caller already unpacked (``_FRAGMENT_FRAME``)."""
-        if version != VERSION or zero != 0 or total < 2 or index >= total or msg_len > MAX_MESSAGE_SIZE:
+        if version != VERSION or zero != 0 or total < 2 or index >= total or msg_len > MAX_CLUSTER_MESSAGE:
             self.malformed += 1
             return []
         return self._fragment(sender, msg_id, index, total, msg_len, memoryview(frame)[FRAGMENT_HEADER_SIZE:])

@@ -16,7 +16,7 @@ from typing import Any
 
 from aisexec.service import LibHandler, ServiceEngine
 from openais import cfg as wire
-from openais.cfg import Member, Membership, Request, Ring, RingStatus
+from openais.cfg import Member, Membership, Request, Ring, RingStatus, State
 from openais.errors import SaAisError
 
 log = logging.getLogger("aisexec.cfg")
@@ -81,16 +81,16 @@ class CfgEngine(ServiceEngine):
         )
 
     def _lib_ring_status(self, conn: Any, request_id: int, payload: bytes) -> None:
-        conn.respond(self.id, Request.RING_STATUS, request_id, _OK, wire.encode_ring_status(self.ring_status()))
+        conn.respond(self.id, Request.RING_STATUS, request_id, _OK, self.ring_status().encode())
 
     def _lib_members(self, conn: Any, request_id: int, payload: bytes) -> None:
         ring = self.api.ring_id()
         members = [Member(n, _text(self.api.node_address(n))) for n in self.api.members()]
         conn.respond(self.id, Request.MEMBERS, request_id, _OK,
-                     wire.encode_membership(Membership(ring.rep, ring.seq, members)))
+                     Membership.pack(ring.rep, ring.seq, members))
 
     def _lib_state(self, conn: Any, request_id: int, payload: bytes) -> None:
-        conn.respond(self.id, Request.STATE, request_id, _OK, wire.encode_state(self.api.nodeid, self.api.ready()))
+        conn.respond(self.id, Request.STATE, request_id, _OK, State.pack(self.api.nodeid, self.api.ready()))
 
     def _lib_shutdown(self, conn: Any, request_id: int, payload: bytes) -> None:
         if conn.uid not in (0, os.getuid()):

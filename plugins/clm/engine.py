@@ -35,16 +35,20 @@ from openais.clm import (
     TRACK_CHANGES,
     TRACK_CHANGES_ONLY,
     TRACK_CURRENT,
-    ClmMessageError,
     ClusterChange,
     ClusterNode,
+    NodeGetAsyncRequest,
+    NodeGetCallback,
+    NodeGetRequest,
     Notification,
     NotificationBuffer,
     Request,
+    TrackCallback,
+    TrackRequest,
 )
 from openais.errors import SaAisError
-from plugins.clm import messages
-from plugins.clm.messages import ClmClusterMessageError, Exec, NodeRecord
+from openais.message import MessageError
+from plugins.clm.messages import Exec, NodeRecord
 
 log = logging.getLogger("aisexec.clm")
 
@@ -140,7 +144,7 @@ class ClmEngine(ServiceEngine):
             name=self.node_name,
         )
         try:
-            self.api.mcast(self.id, Exec.NODE_RECORD, messages.encode_node_record(record))
+            self.api.mcast(self.id, Exec.NODE_RECORD, record.encode())
         except QueueFull:
             return True
         self._sync_sent = True
@@ -175,8 +179,8 @@ class ClmEngine(ServiceEngine):
 
     def _exec_node_record(self, sender: int, payload: bytes) -> None:
         try:
-            record = messages.decode_node_record(payload)
-        except ClmClusterMessageError as exc:
+            record = NodeRecord.decode(payload)
+        except MessageError as exc:
             log.warning("dropping malformed CLM node record from node %d: %s", sender, exc)
             return
         if self._sync_ring is None or (record.ring_rep, record.ring_seq) != tuple(self._sync_ring):
@@ -203,8 +207,8 @@ class ClmEngine(ServiceEngine):
             for n, node in sorted(new.items())
         ]
         changes = [note for note in full if note.cluster_change == ClusterChange.JOINED]
-        full_payload = wire.encode_track_callback(NotificationBuffer(self.view_number, full + gone), len(new))
-        only_payload = wire.encode_track_callback(NotificationBuffer(self.view_number, changes + gone), len(new))
+        full_payload = TrackCallback.pack(len(new), _OK, NotificationBuffer(self.view_number, full + gone))
+        only_payload = TrackCallback.pack(len(new), _OK, NotificationBuffer(self.view_number, changes + gone))
         for conn in list(self._trackers.values()):
             flags = conn.private.get(_TRACK_KEY, 0)
             payload = full_payload if flags & TRACK_CHANGES else only_payload
@@ -214,8 +218,8 @@ class ClmEngine(ServiceEngine):
 
     def _lib_track(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
-            flags, want_buffer = wire.decode_track_request(payload)
-        except ClmMessageError:
+            flags, want_buffer = TrackRequest.decode(payload)
+        except MessageError:
             conn.respond(self.id, Request.TRACK, request_id, _INVALID_PARAM)
             return
         if wire.flags_error(flags) != _OK:
@@ -230,10 +234,10 @@ class ClmEngine(ServiceEngine):
         if flags & TRACK_CURRENT:
             current = self.current_buffer()
             if want_buffer:
-                conn.respond(self.id, Request.TRACK, request_id, _OK, wire.encode_buffer(current))
+                conn.respond(self.id, Request.TRACK, request_id, _OK, current.encode())
                 return
             conn.respond(self.id, Request.TRACK, request_id, _OK)
-            conn.dispatch(self.id, wire.Callback.TRACK, wire.encode_track_callback(current, len(self.nodes)))
+            conn.dispatch(self.id, wire.Callback.TRACK, TrackCallback.pack(len(self.nodes), _OK, current))
             return
         conn.respond(self.id, Request.TRACK, request_id, _OK)
 
@@ -264,17 +268,17 @@ class ClmEngine(ServiceEngine):
 
     def _lib_node_get(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
-            node_id = wire.decode_node_id(payload)
-        except ClmMessageError:
+            (node_id,) = NodeGetRequest.decode(payload)
+        except MessageError:
             conn.respond(self.id, Request.NODE_GET, request_id, _INVALID_PARAM)
             return
         error, node = self.lookup(node_id)
-        conn.respond(self.id, Request.NODE_GET, request_id, error, wire.encode_node(node) if node else b"")
+        conn.respond(self.id, Request.NODE_GET, request_id, error, node.encode() if node else b"")
 
     def _lib_node_get_async(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
-            invocation, node_id = wire.decode_node_get_async(payload)
-        except ClmMessageError:
+            invocation, node_id = NodeGetAsyncRequest.decode(payload)
+        except MessageError:
             conn.respond(self.id, Request.NODE_GET_ASYNC, request_id, _INVALID_PARAM)
             return
         if node_id == 0:
@@ -282,4 +286,4 @@ class ClmEngine(ServiceEngine):
             return
         error, node = self.lookup(node_id)
         conn.respond(self.id, Request.NODE_GET_ASYNC, request_id, _OK)
-        conn.dispatch(self.id, wire.Callback.NODE_GET, wire.encode_node_get_callback(invocation, error, node))
+        conn.dispatch(self.id, wire.Callback.NODE_GET, NodeGetCallback.pack(invocation, error, node))

@@ -28,10 +28,21 @@ from typing import Any
 from aisexec.service import ExecHandler, LibHandler, ServiceEngine
 from aisexec.totem.api import ConfKind, MessageTooBig, QueueFull, RingId
 from openais import cpg as wire
-from openais.cpg import Member, Reason, Request
+from openais.cpg import (
+    Confchg,
+    Deliver,
+    GroupList,
+    GroupRequest,
+    McastRequest,
+    Member,
+    MemberList,
+    NodeId,
+    Reason,
+    Request,
+)
 from openais.errors import SaAisError
-from plugins.cpg import messages
-from plugins.cpg.messages import CpgClusterMessageError, Exec
+from openais.message import MessageError
+from plugins.cpg.messages import Exec, JoinMsg, LeaveMsg, McastMsg, SyncEntry, SyncMembersMsg
 
 log = logging.getLogger("aisexec.cpg")
 
@@ -46,6 +57,9 @@ _INVALID_PARAM = int(SaAisError.INVALID_PARAM)
 _NOT_EXIST = int(SaAisError.NOT_EXIST)
 _EXIST = int(SaAisError.EXIST)
 _TOO_BIG = int(SaAisError.TOO_BIG)
+#: Largest request payloads: a group request; the guarantee byte and the largest message.
+_GROUP_REQUEST = 1024  # a name over MAX_GROUP_NAME is INVALID_PARAM, from the decoder
+_MCAST_REQUEST = 1 + wire.MAX_MESSAGE
 
 Key = tuple[int, int]  # (nodeid, pid)
 
@@ -85,14 +99,13 @@ class CpgEngine(ServiceEngine):
         self._pending_cleanups: list[bytes] = []
         self._cleanup_timer: Any = None
         self._sync_ring: RingId | None = None
-        self._sync_outbox: list[tuple[int, str]] = []
+        self._sync_outbox: list[SyncEntry] = []
         self._shadow: dict[str, set[Key]] = {}
         self.lib_handlers = {
-            Request.JOIN: LibHandler(self._lib_join, needs_cluster=True, max_size=1024),
-            Request.LEAVE: LibHandler(self._lib_leave, needs_cluster=True, max_size=1024),
-            Request.MCAST: LibHandler(self._lib_mcast, needs_cluster=True, max_size=wire.MAX_MESSAGE + 1024,
-                                      pipelined=True),
-            Request.MEMBERSHIP: LibHandler(self._lib_membership, max_size=1024),
+            Request.JOIN: LibHandler(self._lib_join, needs_cluster=True, max_size=_GROUP_REQUEST),
+            Request.LEAVE: LibHandler(self._lib_leave, needs_cluster=True, max_size=_GROUP_REQUEST),
+            Request.MCAST: LibHandler(self._lib_mcast, needs_cluster=True, max_size=_MCAST_REQUEST, pipelined=True),
+            Request.MEMBERSHIP: LibHandler(self._lib_membership, max_size=_GROUP_REQUEST),
             Request.LOCAL_NODEID: LibHandler(self._lib_local_nodeid, max_size=0),
             Request.ITERATE: LibHandler(self._lib_iterate, max_size=0),
         }
@@ -118,7 +131,7 @@ class CpgEngine(ServiceEngine):
         local = self._locals.pop(conn.id, None)
         if local is None or local.group is None or local.state is ConnState.UNJOINED:
             return
-        self._send_cleanup(messages.encode_leave(conn.id, 0, conn.pid, Reason.PROCDOWN, local.group))
+        self._send_cleanup(LeaveMsg.pack(conn.id, 0, conn.pid, Reason.PROCDOWN, local.group))
 
     def confchg(self, kind: Any, members: tuple[int, ...], left: tuple[int, ...], joined: tuple[int, ...],
                 ring_id: Any) -> None:
@@ -143,7 +156,7 @@ class CpgEngine(ServiceEngine):
         """Start a round: queue this node's own memberships for sending, empty the shadow table."""
         self._sync_ring = RingId(*ring_id)
         me = self.api.nodeid
-        self._sync_outbox = sorted((pid, g) for g, keys in self.groups.items() for (n, pid) in keys if n == me)
+        self._sync_outbox = sorted(SyncEntry(pid, g) for g, keys in self.groups.items() for (n, pid) in keys if n == me)
         self._shadow = {}
 
     def sync_process(self) -> bool:
@@ -155,7 +168,7 @@ class CpgEngine(ServiceEngine):
             return False
         share = self._sync_outbox[:SYNC_ENTRIES_PER_MESSAGE]
         try:
-            self.api.mcast(self.id, Exec.SYNC_MEMBERS, messages.encode_sync_members(ring.rep, ring.seq, share))
+            self.api.mcast(self.id, Exec.SYNC_MEMBERS, SyncMembersMsg.pack(ring.rep, ring.seq, share))
         except QueueFull:
             return True
         del self._sync_outbox[: len(share)]
@@ -174,7 +187,7 @@ class CpgEngine(ServiceEngine):
         self._sync_ring = None
 
     def _exec_sync_members(self, sender: int, payload: bytes) -> None:
-        msg = messages.decode_sync_members(payload)
+        msg = SyncMembersMsg.decode(payload)
         if self._sync_ring is None or (msg.ring_rep, msg.ring_seq) != tuple(self._sync_ring):
             return
         for pid, group in msg.entries:
@@ -196,8 +209,8 @@ class CpgEngine(ServiceEngine):
 
     def _lib_join(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
-            group = wire.decode_group_request(payload)
-        except wire.CpgMessageError:
+            group = GroupRequest.decode(payload).group
+        except MessageError:
             conn.respond(self.id, Request.JOIN, request_id, _INVALID_PARAM)
             return
         local = self._locals[conn.id]
@@ -205,15 +218,15 @@ class CpgEngine(ServiceEngine):
             conn.respond(self.id, Request.JOIN, request_id, _EXIST)
             return
         if not self._mcast(conn, Request.JOIN, request_id, Exec.JOIN,
-                           messages.encode_join(conn.id, request_id, conn.pid, group)):
+                           JoinMsg.pack(conn.id, request_id, conn.pid, group)):
             return
         local.group = group
         local.state = ConnState.JOIN_STARTED
 
     def _lib_leave(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
-            group = wire.decode_group_request(payload)
-        except wire.CpgMessageError:
+            group = GroupRequest.decode(payload).group
+        except MessageError:
             conn.respond(self.id, Request.LEAVE, request_id, _INVALID_PARAM)
             return
         local = self._locals[conn.id]
@@ -221,45 +234,42 @@ class CpgEngine(ServiceEngine):
             conn.respond(self.id, Request.LEAVE, request_id, _NOT_EXIST)
             return
         if self._mcast(conn, Request.LEAVE, request_id, Exec.LEAVE,
-                       messages.encode_leave(conn.id, request_id, conn.pid, Reason.LEAVE, group)):
+                       LeaveMsg.pack(conn.id, request_id, conn.pid, Reason.LEAVE, group)):
             local.state = ConnState.LEAVE_STARTED
 
     def _lib_mcast(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
-            guarantee, data = wire.decode_mcast_request(payload)
-        except wire.CpgMessageError:
-            conn.respond(self.id, Request.MCAST, request_id, _INVALID_PARAM)
-            return
-        if len(data) > wire.MAX_MESSAGE:
-            conn.respond(self.id, Request.MCAST, request_id, _TOO_BIG)
+            guarantee, data = McastRequest.unpack(payload)
+        except MessageError as exc:  # the data's only failure is its length
+            conn.respond(self.id, Request.MCAST, request_id, _TOO_BIG if exc.field == "data" else _INVALID_PARAM)
             return
         local = self._locals[conn.id]
         if local.group is None or local.state in (ConnState.UNJOINED, ConnState.LEAVE_STARTED):
             conn.respond(self.id, Request.MCAST, request_id, _NOT_EXIST)
             return
         if self._mcast(conn, Request.MCAST, request_id, Exec.MCAST,
-                       messages.encode_mcast(conn.pid, local.group, data), safe=guarantee == wire.SAFE):
+                       McastMsg.pack(conn.pid, local.group, data), safe=guarantee == wire.SAFE):
             conn.respond(self.id, Request.MCAST, request_id, _OK)
 
     def _lib_membership(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
-            group = wire.decode_group_request(payload)
-        except wire.CpgMessageError:
+            group = GroupRequest.decode(payload).group
+        except MessageError:
             conn.respond(self.id, Request.MEMBERSHIP, request_id, _INVALID_PARAM)
             return
-        conn.respond(self.id, Request.MEMBERSHIP, request_id, _OK, wire.encode_member_list(self.members(group)))
+        conn.respond(self.id, Request.MEMBERSHIP, request_id, _OK, MemberList.pack(self.members(group)))
 
     def _lib_local_nodeid(self, conn: Any, request_id: int, payload: bytes) -> None:
-        conn.respond(self.id, Request.LOCAL_NODEID, request_id, _OK, wire.encode_nodeid(self.api.nodeid))
+        conn.respond(self.id, Request.LOCAL_NODEID, request_id, _OK, NodeId.pack(self.api.nodeid))
 
     def _lib_iterate(self, conn: Any, request_id: int, payload: bytes) -> None:
-        listing = {g: self.members(g) for g in sorted(self.groups)}
-        conn.respond(self.id, Request.ITERATE, request_id, _OK, wire.encode_group_list(listing))
+        listing = [(g, self.members(g)) for g in sorted(self.groups)]
+        conn.respond(self.id, Request.ITERATE, request_id, _OK, GroupList.pack(listing))
 
     # -- cluster messages -----------------------------------------------------------
 
     def _exec_join(self, sender: int, payload: bytes) -> None:
-        msg = messages.decode_join(payload)
+        msg = JoinMsg.decode(payload)
         keys = self.groups.setdefault(msg.group, set())
         key = (sender, msg.pid)
         origin = self._locals.get(msg.conn_id) if sender == self.api.nodeid else None
@@ -278,7 +288,7 @@ class CpgEngine(ServiceEngine):
             origin.conn.respond(self.id, Request.JOIN, msg.request_id, _OK)
 
     def _exec_leave(self, sender: int, payload: bytes) -> None:
-        msg = messages.decode_leave(payload)
+        msg = LeaveMsg.decode(payload)
         keys = self.groups.get(msg.group)
         key = (sender, msg.pid)
         origin = self._locals.get(msg.conn_id) if sender == self.api.nodeid else None
@@ -298,11 +308,11 @@ class CpgEngine(ServiceEngine):
             origin.conn.respond(self.id, Request.LEAVE, msg.request_id, _OK)
 
     def _exec_mcast(self, sender: int, payload: bytes) -> None:
-        msg = messages.decode_mcast(payload)
-        listeners = self._joined.get(msg.group)
+        pid, group, data = McastMsg.unpack(payload)
+        listeners = self._joined.get(group)
         if not listeners:
             return
-        callback = wire.encode_deliver(msg.group, sender, msg.pid, msg.data)
+        callback = Deliver.pack(group, sender, pid, data)
         for local in list(listeners.values()):
             local.conn.dispatch(self.id, wire.Callback.DELIVER, callback)
 
@@ -320,7 +330,7 @@ class CpgEngine(ServiceEngine):
         listeners = self._joined.get(group)
         if not listeners:
             return
-        callback = wire.encode_confchg(group, self.members(group), left, joined)
+        callback = Confchg.pack(group, self.members(group), left, joined)
         for local in list(listeners.values()):
             local.conn.dispatch(self.id, wire.Callback.CONFCHG, callback)
 
@@ -362,4 +372,4 @@ class CpgEngine(ServiceEngine):
         self._cleanup_timer = self.api.call_later(CLEANUP_RETRY, retry)
 
 
-__all__ = ["CpgClusterMessageError", "CpgEngine"]
+__all__ = ["CpgEngine"]

@@ -15,9 +15,17 @@ from aisexec.service import ExecHandler, LibHandler, ServiceEngine
 from aisexec.totem.api import ConfKind, MessageTooBig, QueueFull
 from openais import evs as wire
 from openais.errors import SaAisError
-from openais.evs import Request
-from plugins.evs import messages
-from plugins.evs.messages import Exec
+from openais.evs import (
+    Confchg,
+    Deliver,
+    GroupRequest,
+    McastGroupsRequest,
+    McastJoinedRequest,
+    MembershipResponse,
+    Request,
+)
+from openais.message import MessageError
+from plugins.evs.messages import Exec, McastMsg
 
 _OK = int(SaAisError.OK)
 _TRY_AGAIN = int(SaAisError.TRY_AGAIN)
@@ -26,7 +34,14 @@ _NOT_EXIST = int(SaAisError.NOT_EXIST)
 _NO_SPACE = int(SaAisError.NO_SPACE)
 _TOO_BIG = int(SaAisError.TOO_BIG)
 
-_MAX_REQUEST = wire.MAX_MESSAGE + 16384
+#: Largest request payloads: a group list; a multicast (the guarantee, a group list, the largest message).
+_GROUP_REQUEST = 4 + wire.MAX_GROUPS * (2 + wire.MAX_GROUP_NAME)
+_MCAST_REQUEST = 1 + _GROUP_REQUEST + wire.MAX_MESSAGE
+
+
+def _refusal(exc: MessageError) -> int:
+    """The answer to a malformed multicast request: TOO_BIG when only the message is too long."""
+    return _TOO_BIG if exc.field == "data" else _INVALID_PARAM
 
 
 class EvsEngine(ServiceEngine):
@@ -41,10 +56,12 @@ class EvsEngine(ServiceEngine):
         self._groups: dict[int, tuple[Any, set[str]]] = {}  # conn id -> (conn, joined groups)
         self._members: tuple[int, ...] = ()
         self.lib_handlers = {
-            Request.JOIN: LibHandler(self._lib_join, max_size=16384),
-            Request.LEAVE: LibHandler(self._lib_leave, max_size=16384),
-            Request.MCAST_JOINED: LibHandler(self._lib_mcast_joined, needs_cluster=True, max_size=_MAX_REQUEST),
-            Request.MCAST_GROUPS: LibHandler(self._lib_mcast_groups, needs_cluster=True, max_size=_MAX_REQUEST),
+            Request.JOIN: LibHandler(self._lib_join, max_size=_GROUP_REQUEST),
+            Request.LEAVE: LibHandler(self._lib_leave, max_size=_GROUP_REQUEST),
+            Request.MCAST_JOINED: LibHandler(self._lib_mcast_joined, needs_cluster=True, max_size=_MCAST_REQUEST,
+                                             pipelined=True),
+            Request.MCAST_GROUPS: LibHandler(self._lib_mcast_groups, needs_cluster=True, max_size=_MCAST_REQUEST,
+                                             pipelined=True),
             Request.MEMBERSHIP: LibHandler(self._lib_membership, max_size=0),
         }
         self.exec_handlers = {Exec.MCAST: ExecHandler(self._exec_mcast)}
@@ -70,7 +87,7 @@ class EvsEngine(ServiceEngine):
             return
         before = set(self._members)
         self._members = tuple(members)
-        callback = wire.encode_confchg(members, sorted(before - set(members)), sorted(set(members) - before))
+        callback = Confchg.pack(members, sorted(before - set(members)), sorted(set(members) - before))
         for conn, _groups in list(self._groups.values()):
             conn.dispatch(self.id, wire.Callback.CONFCHG, callback)
 
@@ -83,8 +100,8 @@ class EvsEngine(ServiceEngine):
 
     def _lib_join(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
-            groups = wire.decode_group_request(payload)
-        except wire.EvsMessageError:
+            groups = GroupRequest.decode(payload).groups
+        except MessageError:
             conn.respond(self.id, Request.JOIN, request_id, _INVALID_PARAM)
             return
         joined = self._groups[conn.id][1]
@@ -96,8 +113,8 @@ class EvsEngine(ServiceEngine):
 
     def _lib_leave(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
-            groups = wire.decode_group_request(payload)
-        except wire.EvsMessageError:
+            groups = GroupRequest.decode(payload).groups
+        except MessageError:
             conn.respond(self.id, Request.LEAVE, request_id, _INVALID_PARAM)
             return
         joined = self._groups[conn.id][1]
@@ -109,32 +126,29 @@ class EvsEngine(ServiceEngine):
 
     def _lib_mcast_joined(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
-            guarantee, data = wire.decode_mcast_joined(payload)
-        except wire.EvsMessageError:
-            conn.respond(self.id, Request.MCAST_JOINED, request_id, _INVALID_PARAM)
+            guarantee, data = McastJoinedRequest.unpack(payload)
+        except MessageError as exc:
+            conn.respond(self.id, Request.MCAST_JOINED, request_id, _refusal(exc))
             return
         groups = sorted(self._groups[conn.id][1])
         self._send(conn, Request.MCAST_JOINED, request_id, groups, data, guarantee)
 
     def _lib_mcast_groups(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
-            guarantee, groups, data = wire.decode_mcast_groups(payload)
-        except wire.EvsMessageError:
-            conn.respond(self.id, Request.MCAST_GROUPS, request_id, _INVALID_PARAM)
+            guarantee, groups, data = McastGroupsRequest.unpack(payload)
+        except MessageError as exc:
+            conn.respond(self.id, Request.MCAST_GROUPS, request_id, _refusal(exc))
             return
         self._send(conn, Request.MCAST_GROUPS, request_id, groups, data, guarantee)
 
     def _lib_membership(self, conn: Any, request_id: int, payload: bytes) -> None:
         conn.respond(self.id, Request.MEMBERSHIP, request_id, _OK,
-                     wire.encode_membership(self.api.nodeid, self.api.members()))
+                     MembershipResponse.pack(self.api.nodeid, self.api.members()))
 
     def _send(self, conn: Any, request: int, request_id: int, groups: list[str], data: memoryview,
               guarantee: int) -> None:
-        if len(data) > wire.MAX_MESSAGE:
-            conn.respond(self.id, request, request_id, _TOO_BIG)
-            return
         try:
-            self.api.mcast(self.id, Exec.MCAST, messages.encode_mcast(groups, data), safe=guarantee == wire.SAFE)
+            self.api.mcast(self.id, Exec.MCAST, McastMsg.pack(groups, data), safe=guarantee == wire.SAFE)
         except QueueFull:
             conn.respond(self.id, request, request_id, _TRY_AGAIN)
             return
@@ -146,14 +160,14 @@ class EvsEngine(ServiceEngine):
     # -- cluster messages -----------------------------------------------------------
 
     def _exec_mcast(self, sender: int, payload: bytes) -> None:
-        msg = messages.decode_mcast(payload)
-        if not msg.groups:
+        groups, data = McastMsg.unpack(payload)
+        if not groups:
             return
-        wanted = set(msg.groups)
+        wanted = set(groups)
         callback = None
         for conn, joined in list(self._groups.values()):
             if joined.isdisjoint(wanted):
                 continue
             if callback is None:
-                callback = wire.encode_deliver(sender, msg.data)
+                callback = Deliver.pack(sender, data)
             conn.dispatch(self.id, wire.Callback.DELIVER, callback)

@@ -1,43 +1,21 @@
-"""EVS cluster messages (network byte order); decoders raise :class:`EvsClusterMessageError`."""
+"""EVS cluster messages, defined once; decoding raises :class:`openais.message.MessageError`."""
 
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
 
-from openais.evs import EvsMessageError, pack_groups, unpack_groups
-
-
-class EvsClusterMessageError(ValueError):
-    """An EVS cluster message that does not decode."""
+from openais.evs import MAX_MESSAGE, groups_field
+from openais.message import Message, Tail
 
 
 class Exec(enum.IntEnum):
     """Cluster message ids of the EVS service."""
 
-    MCAST = 0
+    MCAST = 0  #: McastMsg
 
 
-class McastMsg(NamedTuple):
+class McastMsg(Message):
     """A message for every handle joined to one of ``groups`` (the sender comes with the delivery)."""
 
-    groups: list[str]
-    data: memoryview
-
-
-def encode_mcast(groups: list[str], data: bytes | memoryview) -> bytes:
-    """Encode an MCAST: group list, then the message."""
-    try:
-        return pack_groups(groups) + bytes(data)
-    except EvsMessageError as exc:
-        raise EvsClusterMessageError(str(exc)) from exc
-
-
-def decode_mcast(payload: bytes) -> McastMsg:
-    """Decode an MCAST (``data`` is a view into ``payload``)."""
-    buf = memoryview(payload)
-    try:
-        groups, offset = unpack_groups(buf, 0)
-    except EvsMessageError as exc:
-        raise EvsClusterMessageError(str(exc)) from exc
-    return McastMsg(groups, buf[offset:])
+    groups = groups_field()
+    data = Tail(max_len=MAX_MESSAGE, view=True)

@@ -12,6 +12,7 @@ from aisexec.totem.config import MAX_MESSAGE_SIZE
 from aisexec.totem.pg import (
     FRAGMENT_HEADER_SIZE,
     KIND_FRAGMENT,
+    MAX_CLUSTER_MESSAGE,
     Assembler,
     FrameError,
     Packer,
@@ -92,7 +93,7 @@ def test_one_mebibyte_message_round_trips() -> None:
 def test_too_big_and_queue_bounds() -> None:
     packer = Packer(1000, max_bytes=100, max_count=3)
     with pytest.raises(ValueError):
-        packer.add(bytes(MAX_MESSAGE_SIZE + 1))
+        packer.add(bytes(MAX_CLUSTER_MESSAGE + 1))
     packer.add(bytes(60))
     with pytest.raises(QueueFull):
         packer.add(bytes(41))
@@ -135,7 +136,7 @@ def test_pump_stops_on_queue_full_and_resumes_with_the_same_frame() -> None:
         b"\x01\x00\x00\x01\x00\x00\x00\x01abc",  # trailing bytes
         b"\x01\x01\x00\x00" + struct.pack("!IIII", 1, 0, 1, 5) + b"x",  # total < 2
         b"\x01\x01\x00\x00" + struct.pack("!IIII", 1, 3, 2, 5) + b"x",  # index >= total
-        b"\x01\x01\x00\x00" + struct.pack("!IIII", 1, 0, 2, MAX_MESSAGE_SIZE + 1) + b"x",
+        b"\x01\x01\x00\x00" + struct.pack("!IIII", 1, 0, 2, MAX_CLUSTER_MESSAGE + 1) + b"x",
         b"\x01\x01\x00\x00" + struct.pack("!III", 1, 0, 2),  # short fragment header
     ],
 )
@@ -347,3 +348,79 @@ def test_own_fragmented_message_comes_back_as_the_original_bytes_without_reassem
     assert out == [(1, big)] and out[0][1] is big
     other = PgEndpoint(2, 300)
     assert _deliver(other, 1, frames, [0]) == [(1, big)]  # a receiver reassembles the same message
+
+
+# ------------------------------------------------------------ virtual synchrony for reassembled messages
+def _vs_stream(sender: int, frames: list[bytes], cut: int, change: list[ConfigChange],
+               before: list[Delivery] = (), after: list[Delivery] = ()) -> list:
+    """Core events as every member of one transitional configuration sees them.
+
+    ``frames[:cut]`` of ``sender``'s chain are delivered in the old regular configuration, then
+    ``change`` (a TRANSITIONAL, maybe a REGULAR), then the rest; ``before``/``after`` are other
+    senders' frames around the change (a hole is simply a seq nobody delivers).
+    """
+    events: list = list(before)
+    seq = 100
+    for frame in frames[:cut]:
+        seq += 1
+        events.append(Delivery(sender, frame, RING, seq, 0))
+    events += change[:1]
+    seq += 3  # a hole: the frames of a node that left, which nobody in the new configuration has
+    for frame in frames[cut:]:
+        seq += 1
+        events.append(Delivery(sender, frame, RING, seq, 0))
+    events += list(after) + change[1:]
+    return events
+
+
+def _same_everywhere(events: list, sender: int, members: tuple[int, ...], frames_of: PgEndpoint) -> list:
+    """Feed one event stream to the sender's endpoint and to every other member's; all must agree."""
+    outputs = {}
+    for node in members:
+        endpoint = frames_of if node == sender else PgEndpoint(node, 300)
+        outputs[node] = endpoint.on_events(events)
+    first = outputs[members[0]]
+    assert all(out == first for out in outputs.values()), outputs
+    return first
+
+
+def test_chain_cut_at_a_transitional_change_with_a_hole_completes_on_its_sender_and_every_receiver() -> None:
+    sender = PgEndpoint(1, 300, withdraw=list)
+    big = random.Random(11).randbytes(2000)
+    sender.send(big)
+    frames = [f for f, _ in sender.packer.take(100)]
+    assert len(frames) > 4
+    trans = ConfigChange(ConfKind.TRANSITIONAL, (1, 2, 4), (3,), (), RING)
+    reg = ConfigChange(ConfKind.REGULAR, (1, 2, 4, 5), (), (5,), RingId(1, 8))
+    events = _vs_stream(1, frames, 2, [trans, reg])
+    out = _same_everywhere(events, 1, (1, 2, 4), sender)
+    assert out == [trans, (1, big), reg]
+    assert sender.packer.requeued == 0
+
+
+def test_chain_cut_at_a_regular_change_is_delivered_by_nobody_and_sent_again_whole() -> None:
+    sender = PgEndpoint(1, 300, withdraw=list)
+    big = random.Random(12).randbytes(2000)
+    sender.send(big)
+    frames = [f for f, _ in sender.packer.take(100)]
+    trans = ConfigChange(ConfKind.TRANSITIONAL, (1, 2), (3,), (), RING)
+    reg = ConfigChange(ConfKind.REGULAR, (1, 2), (), (), RingId(1, 8))
+    # the chain's tail was never originated in the old ring: the change cuts it at the REGULAR
+    events = _vs_stream(1, frames[:3], 3, [trans, reg])
+    receivers = {n: PgEndpoint(n, 300) for n in (2,)}
+    assert sender.on_events(events) == [trans, reg] == receivers[2].on_events(events)
+    assert sender.packer.requeued == 1 and receivers[2].assembler.dropped_on_change == 1
+    again = [Delivery(1, f, RingId(1, 8), 50 + i, 0) for i, (f, _) in enumerate(sender.packer.take(100))]
+    assert sender.on_events(again) == [(1, big)] == receivers[2].on_events(again)
+
+
+def test_chain_of_a_departed_sender_cut_at_a_transitional_change_is_delivered_by_nobody() -> None:
+    departed = PgEndpoint(3, 300, withdraw=list)
+    big = random.Random(13).randbytes(2000)
+    departed.send(big)
+    frames = [f for f, _ in departed.packer.take(100)]
+    trans = ConfigChange(ConfKind.TRANSITIONAL, (1, 2), (3,), (), RING)
+    events = _vs_stream(3, frames[:2], 2, [trans])
+    events += [Delivery(3, f, RING, 200 + i, 0) for i, f in enumerate(frames[2:])]
+    outs = [PgEndpoint(n, 300).on_events(events) for n in (1, 2)]
+    assert outs[0] == outs[1] == [trans]
