@@ -1,0 +1,277 @@
+"""LCK benchmark: lock latency, lock/unlock pairs per second and memory, with CPG measured in the same run.
+
+    python bench/lck.py                  # the full set (3 nodes, udpu, crypto on)
+    python bench/lck.py --quick          # shorter runs, 10,000 resources for the RSS row
+
+Rows (JSON lines, like bench/run.py): ``test`` is one of
+
+``cpg_latency``      CPG mcast-to-own-delivery latency, 64 B (the reference for lock latency)
+``cpg_throughput``   CPG 64 B messages per second from one sender to 3 members
+``lock_latency``     uncontended lock (EX) latency, ``where`` = local (resource used only here) or
+                     remote (the resource is also open and used from another node); plus unlock latency
+``pairs``            lock+unlock pairs per second with ``clients`` clients spread over the 3 nodes,
+                     ``contended`` false (one resource each) or true (all on one resource)
+``rss``              executive RSS (node 1 and node 2) idle and with ``resources`` open resources
+
+Each LCK row carries ``ratio_vs_cpg``: lock latency median / CPG latency median, and pair rate / CPG 64 B
+message rate.  The machine is shared: figures are noisy; compare ratios from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from aisexec.localcluster import LocalCluster  # noqa: E402
+
+CPG_CLIENT = str(HERE / "cpg_client.py")
+
+
+# -- client modes (run in their own process against one node) ---------------------------------------
+
+
+def _retry(fn, *args, **kwargs):
+    import openais
+
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except openais.TryAgain:
+            time.sleep(0.001)
+
+
+def client_latency(name: str, count: int) -> None:
+    """Lock EX + unlock ``count`` times on ``name``; print lock and unlock latency percentiles."""
+    from openais import lck
+
+    lock_us, unlock_us = [], []
+    with lck.initialize() as h:
+        res = _retry(h.resource_open, name, lck.RESOURCE_CREATE)
+        for _ in range(count):
+            t0 = time.perf_counter()
+            lock = _retry(res.lock, lck.LockMode.EX)
+            t1 = time.perf_counter()
+            lock.unlock()
+            t2 = time.perf_counter()
+            lock_us.append((t1 - t0) * 1e6)
+            unlock_us.append((t2 - t1) * 1e6)
+    lock_us.sort()
+    unlock_us.sort()
+    print(json.dumps({"median_us": statistics.median(lock_us), "p99_us": lock_us[int(len(lock_us) * 0.99) - 1],
+                      "unlock_median_us": statistics.median(unlock_us)}))
+
+
+def client_pairs(name: str, seconds: float) -> None:
+    """Print ready, read the start time (monotonic) on stdin, then lock EX + unlock for ``seconds``."""
+    from openais import lck
+
+    with lck.initialize() as h:
+        res = _retry(h.resource_open, name, lck.RESOURCE_CREATE)
+        print("ready", flush=True)
+        start_at = float(sys.stdin.readline())
+        while time.monotonic() < start_at:
+            time.sleep(0.001)
+        pairs = 0
+        stop = start_at + seconds
+        while time.monotonic() < stop:
+            lock = _retry(res.lock, lck.LockMode.EX)
+            _retry(lock.unlock)
+            pairs += 1
+        print(json.dumps({"pairs": pairs, "seconds": time.monotonic() - start_at}))
+
+
+def client_hold(name: str) -> None:
+    """Open ``name`` and use it once, then keep it open until stdin closes (the 'remote' user)."""
+    from openais import lck
+
+    with lck.initialize() as h:
+        res = _retry(h.resource_open, name, lck.RESOURCE_CREATE)
+        res.lock(lck.LockMode.EX).unlock()
+        print("ready", flush=True)
+        sys.stdin.read()
+
+
+def client_open_many(prefix: str, count: int) -> None:
+    """Open ``count`` resources with resource_open_async (pipelined), wait for every callback, stay open."""
+    import select
+
+    import openais
+    from openais import lck
+
+    done = [0]
+
+    def opened(invocation, resource, error):
+        done[0] += 1
+
+    h = lck.initialize(resource_open=opened)
+    sent = 0
+    while sent < count:
+        try:
+            h.resource_open_async(sent, f"{prefix}{sent}", lck.RESOURCE_CREATE)
+            sent += 1
+        except openais.TryAgain:
+            time.sleep(0.005)
+        if sent % 256 == 0:
+            h.dispatch(openais.DISPATCH_ALL)
+    while done[0] < count:
+        select.select([h], [], [], 1.0)
+        h.dispatch(openais.DISPATCH_ALL)
+    print(json.dumps({"opened": done[0]}), flush=True)
+    sys.stdin.read()
+
+
+# -- orchestration ------------------------------------------------------------------------------------
+
+
+def _env(cluster: LocalCluster, index: int) -> dict[str, str]:
+    env = cluster.environ(index)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _run(cluster: LocalCluster, index: int, *args: str, timeout: float = 600) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], env=_env(cluster, index), capture_output=True,
+                         text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"client {args} failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _spawn(cluster: LocalCluster, index: int, *args: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, __file__, *args], env=_env(cluster, index), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    return proc
+
+
+def _cpg(cluster: LocalCluster, *args: str) -> dict:
+    out = subprocess.run([sys.executable, CPG_CLIENT, *args], env=cluster.environ(1), capture_output=True,
+                         text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"cpg client {args} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def pairs(cluster: LocalCluster, clients: int, contended: bool, seconds: float) -> float:
+    """Lock+unlock pairs per second of ``clients`` clients spread over nodes 1..3."""
+    procs = []
+    for i in range(clients):
+        name = "contended" if contended else f"own-{clients}-{i}"
+        procs.append(_spawn(cluster, 1 + i % 3, "pairs", name, str(seconds)))
+    for proc in procs:
+        if proc.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+            raise RuntimeError("a pairs client did not start")
+    start_at = time.monotonic() + 0.2
+    for proc in procs:
+        proc.stdin.write(f"{start_at}\n")  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+    total = 0
+    for proc in procs:
+        out, _ = proc.communicate(timeout=seconds + 120)
+        total += json.loads(out.strip().splitlines()[-1])["pairs"]
+    return total / seconds
+
+
+def run(quick: bool) -> Iterator[dict]:
+    """Every row of the benchmark on one 3-node cluster, as each is measured."""
+    seconds = 2.0 if quick else 5.0
+    count = 500 if quick else 2000
+    resources = 10_000 if quick else 100_000
+    fixed = {"impl": "openais-py", "nodes": 3, "transport": "udpu", "crypto": "on"}
+    with tempfile.TemporaryDirectory(prefix="lckbench-") as tmp, \
+            LocalCluster(Path(tmp), 3, transport="udpu", secauth=True) as cluster:
+        cluster.start_all()
+        cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=60)
+        pids = {i: p.pid for i, p in cluster.procs.items()}
+
+        def base() -> dict:
+            """The fixed fields plus the machine's 1-minute load average as the row is made (noise)."""
+            return {**fixed, "load_avg": round(os.getloadavg()[0], 1)}
+
+        cpg_lat = _cpg(cluster, "latency", "64", str(count), "1")
+        yield {**base(), "test": "cpg_latency", "size": 64, "median_us": round(cpg_lat["median_us"], 1),
+                     "p99_us": round(cpg_lat["p99_us"], 1)}
+        local = _run(cluster, 1, "latency", "lat-local", str(count))
+        yield {**base(), "test": "lock_latency", "where": "local", "median_us": round(local["median_us"], 1),
+                     "p99_us": round(local["p99_us"], 1), "unlock_median_us": round(local["unlock_median_us"], 1),
+                     "ratio_vs_cpg": round(local["median_us"] / cpg_lat["median_us"], 2)}
+        holder = _spawn(cluster, 2, "hold", "lat-remote")
+        holder.stdout.readline()  # type: ignore[union-attr]
+        remote = _run(cluster, 1, "latency", "lat-remote", str(count))
+        holder.stdin.close()  # type: ignore[union-attr]
+        holder.wait(timeout=30)
+        yield {**base(), "test": "lock_latency", "where": "remote", "median_us": round(remote["median_us"], 1),
+                     "p99_us": round(remote["p99_us"], 1), "unlock_median_us": round(remote["unlock_median_us"], 1),
+                     "ratio_vs_cpg": round(remote["median_us"] / cpg_lat["median_us"], 2)}
+        receivers = [subprocess.Popen([sys.executable, CPG_CLIENT, "receive"], env=cluster.environ(i),
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in (2, 3)]
+        for proc in receivers:
+            proc.stdout.readline()  # type: ignore[union-attr]
+        cpg_rate = _cpg(cluster, "send", "64", str(seconds), "3")["msgs_per_s"]
+        for proc in receivers:
+            proc.stdin.close()  # type: ignore[union-attr]
+            proc.wait(timeout=30)
+        yield {**base(), "test": "cpg_throughput", "size": 64, "msgs_per_s": round(cpg_rate)}
+        time.sleep(2.0)  # let the ring drain the CPG burst before the next rows
+        for contended in (False, True):
+            for clients in (1, 4, 16):
+                rate = pairs(cluster, clients, contended, seconds)
+                yield {**base(), "test": "pairs", "clients": clients, "contended": contended,
+                             "pairs_per_s": round(rate), "ratio_vs_cpg": round(rate / cpg_rate, 3)}
+        yield {**base(), "test": "rss", "resources": 0, "rss_kb_node1": _rss_kb(pids[1]),
+                     "rss_kb_node2": _rss_kb(pids[2])}
+        openers = []
+        per = resources // 4
+        for i in range(4):
+            openers.append(_spawn(cluster, 1, "open_many", f"m{i}-", str(per)))
+        for proc in openers:
+            proc.stdout.readline()  # type: ignore[union-attr]
+        yield {**base(), "test": "rss", "resources": per * 4, "rss_kb_node1": _rss_kb(pids[1]),
+                     "rss_kb_node2": _rss_kb(pids[2])}
+        for proc in openers:
+            proc.stdin.close()  # type: ignore[union-attr]
+            proc.wait(timeout=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: orchestrate (no mode) or run one client mode."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("latency", "pairs", "hold", "open_many"):
+        mode, args = argv[0], argv[1:]
+        if mode == "latency":
+            client_latency(args[0], int(args[1]))
+        elif mode == "pairs":
+            client_pairs(args[0], float(args[1]))
+        elif mode == "hold":
+            client_hold(args[0])
+        else:
+            client_open_many(args[0], int(args[1]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, 10,000 resources for the RSS row")
+    args = parser.parse_args(argv)
+    for row in run(args.quick):
+        print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

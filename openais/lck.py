@@ -1,0 +1,630 @@
+"""LCK — distributed locks (SA Forum LCK B.03.01): the library and its IPC messages.
+
+::
+
+    from openais import lck
+
+    with lck.initialize() as h:
+        res = h.resource_open("safLckResource=accounts", lck.RESOURCE_CREATE, timeout=5.0)
+        with res.lock(lck.LockMode.EX, timeout=10.0) as lock:
+            if lock.status == lck.LockStatus.GRANTED:
+                ...                               # exclusive, cluster-wide
+        res.close()
+
+The executives keep one lock table, replicated on every node and changed only
+in agreed order (see ``docs/services-lck.md``).  A handle may be used from
+several threads at once: blocking calls wait for their own answer only, so a
+thread blocked in ``lock()`` does not delay another thread's ``unlock()``.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from openais import _wire
+from openais._client import DISPATCH_ALL, Handle
+from openais._objects import ObjectHandle
+from openais.errors import (
+    AisError,
+    BadFlags,
+    BadHandle,
+    Init,
+    InvalidParam,
+    Library,
+    NameTooLong,
+    NotExist,
+    SaAisError,
+    Timeout,
+    Version,
+)
+from openais.message import I64, U8, U32, U64, Message, Optional, Str, Tail
+
+SERVICE_ID = 5
+VERSION = ("B", 3, 1)
+#: Longest resource name, in bytes of UTF-8.
+MAX_NAME = 256
+#: Locks and queued requests, cluster-wide.
+MAX_NUM_LOCKS = 65536
+#: Resource open flag.
+RESOURCE_CREATE = 0x1
+#: Lock flags.
+LOCK_NO_QUEUE = 0x1
+LOCK_ORPHAN = 0x2
+#: Options reported by ``option_check``.
+OPT_ORPHAN_LOCKS = 0x1
+OPT_DEADLOCK_DETECTION = 0x2
+#: ``timeout_ns`` on the wire meaning "no timeout".
+NO_TIMEOUT = -1
+_U64_MAX = (1 << 64) - 1
+
+
+class LockMode(enum.IntEnum):
+    """SaLckLockModeT."""
+
+    PR = 1
+    EX = 2
+
+
+class LockStatus(enum.IntEnum):
+    """SaLckLockStatusT."""
+
+    GRANTED = 1
+    DEADLOCK = 2
+    NOT_QUEUED = 3
+    ORPHANED = 4
+    NO_MORE = 5
+    DUPLICATE_EX = 6
+
+
+class LockFlags(enum.IntFlag):
+    """SaLckLockFlagsT."""
+
+    NO_QUEUE = LOCK_NO_QUEUE
+    ORPHAN = LOCK_ORPHAN
+
+
+class LckOptions(enum.IntFlag):
+    """SaLckOptionsT."""
+
+    ORPHAN_LOCKS = OPT_ORPHAN_LOCKS
+    DEADLOCK_DETECTION = OPT_DEADLOCK_DETECTION
+
+
+class LimitId(enum.IntEnum):
+    """SaLckLimitIdT."""
+
+    MAX_NUM_LOCKS = 1
+
+
+# -- IPC messages -------------------------------------------------------------------------------------
+
+
+class Request(enum.IntEnum):
+    """Library request message ids."""
+
+    RESOURCE_OPEN = 0  #: OpenRequest -> OpenAnswer (async: empty, then the RESOURCE_OPEN callback)
+    RESOURCE_CLOSE = 1  #: HandleRequest -> empty
+    LOCK = 2  #: LockRequest -> LockAnswer (async: lock id at once, status by LOCK_GRANT)
+    UNLOCK = 3  #: UnlockRequest -> empty (async: at once, then RESOURCE_UNLOCK)
+    PURGE = 4  #: HandleRequest -> empty
+    DUMP = 5  #: empty -> DumpAnswer (the lock table as JSON, for openais-lcktool)
+
+
+class Callback(enum.IntEnum):
+    """Dispatch (callback) message ids."""
+
+    RESOURCE_OPEN = 0
+    LOCK_GRANT = 1
+    LOCK_WAITER = 2
+    RESOURCE_UNLOCK = 3
+
+
+class OpenRequest(Message):
+    """Open ``name``; ``invocation`` present for resource_open_async."""
+
+    flags = U32()
+    timeout_ns = I64()
+    invocation = Optional(U64())
+    name = Str(max_len=MAX_NAME, min_len=1)
+
+
+class OpenAnswer(Message):
+    """The executive's handle of the opened Resource."""
+
+    res_handle = U64()
+
+
+class HandleRequest(Message):
+    """A request naming one Resource (close, purge)."""
+
+    res_handle = U64()
+
+
+class LockRequest(Message):
+    """A lock request; ``invocation`` present for lock_async (then no timeout)."""
+
+    res_handle = U64()
+    mode = U8()
+    flags = U32()
+    waiter_signal = U64()
+    timeout_ns = I64()
+    invocation = Optional(U64())
+
+
+class LockAnswer(Message):
+    """The lock id, and the status (0 while an async request is undecided)."""
+
+    lock_id = U64()
+    status = U8()
+
+
+class UnlockRequest(Message):
+    """Unlock (or withdraw) ``lock_id``; ``invocation`` present for unlock_async."""
+
+    res_handle = U64()
+    lock_id = U64()
+    invocation = Optional(U64())
+
+
+class DumpRequest(Message):
+    """Ask for the lock table: at most ``limit`` resources (by name), those starting with ``prefix``."""
+
+    limit = U32()
+    prefix = Str(max_len=MAX_NAME)
+
+
+class DumpAnswer(Message):
+    """The lock table as UTF-8 JSON."""
+
+    data = Tail(max_len=1 << 20)
+
+
+class OpenCallback(Message):
+    """Answer to resource_open_async."""
+
+    invocation = U64()
+    res_handle = U64()
+    error = U32()
+    name = Str(max_len=MAX_NAME)
+
+
+class GrantCallback(Message):
+    """Answer to lock_async (status 0 when error is not OK)."""
+
+    invocation = U64()
+    lock_id = U64()
+    status = U8()
+    error = U32()
+
+
+class WaiterCallback(Message):
+    """A request waits for the lock ``lock_id`` this handle holds."""
+
+    waiter_signal = U64()
+    lock_id = U64()
+    mode_held = U8()
+    mode_requested = U8()
+
+
+class UnlockCallback(Message):
+    """Answer to unlock_async."""
+
+    invocation = U64()
+    error = U32()
+
+
+# -- validation ---------------------------------------------------------------------------------------
+
+
+def _name(name: object) -> str:
+    if not isinstance(name, str):
+        raise InvalidParam(f"a resource name is a str, not {type(name).__name__}")
+    size = len(name.encode("utf-8"))
+    if size == 0:
+        raise InvalidParam("empty resource name")
+    if size > MAX_NAME:
+        raise NameTooLong(f"resource name of {size} bytes exceeds {MAX_NAME}")
+    return name
+
+
+def _u64(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _U64_MAX:
+        raise InvalidParam(f"{what} must be an unsigned 64-bit int, not {value!r}")
+    return value
+
+
+def _timeout_ns(timeout: object) -> int:
+    if timeout is None:
+        return NO_TIMEOUT
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
+        raise InvalidParam(f"timeout must be seconds (float) or None, not {timeout!r}")
+    if timeout < 0:
+        raise InvalidParam(f"negative timeout {timeout}")
+    if timeout * 1e9 >= (1 << 63) - 1:
+        return NO_TIMEOUT  # longer than SaTimeT can say: forever
+    return int(timeout * 1e9)
+
+
+def _mode(mode: object) -> LockMode:
+    if isinstance(mode, bool) or not isinstance(mode, int) or mode not in (1, 2):
+        raise InvalidParam(f"lock mode must be LockMode.PR or LockMode.EX, not {mode!r}")
+    return LockMode(mode)
+
+
+def _lock_flags(flags: object) -> int:
+    if isinstance(flags, bool) or not isinstance(flags, int):
+        raise InvalidParam(f"lock flags must be an int, not {flags!r}")
+    if flags & ~(LOCK_NO_QUEUE | LOCK_ORPHAN) or flags < 0:
+        raise BadFlags(f"lock flags {flags:#x} have bits other than LOCK_NO_QUEUE and LOCK_ORPHAN")
+    return int(flags)
+
+
+def _open_flags(flags: object) -> int:
+    if isinstance(flags, bool) or not isinstance(flags, int):
+        raise InvalidParam(f"open flags must be an int, not {flags!r}")
+    if flags & ~RESOURCE_CREATE or flags < 0:
+        raise BadFlags(f"open flags {flags:#x} have bits other than RESOURCE_CREATE")
+    return int(flags)
+
+
+def _check_version(version: object) -> tuple[str, int, int]:
+    ok = (isinstance(version, tuple) and len(version) == 3 and isinstance(version[0], str)
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in version[1:]))
+    if not ok or version[0] != "B" or not 1 <= version[1] <= 3:  # type: ignore[index]
+        raise Version(f"LCK speaks {VERSION}, not {version!r}")
+    return version  # type: ignore[return-value]
+
+
+# -- objects ------------------------------------------------------------------------------------------
+
+
+class Lock:
+    """A lock (or lock request) taken through a :class:`Resource`."""
+
+    def __init__(self, resource: Resource, lock_id: int, mode: LockMode, flags: int,
+                 status: LockStatus | None) -> None:
+        self.resource = resource
+        self.lock_id = lock_id
+        self.mode = mode
+        self.flags = flags
+        self.status = status
+        self._released = False
+
+    @property
+    def held(self) -> bool:
+        """True while GRANTED and not unlocked, its resource open and its handle alive."""
+        return self.status == LockStatus.GRANTED and not self._released and not self.resource.closed
+
+    def _check_unlockable(self) -> None:
+        self.resource._check()
+        if self._released or (self.status is not None and self.status != LockStatus.GRANTED):
+            raise NotExist(f"lock {self.lock_id} is neither held nor pending")
+
+    def unlock(self, timeout: float | None = None) -> None:
+        """Release the lock (or withdraw the pending request); NotExist when there is nothing to unlock."""
+        self._check_unlockable()
+        wait = _timeout_ns(timeout)
+        if wait == 0:
+            raise Timeout("timeout 0: nothing was sent")
+        handle = self.resource.handle
+        payload = UnlockRequest.pack(self.resource.object_id, self.lock_id, None)
+        try:
+            handle._call(Request.UNLOCK, payload, timeout=timeout)
+        except NotExist:
+            self._released = True
+            raise
+        except Timeout:
+            self._released = True  # it was sent: the executive releases it all the same
+            raise
+        self._released = True
+
+    def unlock_async(self, invocation: int) -> None:
+        """Release (or withdraw) in the background; ``resource_unlock(invocation, error)`` answers."""
+        handle = self.resource.handle
+        if handle._callbacks.get("resource_unlock") is None:
+            self.resource._check()
+            raise Init("unlock_async needs a resource_unlock callback")
+        _u64(invocation, "invocation")
+        self._check_unlockable()
+        handle._call(Request.UNLOCK, UnlockRequest.pack(self.resource.object_id, self.lock_id, invocation))
+        self._released = True
+
+    def __enter__(self) -> Lock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.held:
+            self.unlock()
+
+    def __repr__(self) -> str:
+        status = None if self.status is None else self.status.name
+        return f"<Lock {self.lock_id} {self.mode.name} {status} on {self.resource.name!r}>"
+
+
+class Resource(ObjectHandle):
+    """An open lock resource of a :class:`LckHandle`."""
+
+    def __init__(self, handle: LckHandle, res_handle: int, name: str) -> None:
+        super().__init__(handle, res_handle)
+        self.handle = handle
+        self.name = name
+        self._locks: dict[int, Lock] = {}
+
+    def _close(self) -> None:
+        try:
+            self.handle._call(Request.RESOURCE_CLOSE, HandleRequest.pack(self.object_id))
+        finally:
+            for lock in self._locks.values():
+                lock._released = True
+            self._locks.clear()
+
+    def lock(self, mode: LockMode, flags: int = 0, waiter_signal: int = 0, timeout: float | None = None) -> Lock:
+        """Ask for a lock and wait for the decision; the returned Lock's ``status`` says what it was."""
+        self._check()
+        mode = _mode(mode)
+        flags = _lock_flags(flags)
+        _u64(waiter_signal, "waiter_signal")
+        wait = _timeout_ns(timeout)
+        if wait == 0:
+            raise Timeout("timeout 0: nothing was sent")
+        payload = LockRequest.pack(self.object_id, mode, flags, waiter_signal, wait, None)
+        answer = LockAnswer.decode(self.handle._call(Request.LOCK, payload, timeout=None))
+        lock = Lock(self, answer.lock_id, mode, flags, LockStatus(answer.status))
+        if lock.status == LockStatus.GRANTED:
+            self._locks[lock.lock_id] = lock
+        return lock
+
+    def lock_async(self, invocation: int, mode: LockMode, flags: int = 0, waiter_signal: int = 0) -> Lock:
+        """Ask for a lock; ``lock_grant(invocation, lock_status, error)`` answers (status None until then)."""
+        self._check()
+        if self.handle._callbacks.get("lock_grant") is None:
+            raise Init("lock_async needs a lock_grant callback")
+        _u64(invocation, "invocation")
+        mode = _mode(mode)
+        flags = _lock_flags(flags)
+        _u64(waiter_signal, "waiter_signal")
+        payload = LockRequest.pack(self.object_id, mode, flags, waiter_signal, NO_TIMEOUT, invocation)
+        answer = LockAnswer.decode(self.handle._call(Request.LOCK, payload))
+        lock = Lock(self, answer.lock_id, mode, flags, None)
+        self._locks[lock.lock_id] = lock
+        self.handle._register_async(lock)
+        return lock
+
+    def lock_purge(self) -> None:
+        """Remove every orphan lock of this resource, cluster-wide (none is not an error)."""
+        self._check()
+        self.handle._call(Request.PURGE, HandleRequest.pack(self.object_id))
+
+    def __repr__(self) -> str:
+        return f"<Resource {self.name!r} handle={self.object_id}{' closed' if self.closed else ''}>"
+
+
+# -- the handle ---------------------------------------------------------------------------------------
+
+
+class _Slot:
+    __slots__ = ("answer",)
+
+    def __init__(self) -> None:
+        self.answer: tuple[int, bytes] | None = None
+
+
+#: Longest single wait on the response socket before checking for finalize (seconds).
+_POLL = 0.5
+
+
+class LckHandle(Handle):
+    """An LCK library handle (``saLckInitialize``); calls from several threads run concurrently."""
+
+    def __init__(self, callbacks: dict[str, Callable[..., Any] | None], version: tuple[str, int, int],
+                 path: str | None = None) -> None:
+        super().__init__(SERVICE_ID, path=path)
+        self.version = VERSION
+        self._requested_version = version
+        self._callbacks = callbacks
+        self._send_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._slots: dict[int, _Slot] = {}
+        self._reading = False
+        self._request_ids = itertools.count(1)
+        self._async_locks: dict[int, Lock] = {}
+        self._early: dict[int, tuple[int, int]] = {}
+        self._response.settimeout(None)
+
+    # -- concurrent calls -------------------------------------------------------------------------
+
+    def _call(self, msg_id: int, payload: bytes, timeout: float | None = None) -> bytes:
+        """Send one request and wait for its own answer (other threads' calls proceed meanwhile)."""
+        self._check()
+        slot = _Slot()
+        with self._send_lock:
+            self._check()
+            request_id = next(self._request_ids) & 0xFFFFFFFF or next(self._request_ids)
+            with self._cond:
+                self._slots[request_id] = slot
+            try:
+                self._response.sendall(_wire.encode_request(self._service, msg_id, request_id, payload))
+            except OSError as exc:
+                with self._cond:
+                    self._slots.pop(request_id, None)
+                if self._finalized:
+                    raise BadHandle("the handle was finalized") from None
+                self._dead = True
+                raise Library(f"lost the connection to the executive: {exc}") from None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            try:
+                while slot.answer is None:
+                    if self._finalized:
+                        raise BadHandle("the handle was finalized")
+                    if self._dead:
+                        raise Library("the connection to the executive is lost")
+                    left = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
+                    if left <= 0:
+                        raise Timeout(f"no answer from the executive within {timeout} s")
+                    if self._reading:
+                        self._cond.wait(left)
+                        continue
+                    self._reading = True
+                    self._cond.release()
+                    try:
+                        frames = self._read_frames(left)
+                    finally:
+                        self._cond.acquire()
+                        self._reading = False
+                    for _s, _m, rid, error, answer in frames:
+                        waiting = self._slots.pop(rid, None)
+                        if waiting is not None:
+                            waiting.answer = (error, answer)
+                    self._cond.notify_all()
+            finally:
+                self._slots.pop(request_id, None)
+        error, answer = slot.answer
+        if error != SaAisError.OK:
+            raise AisError.from_code(error)
+        return answer
+
+    def _read_frames(self, wait: float) -> list[tuple[int, int, int, int, bytes]]:
+        """Read what the response socket has within ``wait`` seconds; return the complete frames."""
+        sock = self._response
+        try:
+            readable, _, _ = select.select([sock], [], [], max(wait, 0.0))
+            if readable:
+                chunk = sock.recv(1 << 16, socket.MSG_DONTWAIT)
+                if not chunk:
+                    raise ConnectionError("the executive closed the connection")
+                self._rbuf += chunk
+            frames, used = _wire.split_responses(self._rbuf, self._max_frame)
+            del self._rbuf[:used]
+            return frames
+        except BlockingIOError:
+            return []
+        except (OSError, ValueError, ConnectionError, _wire.FrameError):
+            if not self._finalized:
+                self._dead = True
+            return []
+
+    # -- library calls ----------------------------------------------------------------------------
+
+    def option_check(self) -> LckOptions:
+        """The optional features this implementation has: orphan locks and deadlock detection."""
+        self._check()
+        return LckOptions.ORPHAN_LOCKS | LckOptions.DEADLOCK_DETECTION
+
+    def limit_get(self, limit_id: LimitId) -> int:
+        """The value of an implementation limit (MAX_NUM_LOCKS: locks and requests cluster-wide)."""
+        self._check()
+        if self._requested_version[1] < 3:
+            raise Version("limit_get needs version B.03")
+        if isinstance(limit_id, bool) or limit_id != LimitId.MAX_NUM_LOCKS:
+            raise InvalidParam(f"unknown limit id {limit_id!r}")
+        return MAX_NUM_LOCKS
+
+    def resource_open(self, name: str, flags: int = 0, timeout: float | None = None) -> Resource:
+        """Open (with RESOURCE_CREATE: create if needed) the resource ``name``."""
+        self._check()
+        flags = _open_flags(flags)
+        name = _name(name)
+        wait = _timeout_ns(timeout)
+        if wait == 0:
+            raise Timeout("timeout 0: nothing was sent")
+        answer = OpenAnswer.decode(self._call(Request.RESOURCE_OPEN, OpenRequest.pack(flags, wait, None, name)))
+        return Resource(self, answer.res_handle, name)
+
+    def resource_open_async(self, invocation: int, name: str, flags: int = 0) -> None:
+        """Open in the background; ``resource_open(invocation, resource, error)`` answers."""
+        self._check()
+        if self._callbacks.get("resource_open") is None:
+            raise Init("resource_open_async needs a resource_open callback")
+        _u64(invocation, "invocation")
+        flags = _open_flags(flags)
+        name = _name(name)
+        self._call(Request.RESOURCE_OPEN, OpenRequest.pack(flags, NO_TIMEOUT, invocation, name))
+
+    def dump(self, limit: int = 1000, prefix: str = "") -> dict:
+        """The cluster's lock table as this node's executive holds it (operator tools; not in the AIS API)."""
+        import json
+
+        payload = DumpRequest.pack(limit, prefix)
+        return json.loads(DumpAnswer.decode(self._call(Request.DUMP, payload, timeout=30.0)).data)
+
+    # -- callbacks --------------------------------------------------------------------------------
+
+    def _register_async(self, lock: Lock) -> None:
+        early = self._early.pop(lock.lock_id, None)
+        if early is None:
+            self._async_locks[lock.lock_id] = lock
+        else:
+            status, error = early
+            lock.status = LockStatus(status) if error == SaAisError.OK and status else None
+
+    def _on_dispatch(self, msg_id: int, payload: bytes) -> None:
+        """Decode one callback and run the user's function."""
+        cbs = self._callbacks
+        if msg_id == Callback.LOCK_GRANT:
+            msg = GrantCallback.decode(payload)
+            error = SaAisError(msg.error)
+            status = LockStatus(msg.status) if error == SaAisError.OK and msg.status else None
+            lock = self._async_locks.pop(msg.lock_id, None)
+            if lock is None:
+                self._early[msg.lock_id] = (msg.status, msg.error)
+            else:
+                lock.status = status
+                if status != LockStatus.GRANTED:
+                    lock.resource._locks.pop(lock.lock_id, None)
+            fn = cbs.get("lock_grant")
+            if fn is not None:
+                fn(msg.invocation, status, error)
+        elif msg_id == Callback.LOCK_WAITER:
+            msg = WaiterCallback.decode(payload)
+            fn = cbs.get("lock_waiter")
+            if fn is not None:
+                fn(msg.waiter_signal, msg.lock_id, LockMode(msg.mode_held), LockMode(msg.mode_requested))
+        elif msg_id == Callback.RESOURCE_UNLOCK:
+            msg = UnlockCallback.decode(payload)
+            fn = cbs.get("resource_unlock")
+            if fn is not None:
+                fn(msg.invocation, SaAisError(msg.error))
+        elif msg_id == Callback.RESOURCE_OPEN:
+            msg = OpenCallback.decode(payload)
+            error = SaAisError(msg.error)
+            resource = Resource(self, msg.res_handle, msg.name) if error == SaAisError.OK else None
+            fn = cbs.get("resource_open")
+            if fn is not None:
+                fn(msg.invocation, resource, error)
+
+    def dispatch(self, flags: int = DISPATCH_ALL) -> None:
+        """Run pending callbacks: DISPATCH_ONE, DISPATCH_ALL or DISPATCH_BLOCKING (until finalize)."""
+        super().dispatch(flags)
+
+    def finalize(self) -> None:
+        """Close the handle: every Resource and Lock of it is gone; later calls raise BadHandle."""
+        super().finalize()
+        for child in list(getattr(self, "_object_handles", {}).values()):
+            child._forget()
+        with self._cond:
+            self._cond.notify_all()
+
+
+def initialize(resource_open: Callable[..., Any] | None = None, lock_grant: Callable[..., Any] | None = None,
+               lock_waiter: Callable[..., Any] | None = None, resource_unlock: Callable[..., Any] | None = None,
+               *, version: tuple[str, int, int] = VERSION, path: str | None = None) -> LckHandle:
+    """Connect to the local executive's LCK service (``saLckInitialize``)."""
+    version = _check_version(version)
+    callbacks = {"resource_open": resource_open, "lock_grant": lock_grant, "lock_waiter": lock_waiter,
+                 "resource_unlock": resource_unlock}
+    return LckHandle(callbacks, version, path=path)
+
+
+__all__ = [
+    "LOCK_NO_QUEUE", "LOCK_ORPHAN", "MAX_NUM_LOCKS", "OPT_DEADLOCK_DETECTION", "OPT_ORPHAN_LOCKS",
+    "RESOURCE_CREATE", "SERVICE_ID", "VERSION", "LckHandle", "LckOptions", "LimitId", "Lock", "LockFlags",
+    "LockMode", "LockStatus", "Resource", "initialize",
+]
