@@ -90,6 +90,9 @@ user = string(min=1, default=ais)
 group = string(min=1, default=ais)
 metrics_port = integer(min=0, max=65535, default=0)
 metrics_address = ip_address(default=127.0.0.1)
+ipc_memory_budget = integer(min=1048576, default=67108864)
+ipc_frame_timeout = integer(min=100, max=3600000, default=10000)
+ipc_max_connections_per_uid = integer(min=2, max=1000000, default=512)
 
 [amf]
 mode = option(enabled, disabled, default=disabled)
@@ -101,6 +104,7 @@ delivery_queue_resume = integer(min=0, max=1000000, default=500)
 [ckpt]
 max_memory = integer(min=1048576, default=1073741824)
 persist_dir = string(min=1, default=None)
+no_quorum_writes = option(allow, deny, default=deny)
 
 [lck]
 

@@ -63,6 +63,7 @@ class CheckpointEngine(RequestHandlers, ServiceEngine):
         self.round: SyncRound | None = None
         self.fragments = Reassembler()
         self.merge_notes: list[str] = []
+        self.allow_writes_without_quorum = False
         self.last_sync: dict = {}
         self.lib_handlers = {
             Request.OPEN: LibHandler(self._lib_open, needs_cluster=True, max_size=_SMALL),
@@ -91,12 +92,16 @@ class CheckpointEngine(RequestHandlers, ServiceEngine):
         self.exec_handlers[m.Exec.SYNC_DATA] = ExecHandler(self._exec_sync_data)
 
     def may_write(self) -> bool:
-        """May this partition change checkpoints?  THE place for the quorum check (True today).
+        """May this partition change checkpoints?  The quorum check (quorum.md, CKPT).
 
         Every library request that changes a checkpoint asks here before it
-        is multicast; False answers the caller TRY_AGAIN (ckpt.md §3, Merge).
+        is multicast; False answers the caller TRY_AGAIN.  Without a quorum
+        service every partition may write; with one, only a quorate one,
+        unless ``ckpt { no_quorum_writes: allow }`` restores openais behaviour.
         """
-        return True
+        if self.allow_writes_without_quorum or self.api is None or not hasattr(self.api, "quorate"):
+            return True
+        return self.api.quorate()
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -110,6 +115,7 @@ class CheckpointEngine(RequestHandlers, ServiceEngine):
         if config is not None and hasattr(config, "section"):
             section = config.section("ckpt") or {}
         self.mem_limit = int(section.get("max_memory") or DEFAULT_MAX_MEMORY)
+        self.allow_writes_without_quorum = section.get("no_quorum_writes") == "allow"
         persist = section.get("persist_dir")
         if persist:
             self.open_store(persist)

@@ -141,6 +141,14 @@ class LockEngine(ServiceEngine):
         self.nodeid = api.nodeid
         self.incarnation = time.time_ns()
         self.transfer = StateTransfer(api, self.id, Exec.SYNC)
+        if hasattr(api, "quorate"):
+            self.state.quorate = api.quorate
+            api.on_quorum_change(self._quorum_changed)
+
+    def _quorum_changed(self, quorate: bool) -> None:
+        """Quorum regained: grant what waited (every member hears this at the same point of the order)."""
+        if quorate:
+            self._apply(self.state.serve_all())
 
     def lib_init(self, conn: Any) -> None:
         """A connection opened."""

@@ -26,7 +26,7 @@ effects are in :mod:`plugins.lck.records`, sync records and merges in
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
 
 from openais.errors import SaAisError
@@ -77,9 +77,13 @@ class LockState(TableSync):
 
     # -- the quorum hook ------------------------------------------------------------------------------
 
+    #: ``fn() -> bool``: may this partition grant?  The engine sets the service layer's quorum answer
+    #: (the same on every member of a configuration); True without a quorum service.
+    quorate: Callable[[], bool] = staticmethod(lambda: True)  # type: ignore[assignment]
+
     def partition_may_grant(self) -> bool:
-        """May this partition grant locks at all?  (The QUORUM service will answer False without quorum.)"""
-        return True
+        """May this partition grant locks at all?  False in a partition without quorum (quorum.md, LCK)."""
+        return self.quorate()
 
     # -- resources ------------------------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ class QuorumEngine(ServiceEngine):
         self._records: list[SyncRecord] = []
         self._ring_id = ""
         self._last: Decision | None = None
+        self._decided = False  # False from a regular configuration until its sync round merged every view
         self._trackers: dict[int, Any] = {}
         self._pending: dict[tuple[int, int], Any] = {}
         self.lib_handlers = {
@@ -104,6 +105,9 @@ class QuorumEngine(ServiceEngine):
         if kind == ConfKind.TRANSITIONAL:
             self._report(self.state.configuration(members), members)
         else:
+            # until the sync round merged every member's view, the members may disagree (a new node's
+            # votes, wait_for_all seen elsewhere): nobody acts on quorum before it is decided for all
+            self._decided = False
             self.state.configuration(members)
             self.timers.membership(members)
 
@@ -130,7 +134,8 @@ class QuorumEngine(ServiceEngine):
         decision = self.state.merge(self._records)
         self._records = []
         self.transfer.abort()
-        self._report(decision, self.state.members)
+        self._decided = True
+        self._report(decision, self.state.members, always=True)
         self._arm_shrink()
 
     def sync_abort(self) -> None:
@@ -150,8 +155,10 @@ class QuorumEngine(ServiceEngine):
     # -- provider -------------------------------------------------------------------------------------
 
     def quorate(self) -> bool:
-        """The current configuration's decision."""
-        return True if self.state is None else self.state.compute().quorate
+        """The current configuration's decision; False while a new configuration's views are being merged."""
+        if self.state is None:
+            return True
+        return self._decided and self.state.compute().quorate
 
     def quorum_status(self) -> dict:
         """For cfgtool, metrics and the tool."""
@@ -170,7 +177,8 @@ class QuorumEngine(ServiceEngine):
 
     # -- decisions --------------------------------------------------------------------------------------
 
-    def _report(self, decision: Decision, members: tuple[int, ...]) -> None:
+    def _report(self, decision: Decision, members: tuple[int, ...], always: bool = False) -> None:
+        """Log a change of quorum, tell the services (``always``: after every sync round) and the trackers."""
         previous, self._last = self._last, decision
         changed = previous is None or previous.quorate != decision.quorate
         if changed:
@@ -182,7 +190,8 @@ class QuorumEngine(ServiceEngine):
                 log.warning("This node is within the non-primary component and will NOT provide any services "
                             "(votes %d of %d, quorum %d).", decision.total_votes, decision.highest_expected,
                             decision.quorum)
-            self.api.quorum_changed(decision.quorate)
+        if changed or always:
+            self.api.quorum_changed(self.quorate())
         note = wire.Notify.pack(decision.quorate, self._ring_id, list(members))
         for conn in list(self._trackers.values()):
             conn.dispatch(self.id, wire.Callback.NOTIFY, note)
