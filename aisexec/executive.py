@@ -18,6 +18,7 @@ import gevent
 import gevent.event
 
 from aisexec.ipc.auth import Authorizer
+from aisexec.ipc.limits import IpcLimits
 from aisexec.ipc.server import IpcServer
 from aisexec.plugins import LoadedService
 from aisexec.servicelayer import ServiceLayer
@@ -66,7 +67,7 @@ class Executive:
                               on_room=self.layer.pump)
         self.layer.exec_init()
         self.ipc = IpcServer(self.env.ipc_socket, router=self.layer, authorizer=self._authorizer(),
-                             max_frame=self.link.max_message + 65536,
+                             max_frame=self.link.max_message + 65536, limits=IpcLimits.from_config(self.config),
                              logger=logging.getLogger("aisexec.ipc"))
         self.ipc.start()
         self.link.start()
@@ -77,12 +78,16 @@ class Executive:
         """Leave the ring, close every connection, run the engines' exit hooks, remove the socket."""
         if self.stopped_event.is_set():
             return
+        self.layer.exec_stopping()  # engines hand work over while the ring still runs (AMF: switchover)
         if self._pump_greenlet is not None:
             self._pump_greenlet.kill(block=False)
         if self.link is not None:
+            self.log.debug("node %d leaving the ring", self.nodeid)
             self.link.leave()
         if self.ipc is not None:
+            self.log.debug("closing the IPC socket %s and every library connection", self.env.ipc_socket)
             self.ipc.stop()
+        self.log.debug("running the exit hooks of %d service(s)", len(self.services))
         self.layer.exec_exit()
         if self.link is not None:
             self.link.stop()
@@ -134,8 +139,32 @@ class Executive:
 
     def _config_change(self, change: ConfigChange) -> None:
         self.layer.config_change(change)
+        if change.kind.name == "REGULAR":
+            self._check_alone(change)
         for listener in list(self.membership_listeners):
             listener(change)
+
+    #: Seconds alone in a ring, with other members configured, before the executive says why that may be.
+    ALONE_WARNING_AFTER = 10.0
+
+    def _check_alone(self, change: ConfigChange) -> None:
+        """Alone while the member list names others: warn once the ring stays that way (a likely misconfiguration)."""
+        members = [str(m.get("memberaddr")) for m in (self.config.interfaces[0].get("members", [])
+                                                      if self.config.interfaces else [])]
+        if change.members != (self.nodeid,) or len(members) < 2:
+            return
+        ring = change.ring_id
+
+        def still_alone() -> None:
+            if self.layer.ring_id() == ring and self.layer.members() == (self.nodeid,):
+                local = self.link.transport.local_address if self.link is not None else "?"
+                logging.getLogger("aisexec.totem").warning(
+                    "This node (%d at %s) has been alone in its ring for %.0f s although its member list names %d "
+                    "other node(s): if they are running, check that %s is in their member lists and that every "
+                    "node has its own totem.nodeid (their logs say which)", self.nodeid, local,
+                    self.ALONE_WARNING_AFTER, len(members) - 1, local)
+
+        self.call_later(self.ALONE_WARNING_AFTER, still_alone)
 
     def _synced(self, ring_id: RingId) -> None:
         if not self.ready_event.is_set():

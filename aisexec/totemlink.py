@@ -17,6 +17,7 @@ import gevent.event
 
 from aisexec.totem.api import ConfigChange, Delivery, MessageTooBig
 from aisexec.totem.config import MAX_MESSAGE_SIZE
+from aisexec.totem.senderguard import DEFAULT_HOLD, SenderGuard
 
 log = logging.getLogger("aisexec.totem")
 
@@ -42,6 +43,15 @@ def resolve_nodeid(config: Any) -> int:
     return nodeid
 
 
+def sender_guard(config: Any, totem_config: Any) -> SenderGuard:
+    """The guard that keeps unknown addresses (udpu member list) and duplicate node ids out of the ring."""
+    members = None
+    if str(config.totem.get("transport") or "udp") == "udpu" and config.interfaces:
+        members = [str(m["memberaddr"]) for m in config.interfaces[0].get("members", [])]
+    hold = max(DEFAULT_HOLD, 4 * (totem_config.token + totem_config.consensus) / 1000.0)
+    return SenderGuard(members, hold=hold)
+
+
 class TotemLink:
     """The ring as the executive uses it."""
 
@@ -57,7 +67,7 @@ class TotemLink:
         on_room: Callable[[], None] | None = None,
     ) -> None:
         from aisexec.totem import wire
-        from aisexec.totem.crypto import CIPHER_NAME, OVERHEAD, PacketCrypto
+        from aisexec.totem.crypto import OVERHEAD, PacketCrypto
         from aisexec.totem.driver import TotemDriver
         from aisexec.totem.faults import FaultLayer
         from aisexec.totem.pg import PgEndpoint
@@ -71,17 +81,19 @@ class TotemLink:
         self._on_config = on_config
         self._on_room = on_room
         secauth = config.totem.get("secauth") in (True, "on", "yes")
-        self.cipher = CIPHER_NAME if secauth else "none"
-        self.store = RingSeqStore(env.state_dir, nodeid)
-        self.crypto = PacketCrypto(nodeid, authkey if secauth else None, state_dir=env.state_dir)
-        self.transport = make_transport(config, nodeid)
         totem_config = config.totem_config
+        self.store = RingSeqStore(env.state_dir, nodeid)
+        self.crypto = PacketCrypto(nodeid, authkey if secauth else None, cipher=totem_config.crypto_cipher,
+                                   state_dir=env.state_dir)
+        self.cipher = self.crypto.cipher  # the AEAD this node seals with, or "none"
+        log.info("Initializing transmit/receive security: %s", self.cipher)
+        self.transport = make_transport(config, nodeid)
         self.core = SrpCore(nodeid, totem_config, ring_seq=self.store.load())
         frame = min(self.core.max_payload, totem_config.netmtu - 28 - OVERHEAD - wire.MCAST_OVERHEAD)
         self.pg = PgEndpoint(nodeid, frame, withdraw=self.core.withdraw_pending)
         self.faults = FaultLayer.from_environ()  # None unless OPENAIS_FAULTS / OPENAIS_FAULTS_FILE is set
         self.driver = TotemDriver(self.core, self.transport, self.crypto, self.store, on_events=self._on_events,
-                                  faults=self.faults)
+                                  faults=self.faults, guard=sender_guard(config, totem_config))
         self.max_message = MAX_MESSAGE_SIZE
         # Frames the core may hold beyond what one visit sends: enough to keep the ring busy; more only
         # moves memory from the packer (whole messages, bounded) into the core (frames).
@@ -202,6 +214,7 @@ class TotemLink:
             "stats": dict(core.stats),
             "transport_stats": dict(getattr(self.transport, "stats", {}) or {}),
             "driver": dict(getattr(self.driver, "stats", {}) or {}),
+            "sender_guard": self.driver.guard.stats() if getattr(self.driver, "guard", None) else {},
             "crypto_stats": self.crypto.stats.as_dict(),
             "faults": dict(self.faults.stats) if self.faults is not None else {},
         }

@@ -14,6 +14,7 @@ than half the token timeout.
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,8 @@ _TYPE_OFFSET = 3
 #: Deliveries in one turn up to which the other members' copies wait for the local clients' writes.
 HOLD_BACK_MAX_EVENTS = 4
 _EPOCH = slice(12, 28)  # the sender's epoch in the crypto envelope header
+_SENDER = slice(4, 8)  # and its nodeid
+_SENDER_ID = struct.Struct("!I")
 
 
 class TotemDriver:
@@ -45,8 +48,10 @@ class TotemDriver:
         on_events: Callable[[list[Delivery | ConfigChange]], None],
         clock: Callable[[], float] = time.monotonic,
         faults: Any = None,
+        guard: Any = None,
     ) -> None:
         self.core = core
+        self.guard = guard  #: a SenderGuard (aisexec/totem/senderguard.py), or None to take every sender
         self.transport = transport
         self.crypto = crypto
         self.store = store
@@ -139,9 +144,14 @@ class TotemDriver:
         tokens: list[bytes] = []
         open_datagram = self.crypto.open
         me = self.nodeid
+        me_id, my_epoch = _SENDER_ID.pack(me), self.crypto.epoch
         addresses = self._addresses  # what the transport already knows; learn() the rest
         stats = self.stats
+        guard = self.guard
+        guard_now = self._clock() if guard is not None else 0.0
         for datagram, source in batch:
+            if datagram[_SENDER] == me_id and datagram[_EPOCH] == my_epoch:
+                continue  # our own multicast looped back by the kernel: dropped without opening it
             try:
                 sender, target, packet = open_datagram(datagram)
             except PacketRejected:
@@ -152,7 +162,12 @@ class TotemDriver:
                     self._duplicate_nodeid(source)
                 continue  # our own multicast looped back by the kernel
             if addresses.get(sender) != source[0]:
+                if guard is not None and not guard.admit(sender, source[0], guard_now):
+                    stats["refused_sender"] = stats.get("refused_sender", 0) + 1
+                    continue
                 self.transport.learn(sender, source)
+            elif guard is not None:
+                guard.heard(sender, guard_now)
             if target and target != me:
                 stats["not_for_me"] += 1
                 continue
@@ -314,29 +329,30 @@ class TotemDriver:
         ``hold_back``: the transport may hold back the copies for members other than the token's
         next hop; True when it did (sent by :meth:`_send_deferred`).
         """
-        seal = self.crypto.seal
+        seal, seal_many = self.crypto.seal, self.crypto.seal_many
         held_back = False
-        batch: list[bytes] = []
+        batch: list[bytes] = []  # consecutive multicasts, sealed together in one pass when they leave
         for dest, packet in sends:
             if dest == MULTICAST:
                 # The core keeps its own messages when it originates them: no local copy is fed back.
-                batch.append(seal(packet, 0))
+                batch.append(packet)
                 continue
             if dest == self.nodeid:
                 if batch:
-                    self.transport.multicast_many(batch)
+                    self.transport.multicast_many(seal_many(batch))
                     batch = []
                 self._local.append(packet)
             elif batch:
                 # The successor gets the data and the token now; the other members' copies only have
                 # to arrive before the token does, a hop later: they leave after this turn's deliveries.
-                if self.transport.multicast_then_unicast(batch, dest, seal(packet, dest), defer_others=hold_back):
+                if self.transport.multicast_then_unicast(seal_many(batch), dest, seal(packet, dest),
+                                                         defer_others=hold_back):
                     held_back = True
                 batch = []
             else:
                 self.transport.unicast(dest, seal(packet, dest))
         if batch:
-            self.transport.multicast_many(batch)
+            self.transport.multicast_many(seal_many(batch))
         return held_back
 
     def _send_deferred(self) -> None:
