@@ -329,6 +329,21 @@ def configure_logging(logging_section: dict, logger_subsys: list[dict], *, foreg
     return policy
 
 
+def describe_destinations() -> str:
+    """``logging to stderr, file PATH; debug on for ...``: the configured destinations (start-up debug line)."""
+    def one(handler: logging.Handler) -> str:
+        if isinstance(handler, ReopenableFileHandler):
+            return f"file {handler.baseFilename}"
+        if isinstance(handler, logging.handlers.SysLogHandler):
+            return "syslog"
+        return "stderr"
+
+    policy = _state.policy
+    debug = "every subsystem" if policy.main.debug else (
+        ", ".join(name for name, o in policy.overrides.items() if o.debug) or "no subsystem")
+    return f"logging to {', '.join(one(h) for h in _state.handlers) or 'nothing'}; debug on for {debug}"
+
+
 def reopen() -> int:
     """Reopen every log file (SIGHUP after logrotate); returns how many were reopened."""
     for handler in _state.files:

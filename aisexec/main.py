@@ -27,6 +27,8 @@ from aisexec.env import Environment
 from aisexec.exitcodes import ExitCode
 
 PROG = "aisexec"
+#: The configspec default of ``aisexec { user }``, a key kept for openais.conf compatibility only.
+DEFAULT_USER = "ais"
 log = logging.getLogger("aisexec.main")
 
 
@@ -68,6 +70,22 @@ def check_not_setuid() -> None:
     if os.getuid() != os.geteuid() or os.getgid() != os.getegid():
         raise StartupError(ExitCode.SETUID, "refusing to run setuid/setgid (real and effective ids differ); "
                                             "start aisexec directly as the user it should run as")
+
+
+def user_notice(config: Any) -> str | None:
+    """The start-up notice for an ``aisexec { user }`` other than the default (the key changes nothing), or None."""
+    user = (getattr(config, "aisexec", None) or {}).get("user")
+    if not user or str(user) == DEFAULT_USER:
+        return None
+    import pwd
+
+    try:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        me = str(os.geteuid())
+    return (f"aisexec {{ user: {user} }} has no effect (kept for openais.conf compatibility): the executive runs "
+            f"as the user that started it ({me}); library clients are admitted by aisexec {{ group }} and "
+            f"uidgid {{ }}")
 
 
 def describe_service(service: plugins.LoadedService) -> str:
@@ -210,6 +228,11 @@ class Daemon:
         log.log(logsys.NOTICE, "openais-py aisexec %s starting; config interface %s from %s; services: %s",
                 __version__, describe_iface(env.config_iface), env.main_config_file,
                 ", ".join(describe_service(s) for s in self.services) or "none")
+        log.debug("environment: state dir %s, IPC socket %s, authkey %s, config interface %s",
+                  env.state_dir, env.ipc_socket, authkey_path(self.prepared.config, env), env.config_iface)
+        notice = user_notice(self.prepared.config)
+        if notice:
+            log.log(logsys.NOTICE, "%s", notice)
         if self.realtime:
             set_realtime_scheduling()
         notify.status("starting")
@@ -225,6 +248,14 @@ class Daemon:
             self._start_metrics()
         except StartupError:
             raise
+        except OSError as exc:
+            import errno
+
+            if exc.errno != errno.EADDRINUSE:
+                log.debug("service engine initialisation failed", exc_info=True)
+                raise StartupError(ExitCode.SERVICE_INIT,
+                                   f"service initialisation failed: {type(exc).__name__}: {exc}") from None
+            raise StartupError(ExitCode.RESOURCE_BUSY, f"IPC socket: {exc.strerror or exc}") from None
         except Exception as exc:
             log.debug("service engine initialisation failed", exc_info=True)
             raise StartupError(ExitCode.SERVICE_INIT,
@@ -430,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
                                  foreground=args.foreground, force_debug=args.debug)
     except OSError as exc:
         return _fail(StartupError(ExitCode.LOGGING, f"cannot open log destination: {exc}"))
+    log.debug("%s", logsys.describe_destinations())
     pipe = None
     daemon = Daemon(prepared)
     daemon.realtime = args.realtime

@@ -22,12 +22,23 @@ Mapping of the status dict (missing or ill-typed keys are skipped):
   booleans are 0/1; strings and lists are skipped; a name that collides
   with one already emitted is dropped.
 
-Counter or gauge: a metric is a **counter** when its sanitised key ends with
-one of the words in :data:`COUNTER_WORDS` (``received``, ``sent``,
-``retransmits``, ``failures``, ``malformed``, ``delivered``, ``originated``,
-``dropped``, ``errors``, ``total``) — as the whole key or after an ``_`` —
-and is then exposed with a ``_total`` suffix (not doubled).  Everything else
-is a **gauge**.
+Counter or gauge (:func:`metric_kind`): every value of the executive's
+statistics sections (:data:`COUNTER_SECTIONS`: ``stats``, ``transport_stats``,
+``driver``, ``crypto_stats``, ``ipc``, ``routing``, ``faults``, ``sync``) only
+ever grows, so it is a **counter**, except the levels listed in
+:data:`GAUGE_KEYS` (``ipc.connections``, ``ipc.queued_bytes``,
+``driver.max_pause_ms``) and keys that name a level by their first word
+(:data:`LEVEL_PREFIXES`: ``max_``, ``min_``, ``current_``, ``queued_``) or
+their last (:data:`LEVEL_WORDS`: ``connections``, ``queued_bytes``,
+``members``, ``pending``).
+Outside those sections (``quorum``, ``pending``, a section a plugin adds) a
+metric is a counter when its sanitised key ends with one of the words in
+:data:`COUNTER_WORDS` (``received``, ``sent``, ``retransmits``, ``failures``,
+``malformed``, ``delivered``, ``originated``, ``dropped``, ``errors``,
+``total``) — as the whole key or after an ``_`` — and a gauge otherwise.
+A counter is exposed with a ``_total`` suffix (not doubled): the crypto
+layer's ``crypto_stats.auth_failures`` is
+``openais_crypto_stats_auth_failures_total``.
 
 ``collect()`` runs in the request's greenlet on the hub thread, so it must be
 cheap and non-blocking (it only reads in-memory counters).  At most
@@ -54,6 +65,15 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "openais"
 COUNTER_WORDS = ("received", "sent", "retransmits", "failures", "malformed", "delivered", "originated",
                  "dropped", "errors", "total")
+#: Status sections whose values are cumulative counts since the executive started.
+COUNTER_SECTIONS = frozenset({"stats", "transport_stats", "driver", "crypto_stats", "ipc", "routing", "faults",
+                              "sync"})
+#: Levels (values that go down as well as up) inside :data:`COUNTER_SECTIONS`, as ``section.key``.
+GAUGE_KEYS = frozenset({"ipc.connections", "ipc.queued_bytes", "driver.max_pause_ms"})
+#: A key of a counter section starting with one of these names a level, not a count.
+LEVEL_PREFIXES = ("max_", "min_", "current_", "queued_")
+#: A key of a counter section ending with one of these words (whole, or after ``_``) names a level.
+LEVEL_WORDS = ("connections", "queued_bytes", "members", "pending")
 MAX_CONCURRENT = 8
 REQUEST_TIMEOUT = 5.0
 _FIXED_KEYS = frozenset({"nodeid", "state", "ring_id", "members", "synced"})
@@ -87,8 +107,31 @@ def sanitise(name: str) -> str:
 
 
 def is_counter(key: str) -> bool:
-    """True when the sanitised ``key`` ends with a counter word (see the module docstring)."""
+    """True when the sanitised ``key`` ends with a counter word (the rule outside the statistics sections)."""
     return any(key == word or key.endswith("_" + word) for word in COUNTER_WORDS)
+
+
+def metric_kind(path: tuple[str, ...]) -> str:
+    """``"counter"`` or ``"gauge"`` for the status leaf at ``path`` (``("crypto_stats", "auth_failures")``).
+
+    In a :data:`COUNTER_SECTIONS` section everything is a counter but the
+    levels (:data:`GAUGE_KEYS`, :data:`LEVEL_PREFIXES`, :data:`LEVEL_WORDS`); elsewhere
+    :func:`is_counter` decides by the key's last word.
+    """
+    key = sanitise("_".join(path[1:])) if len(path) > 1 else sanitise(path[0])
+    if len(path) > 1 and path[0] in COUNTER_SECTIONS:
+        level = (f"{path[0]}.{key}" in GAUGE_KEYS or key.startswith(LEVEL_PREFIXES)
+                 or any(key == word or key.endswith("_" + word) for word in LEVEL_WORDS))
+        return "gauge" if level else "counter"
+    return "counter" if is_counter(key) else "gauge"
+
+
+def metric_name(path: tuple[str, ...]) -> str:
+    """The exported name of the status leaf at ``path`` (``openais_<section>_<key>``, ``_total`` on counters)."""
+    base = f"{PREFIX}_{sanitise('_'.join(path))}"
+    if metric_kind(path) == "counter" and not base.endswith("_total"):
+        return f"{base}_total"
+    return base
 
 
 def format_value(value: float) -> str:
@@ -194,14 +237,9 @@ def _add_fixed(out: Exposition, status: dict) -> None:
 
 
 def _add_leaf(out: Exposition, path: tuple[str, ...], value: float) -> None:
-    key = sanitise("_".join(path[1:])) if len(path) > 1 else sanitise(path[0])
-    base = f"{PREFIX}_{sanitise('_'.join(path))}"
+    kind = metric_kind(path)
     dotted = ".".join(path)
-    if is_counter(key):
-        name = base if base.endswith("_total") else f"{base}_total"
-        out.add(name, "counter", f"Counter {dotted} of the executive status.", value)
-    else:
-        out.add(base, "gauge", f"Gauge {dotted} of the executive status.", value)
+    out.add(metric_name(path), kind, f"{kind.capitalize()} {dotted} of the executive status.", value)
 
 
 def render_status(status: dict) -> str:

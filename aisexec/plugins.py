@@ -8,6 +8,7 @@ installed distributions' metadata, ours exactly like a third party's.
 from __future__ import annotations
 
 import importlib.metadata as md
+import logging
 from dataclasses import dataclass
 
 import pluggy
@@ -19,6 +20,7 @@ CONFIG_GROUP = "openais.config"
 SERVICES_GROUP = "openais.services"
 #: Comma-separated entry-point names to skip (an operator's escape hatch).
 BLOCK_ENV = "OPENAIS_BLOCK_SERVICES"
+log = logging.getLogger("aisexec.serv")
 
 
 class PluginError(RuntimeError):
@@ -120,6 +122,7 @@ def load_config_interface(name: str) -> ConfigInterface:
         raise PluginError(f"{_origin(ep)} does not fit the configuration interface: {exc}") from exc
     if not pm.hook.openais_config_read.get_hookimpls():
         raise PluginError(f"{_origin(ep)} implements no openais_config_read hook")
+    log.debug("configuration interface %s loaded from %s", name, _origin(ep))
     return ConfigInterface(name=name, origin=_origin(ep), manager=pm)
 
 
@@ -135,6 +138,7 @@ def load_services(blocked: frozenset[str] = frozenset()) -> list[LoadedService]:
     by_name: dict[str, LoadedService] = {}
     for ep in _entry_points(SERVICES_GROUP):
         if ep.name in blocked:
+            log.debug("service entry point %s skipped (%s)", ep.name, BLOCK_ENV)
             continue
         origin = _origin(ep)
         plugin = _load(ep)
@@ -167,5 +171,6 @@ def load_services(blocked: frozenset[str] = frozenset()) -> list[LoadedService]:
         by_id[engine.id] = entry
         by_name[engine.name] = entry
         loaded.append(entry)
+        log.debug("service %s (id %d, version %s) loaded from %s", engine.name, engine.id, engine.version, origin)
     loaded.sort(key=lambda s: s.engine.id)
     return loaded

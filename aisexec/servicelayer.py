@@ -19,6 +19,9 @@ from aisexec.service import EngineHost, ServiceEngine
 from aisexec.sync import SyncEngine
 from aisexec.totem.api import ConfigChange, ConfKind, QueueFull, RingId
 
+#: Sync rounds are logged under SYNC (``--debug``: each service's init, activate and abort).
+sync_log = logging.getLogger("aisexec.sync")
+
 
 class NodeHost(Protocol):
     """What the layer needs from whatever carries it (the executive, or a test harness)."""
@@ -57,10 +60,13 @@ class _SyncAdapter:
 
     def __init__(self, layer: ServiceLayer, entry: LoadedService) -> None:
         self.service_id = entry.engine.id
+        self.name = entry.engine.name
         self._layer = layer
         self._hook = entry.host.hook
 
     def sync_init(self, transitional: tuple[int, ...], members: tuple[int, ...], ring_id: RingId) -> None:
+        sync_log.debug("sync of ring %s: %s starts (members %s, transitional %s)", ring_id, self.name,
+                       list(members), list(transitional))
         with self._layer.sync_context():
             self._hook.sync_init(transitional=transitional, members=members, ring_id=ring_id)
 
@@ -69,10 +75,16 @@ class _SyncAdapter:
             return bool(self._hook.sync_process())
 
     def sync_activate(self) -> None:
+        sync_log.debug("sync of ring %s: %s activated", self._layer.sync.ring_id, self.name)
         self._hook.sync_activate()
 
     def sync_abort(self) -> None:
+        sync_log.debug("sync of ring %s: %s aborted", self._layer.sync.ring_id, self.name)
         self._hook.sync_abort()
+
+
+def _no_trace(*_args: object) -> None:
+    """The after-call half of the hook-call monitor: nothing to log."""
 
 
 def _has_sync_hooks(host: EngineHost) -> bool:
@@ -116,8 +128,11 @@ class ServiceLayer:
         self._quorum_provider: QuorumProvider | None = None
         self._quorum_listeners: list[Callable[[bool], None]] = []
         participants = [_SyncAdapter(self, s) for s in services if _has_sync_hooks(s.host)]
+        self._sync_names = ", ".join(p.name for p in participants) or "none"
         self.sync = SyncEngine(nodeid, participants, self._send_sync, on_complete=self._sync_completed)
         self.router = ClusterRouter(self._services, self.sync, self.log)
+        for entry in services:
+            entry.host.add_hookcall_monitoring(self._trace_connection, _no_trace)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -125,6 +140,14 @@ class ServiceLayer:
         """Call every engine's ``exec_init`` with this layer as its api."""
         for entry in self._services.values():
             entry.host.hook.exec_init(api=self)
+
+    def exec_stopping(self) -> None:
+        """Call every engine's ``exec_stopping`` (clean stop, before leaving the ring); errors are logged."""
+        for entry in self._services.values():
+            try:
+                entry.host.hook.exec_stopping()
+            except Exception:
+                self.log.exception("service %s failed in exec_stopping", entry.engine.name)
 
     def exec_exit(self) -> None:
         """Call every engine's ``exec_exit`` (errors are logged, never stop the others)."""
@@ -147,7 +170,12 @@ class ServiceLayer:
 
     def config_change(self, change: ConfigChange) -> None:
         """A configuration change delivered by the ring."""
+        if self.sync.in_progress:
+            sync_log.debug("sync round of ring %s aborted by a configuration change", self._ring_id)
+        self.log.debug("%s configuration of ring %s: members %s, left %s, joined %s", change.kind.name,
+                       change.ring_id, list(change.members), list(change.left), list(change.joined))
         if change.kind is ConfKind.REGULAR:
+            sync_log.debug("sync round of ring %s starts (services %s)", change.ring_id, self._sync_names)
             self._ring_id = change.ring_id
             self._members = change.members
             self._synced = False
@@ -270,7 +298,18 @@ class ServiceLayer:
             return False
         return True
 
+    def _trace_connection(self, hook_name: str, _impls: object, kwargs: dict) -> None:
+        """Hook-call monitor of every engine host: log library connections opening and closing (debug)."""
+        if hook_name in ("lib_init", "lib_exit") and self.log.isEnabledFor(logging.DEBUG):
+            conn = kwargs.get("conn")
+            engine = self._services.get(getattr(conn, "service", None))
+            self.log.debug("library connection %s (pid %s, uid %s) %s service %s",
+                           getattr(conn, "id", "?"), getattr(conn, "pid", "?"), getattr(conn, "uid", "?"),
+                           "opened to" if hook_name == "lib_init" else "closed from",
+                           engine.engine.name if engine is not None else getattr(conn, "service", "?"))
+
     def _sync_completed(self, ring_id: RingId) -> None:
+        sync_log.debug("sync round of ring %s complete", ring_id)
         self._synced = True
         self.router.sync_completed(ring_id)
         if self._on_sync_complete is not None:

@@ -1,27 +1,43 @@
-"""The Prometheus endpoint: exposition format, routing, loopback-only binding, resilience to collect() errors."""
+"""The Prometheus endpoint: exposition format, names and types, loopback-only binding, resilience to errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import gevent
 import gevent.socket
 import pytest
 
-from aisexec.metrics import MetricsAddressError, MetricsServer, is_counter, render_status, sanitise
+from aisexec.metrics import (
+    MetricsAddressError,
+    MetricsServer,
+    is_counter,
+    metric_kind,
+    metric_name,
+    render_status,
+    sanitise,
+)
 
+#: The shape of the executive's status (``Executive.ring_status`` via ``ServiceLayer.ring_status``).
 STATUS = {
     "nodeid": 3,
     "state": "OPERATIONAL",
     "ring_id": "1.1c",
     "members": [1, 2, 3],
     "synced": True,
-    "stats": {"mcast_tx": 10, "mcast_retransmits": 2, "orf_token_received": 55, "memb_join_sent": 4},
-    "transport": {"rx_dropped": 1, "rx_bytes": 900},
-    "crypto": {"auth_failures": 7},
-    "ipc": {"connections": 2, "queued_bytes": 128, "by-service": {"cpg connections": 1}},
-    "routing": {"delivered": 40, "held": 0, "note": "text is skipped"},
+    "rings": [{"ringnumber": 0, "status": "active"}],
+    "crypto": "chacha20-poly1305",
     "pending": 5,
+    "stats": {"tokens_received": 55, "retransmits": 2, "gather_entered": 1, "joins_received": 4, "token_losses": 0},
+    "transport_stats": {"packets_in": 9, "bytes_in": 900, "send_errors": 1, "gso_sends": 3},
+    "driver": {"rejected": 1, "pauses": 1, "max_pause_ms": 1200, "memberships": 3},
+    "crypto_stats": {"sealed": 100, "opened": 90, "auth_failures": 7, "mode_mismatch": 0},
+    "faults": {},
+    "ipc": {"connections": 2, "queued_bytes": 128, "accepted": 5, "refused": 1, "requests": 30,
+            "by-service": {"cpg connections": 1}},
+    "routing": {"delivered": 40, "held": 0, "note": "text is skipped"},
+    "quorum": {"quorate": True, "expected_votes": 3, "total_votes": 3, "quorum": 2, "flags": ["WaitForAll"]},
 }
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*"'
@@ -108,20 +124,34 @@ def test_metrics_exposition_parses_and_maps_status(serve):
     assert value_of(fams, "openais_ring_seq") == 0x1C
     assert value_of(fams, "openais_synced") == 1
     assert fams["openais_membership_state"] == ("gauge", [('{state="OPERATIONAL"}', 1.0)])
-    assert fams["openais_stats_mcast_retransmits_total"] == ("counter", [("", 2.0)])
-    assert fams["openais_stats_orf_token_received_total"][0] == "counter"
-    assert fams["openais_stats_memb_join_sent_total"][0] == "counter"
-    assert fams["openais_stats_mcast_tx"] == ("gauge", [("", 10.0)])
-    assert fams["openais_transport_rx_dropped_total"][0] == "counter"
-    assert fams["openais_transport_rx_bytes"][0] == "gauge"
-    assert value_of(fams, "openais_crypto_auth_failures_total") == 7
-    assert value_of(fams, "openais_ipc_queued_bytes") == 128
-    assert value_of(fams, "openais_ipc_by_service_cpg_connections") == 1
+    # every statistic counts up: a counter named _total, whatever its key's last word
+    assert fams["openais_stats_retransmits_total"] == ("counter", [("", 2.0)])
+    assert fams["openais_stats_tokens_received_total"] == ("counter", [("", 55.0)])
+    assert fams["openais_stats_gather_entered_total"][0] == "counter"
+    assert fams["openais_stats_token_losses_total"][0] == "counter"
+    assert fams["openais_transport_stats_packets_in_total"][0] == "counter"
+    assert fams["openais_transport_stats_bytes_in_total"] == ("counter", [("", 900.0)])
+    assert fams["openais_transport_stats_gso_sends_total"][0] == "counter"
+    assert fams["openais_driver_pauses_total"][0] == "counter"
+    assert fams["openais_crypto_stats_auth_failures_total"] == ("counter", [("", 7.0)])
+    assert fams["openais_crypto_stats_sealed_total"][0] == "counter"
+    assert fams["openais_ipc_accepted_total"][0] == "counter"
+    assert fams["openais_ipc_refused_total"][0] == "counter"
     assert fams["openais_routing_delivered_total"] == ("counter", [("", 40.0)])
-    assert value_of(fams, "openais_routing_held") == 0
-    assert value_of(fams, "openais_pending") == 5
-    assert not any("note" in name for name in fams)
-    assert all(kind == "counter" for name, (kind, _) in fams.items() if name.endswith("_total"))
+    assert fams["openais_routing_held_total"] == ("counter", [("", 0.0)])
+    # levels stay gauges
+    assert fams["openais_ipc_connections"] == ("gauge", [("", 2.0)])
+    assert fams["openais_ipc_queued_bytes"] == ("gauge", [("", 128.0)])
+    assert fams["openais_ipc_by_service_cpg_connections"] == ("gauge", [("", 1.0)])
+    assert fams["openais_driver_max_pause_ms"] == ("gauge", [("", 1200.0)])
+    assert fams["openais_pending"] == ("gauge", [("", 5.0)])
+    assert fams["openais_quorum_quorate"] == ("gauge", [("", 1.0)])
+    assert fams["openais_quorum_expected_votes"][0] == "gauge"
+    # the names operators were once told that never existed
+    for wrong in ("openais_crypto_auth_failures_total", "openais_transport_packets_in_total", "openais_crypto"):
+        assert wrong not in fams
+    assert not any("note" in name or "flags" in name or "rings" in name for name in fams)
+    assert all((kind == "counter") == name.endswith("_total") for name, (kind, _) in fams.items())
 
 
 def test_missing_and_odd_keys_are_skipped():
@@ -134,9 +164,38 @@ def test_missing_and_odd_keys_are_skipped():
 def test_counter_rule_and_sanitising():
     assert is_counter("mcast_retransmits") and is_counter("errors") and is_counter("bytes_total")
     assert not is_counter("queued_bytes") and not is_counter("senders") and not is_counter("held")
+    assert metric_kind(("stats", "gather_entered")) == "counter"
+    assert metric_kind(("ipc", "connections")) == metric_kind(("ipc", "queued_bytes")) == "gauge"
+    assert metric_kind(("driver", "max_pause_ms")) == "gauge"
+    assert metric_kind(("quorum", "total_votes")) == "gauge" and metric_kind(("pending",)) == "gauge"
+    assert metric_kind(("some_plugin", "frames_sent")) == "counter"
+    assert metric_kind(("some_plugin", "queue_length")) == "gauge"
+    assert metric_name(("crypto_stats", "auth_failures")) == "openais_crypto_stats_auth_failures_total"
+    assert metric_name(("stats", "total")) == "openais_stats_total"
     assert sanitise("cpg connections/v2") == "cpg_connections_v2" and sanitise("9lives") == "_9lives"
     fams = parse_exposition(render_status({"stats": {"rx_total": 1, "rx total": 2}}))
     assert list(fams["openais_stats_rx_total"][1]) == [("", 1.0)]
+
+
+def test_every_statistic_the_executive_keeps_is_a_counter():
+    """The key sets of the real producers: Totem core, crypto, routing, sync, fault layer."""
+    from aisexec.routing import RoutingStats
+    from aisexec.sync import SyncStats
+    from aisexec.totem.crypto import CryptoStats
+    from aisexec.totem.srp_state import STAT_KEYS
+
+    status = {
+        "stats": dict.fromkeys(STAT_KEYS, 1),
+        "crypto_stats": CryptoStats().as_dict(),
+        "routing": dataclasses.asdict(RoutingStats()),
+        "sync": dataclasses.asdict(SyncStats()),
+        "faults": {"dropped": 0, "duplicated": 0, "delayed": 0, "blocked": 0},
+    }
+    fams = parse_exposition(render_status(status))
+    stats = {n: kind for n, (kind, _) in fams.items() if n != "openais_up"}
+    assert len(stats) == sum(len(v) for v in status.values())
+    assert set(stats.values()) == {"counter"}
+    assert all(n.endswith("_total") for n in stats)
 
 
 def test_other_paths_get_404_and_other_methods_405(serve):
