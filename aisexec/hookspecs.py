@@ -82,6 +82,23 @@ class EngineSpec:
         """Called once at start with the :class:`aisexec.service.ExecutiveApi`."""
 
     @hookspec
+    def config_check(self, config: Any, env: Any) -> None:
+        """Check the service's own configuration files before anything starts (also ``aisexec -t``).
+
+        ``config`` is the validated main configuration, ``env`` the
+        :class:`aisexec.env.Environment`; raise
+        :class:`aisexec.config.errors.ConfigError` (exit status CONFIG).
+        """
+
+    @hookspec
+    def exec_stopping(self) -> None:
+        """Clean stop: the executive is about to leave the ring; the ring and IPC still work.
+
+        An engine may hand work over here (multicast, wait for deliveries
+        under gevent), bounded by a few seconds; ``exec_exit`` follows.
+        """
+
+    @hookspec
     def exec_exit(self) -> None:
         """Called once at clean shutdown."""
 

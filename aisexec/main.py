@@ -158,30 +158,14 @@ class Prepared:
 
 
 def prepare(args: argparse.Namespace) -> Prepared:
-    """Steps up to the key check (all that ``-t`` does)."""
+    """Steps up to the key check; ``-t`` and the start then run :mod:`aisexec.preflight` (service configs too)."""
     check_not_setuid()
     env = Environment.from_environ()
     if args.config:
         env = dataclasses.replace(env, main_config_file=args.config)
     config = load_checked_config(env)
     authkey = load_key_if_needed(config, env)
-    check_service_configs(config, env)
     return Prepared(args, env, config, authkey)
-
-
-def check_service_configs(config: Any, env: Environment) -> None:
-    """Run every service's ``config_check`` hook (its own files, e.g. amf.conf); StartupError on a problem."""
-    from aisexec.config.errors import ConfigError
-
-    try:
-        services = plugins.load_services(blocked_services())
-    except plugins.PluginError as exc:
-        raise StartupError(ExitCode.PLUGIN, str(exc)) from None
-    for service in services:
-        try:
-            service.host.hook.config_check(config=config, env=env)
-        except ConfigError as exc:
-            raise StartupError(ExitCode.CONFIG, str(exc)) from None
 
 
 @dataclass(slots=True)

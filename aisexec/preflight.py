@@ -199,13 +199,11 @@ def check_services(config: Any, env: Any, blocked: frozenset[str]) -> tuple[list
         return [Finding(PLUGIN, str(exc))], []
     findings = []
     for service in services:
-        check = getattr(service.engine, "config_check", None)
-        if check is None:
-            continue
         try:
-            check(config, env)
+            service.host.hook.config_check(config=config, env=env)
         except ConfigError as exc:
-            findings.append(Finding(CONFIG, exc.message, exc.file, exc.line, exc.key))
+            hint = f" (did you mean '{exc.suggestion}'?)" if exc.suggestion else ""
+            findings.append(Finding(CONFIG, exc.message + hint, exc.file, exc.line, exc.key))
         except Exception as exc:  # a check that crashes is the plugin's fault
             findings.append(Finding(PLUGIN, f"{service.engine.name}: configuration check failed: "
                                             f"{type(exc).__name__}: {exc}"))
