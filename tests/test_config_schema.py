@@ -60,8 +60,10 @@ def test_documented_corosync_defaults():
     assert (itf["mcastport"], itf["ttl"], itf["ringnumber"], itf["broadcast"]) == (5405, 1, 0, False)
     assert cfg.logging["to_stderr"] is True and cfg.logging["to_logfile"] is False
     assert cfg.logging["syslog_facility"] == "daemon" and cfg.logging["debug"] == "off"
-    assert cfg.aisexec == {"user": "ais", "group": "ais", "metrics_port": 0, "metrics_address": "127.0.0.1"}
-    assert cfg.amf == {"mode": "disabled"}
+    assert cfg.aisexec == {"user": "ais", "group": "ais", "metrics_port": 0, "metrics_address": "127.0.0.1",
+                           "ipc_memory_budget": 64 * 1024 * 1024, "ipc_frame_timeout": 10000,
+                           "ipc_max_connections_per_uid": 512}
+    assert cfg.amf == {"mode": "disabled", "no_quorum_policy": "stop"}
     assert cfg.event == {"delivery_queue_size": 1000, "delivery_queue_resume": 500}
     assert cfg.totem_config == TotemConfig().validate()
     json.dumps(cfg.to_dict())

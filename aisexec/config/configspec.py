@@ -96,6 +96,7 @@ ipc_max_connections_per_uid = integer(min=2, max=1000000, default=512)
 
 [amf]
 mode = option(enabled, disabled, default=disabled)
+no_quorum_policy = option(stop, freeze, default=stop)
 
 [event]
 delivery_queue_size = integer(min=1, max=1000000, default=1000)

@@ -148,6 +148,11 @@ class AmfEngine(LibraryMixin, ServiceEngine):
         else:
             return
         self.state = AmfState(m)
+        if hasattr(api, "quorate"):
+            self.state.quorate = api.quorate
+            self.state.no_quorum_policy = str((getattr(api.config, "amf", None) or {}).get("no_quorum_policy")
+                                              or "stop")
+            api.on_quorum_change(self._quorum_changed)
         from aisexec.env import Environment
 
         self.lc = self._lifecycle(m, self._send, Environment.from_environ().ipc_socket, api.call_later)
@@ -155,6 +160,13 @@ class AmfEngine(LibraryMixin, ServiceEngine):
         self.tracking = Tracking(self)
         log.info("AMF enabled: %s (%d SGs, %d SUs, %d components; digest %s)", m.path, len(m.sgs), len(m.sus),
                  len(m.comps), m.digest)
+
+    def _quorum_changed(self, quorate: bool) -> None:
+        """Without quorum no new ACTIVE (and, by no_quorum_policy stop, no ACTIVE at all); with it, assign."""
+        if self.state is not None and not self.excluded:
+            log.log(25 if quorate else 30, "AMF: quorum %s; %s", "present" if quorate else "lost",
+                    "assigning" if quorate else f"no_quorum_policy {self.state.no_quorum_policy}")
+            self._run(self.state.quorum_changed())
 
     def exec_stopping(self) -> None:
         """Clean stop: switch this node's active work over and terminate its components (at most STOP_TIMEOUT)."""

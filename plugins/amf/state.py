@@ -25,6 +25,7 @@ Effects (tuples):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from openais.amf import AdminState as Adm
@@ -58,6 +59,11 @@ class AmfState(LifecycleMixin, RecoveryMixin, AssignMixin, AdminMixin):
         self.rt = self.fresh_runtime(model)
         self.effects: list[tuple] = []
         self.hostnames: dict[int, str] = {}
+        #: ``fn() -> bool``: may this partition act?  The engine sets the service layer's quorum answer
+        #: (the same on every member of a configuration); True without a quorum service.
+        self.quorate: Callable[[], bool] = lambda: True
+        #: ``amf { no_quorum_policy }``: "stop" removes ACTIVE work without quorum, "freeze" keeps what runs
+        self.no_quorum_policy = "stop"
 
     @staticmethod
     def fresh_runtime(model: Model) -> Runtime:
@@ -115,8 +121,8 @@ class AmfState(LifecycleMixin, RecoveryMixin, AssignMixin, AdminMixin):
             return int(Ready.OUT_OF_SERVICE)
         if Adm.SHUTTING_DOWN in admins:
             return int(Ready.STOPPING)
-        if not self.partition_may_assign():
-            return int(Ready.OUT_OF_SERVICE)
+        if not self.partition_may_assign() and self.no_quorum_policy == "stop":
+            return int(Ready.OUT_OF_SERVICE)  # without quorum: give the work up so the quorate side takes it
         return int(Ready.IN_SERVICE)
 
     def comp_readiness(self, comp: str) -> int:
@@ -127,8 +133,14 @@ class AmfState(LifecycleMixin, RecoveryMixin, AssignMixin, AdminMixin):
         return self.su_readiness(self.m.comps[comp].su)
 
     def partition_may_assign(self) -> bool:
-        """May this partition make ACTIVE assignments?  The quorum check goes here (True today)."""
-        return True
+        """May this partition make ACTIVE assignments?  False without quorum (quorum.md, AMF)."""
+        return self.quorate()
+
+    def quorum_changed(self) -> list[tuple]:
+        """Quorum was lost or regained (every member at the same point of the order): plan every SG again."""
+        self.effects = []
+        self._settle()
+        return self._take()
 
     def _up(self, su: str) -> bool:
         """Every component instantiated and registered (SA-aware): may take new work."""
