@@ -24,6 +24,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
+from openais import _common
 from openais._client import DISPATCH_ALL, Handle
 from openais._objects import ObjectHandle
 from openais.errors import (
@@ -32,13 +33,10 @@ from openais.errors import (
     BadHandle,
     Init,
     InvalidParam,
-    NameTooLong,
     NoSections,
     NotExist,
     SaAisError,
-    Timeout,
     TooBig,
-    Version,
 )
 from openais.message import I32, I64, U8, U16, U32, U64, Bytes, List, Message, Nested, Optional, Str, Tail
 
@@ -70,7 +68,6 @@ MAX_VECTOR = 4096
 
 from openais import TIME_END  # noqa: E402  (re-exported)
 
-_U64_MAX = (1 << 64) - 1
 _SIZE_MAX = (1 << 63) - 1
 _NO_TIME = -1  # "None" for durations and timeouts on the wire
 
@@ -388,13 +385,10 @@ class JsonAnswer(Message):
 
 def name_error(name: Any) -> AisError | None:
     """The error a checkpoint name raises (InvalidParam / NameTooLong), or None when valid."""
-    if not isinstance(name, str):
-        return InvalidParam(f"checkpoint name must be str, not {type(name).__name__}")
-    size = len(name.encode("utf-8", "surrogatepass"))
-    if size == 0:
-        return InvalidParam("checkpoint name is empty")
-    if size > MAX_NAME:
-        return NameTooLong(f"checkpoint name is {size} bytes, at most {MAX_NAME}")
+    try:
+        _common.check_name(name, "checkpoint name", MAX_NAME)
+    except AisError as exc:
+        return exc
     return None
 
 
@@ -469,17 +463,8 @@ def _check_int(value: Any, what: str, low: int = 0, high: int = _SIZE_MAX) -> in
     return value
 
 
-def _check_invocation(invocation: Any) -> int:
-    return _check_int(invocation, "invocation", 0, _U64_MAX)
-
-
 def _timeout_ns(timeout: Any) -> int:
-    if timeout is None:
-        return _NO_TIME
-    ns = _seconds_to_ns(timeout, "timeout", allow_none=False)
-    if ns == 0:
-        raise Timeout("timeout 0: the call always waits for the cluster")
-    return ns
+    return _common.timeout_ns(timeout, _NO_TIME, infinite=False)
 
 
 def _socket_timeout(timeout_ns: int) -> float:
@@ -741,7 +726,7 @@ class Checkpoint(ObjectHandle):
         self._check()
         if self._handle._sync_fn is None:
             raise Init("no checkpoint_synchronize callback was given to initialize")
-        inv = _check_invocation(invocation)
+        inv = _common.check_invocation(invocation)
         self._req(Request.SYNCHRONIZE, SynchronizeReq.pack(self.object_id, _NO_TIME, 1, inv))
 
     def section_id_free(self, section_id: bytes) -> None:
@@ -793,15 +778,13 @@ class CkptHandle(Handle):
         self._check()
         if self._open_fn is None:
             raise Init("no checkpoint_open callback was given to initialize")
-        inv = _check_invocation(invocation)
+        inv = _common.check_invocation(invocation)
         name, wire, flags = self._args_open(name, creation_attributes, open_flags)
-        self._pending_async.setdefault(inv, []).append((name, flags))
+        _common.remember_open(self._pending_async, inv, (name, flags))
         try:
             self._call(Request.OPEN, OpenReq.pack(name, flags, wire, _NO_TIME, 1, inv))
         except AisError:
-            self._pending_async[inv].pop()
-            if not self._pending_async[inv]:
-                del self._pending_async[inv]
+            _common.forget_open(self._pending_async, inv)
             raise
 
     def checkpoint_unlink(self, name: str) -> None:
@@ -830,10 +813,7 @@ class CkptHandle(Handle):
     def _on_dispatch(self, msg_id: int, payload: bytes) -> None:
         if msg_id == Callback.OPEN_DONE:
             done = OpenDone.decode(payload)
-            queued = self._pending_async.get(done.invocation)
-            name, flags = queued.pop(0) if queued else ("", 0)
-            if queued is not None and not queued:
-                del self._pending_async[done.invocation]
+            name, flags = _common.claim_open(self._pending_async, done.invocation, ("", 0))
             checkpoint = Checkpoint(self, done.handle, name, flags) if done.error == SaAisError.OK else None
             if self._open_fn is not None:
                 self._open_fn(done.invocation, checkpoint, SaAisError(done.error))
@@ -855,9 +835,7 @@ class CkptHandle(Handle):
 def initialize(checkpoint_open: OpenCallback | None = None, checkpoint_synchronize: SyncCallback | None = None,
                *, version: tuple = ("B", 2, 2), path: str | None = None) -> CkptHandle:
     """Connect to the local executive's CKPT service (saCkptInitialize)."""
-    if (not isinstance(version, tuple) or len(version) < 2 or version[0] != "B"
-            or isinstance(version[1], bool) or version[1] not in (1, 2)):
-        raise Version(f"CKPT supports version B.02.02 (release 'B', major 1 or 2), not {version!r}")
+    _common.check_version(version, "CKPT", (1, 2), "B.02.02 (release 'B', major 1 or 2)")
     return CkptHandle(checkpoint_open, checkpoint_synchronize, path=path)
 
 

@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from openais import TIME_END, TIME_UNKNOWN
+from openais import TIME_END, TIME_UNKNOWN, _common
 from openais._client import DISPATCH_ALL, DISPATCH_BLOCKING, DISPATCH_ONE, Handle
 from openais._objects import ObjectHandle
 from openais.errors import (
@@ -49,11 +49,8 @@ from openais.errors import (
     BadHandle,
     Init,
     InvalidParam,
-    NameTooLong,
     SaAisError,
-    Timeout,
     TooBig,
-    Version,
 )
 from openais.message import U8, U32, U64, Bool, Bytes, Enum, List, Message, Optional, Str, Tail
 
@@ -324,17 +321,7 @@ class DumpResponse(Message):
 
 def check_name(name: Any, what: str = "name") -> str:
     """A channel or publisher name: str of 1..256 bytes of UTF-8 (InvalidParam / NameTooLong)."""
-    if not isinstance(name, str):
-        raise InvalidParam(f"{what} must be a str, not {type(name).__name__}")
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidParam(f"{what} is not encodable as UTF-8") from None
-    if size == 0:
-        raise InvalidParam(f"{what} must not be empty")
-    if size > MAX_NAME:
-        raise NameTooLong(f"{what} is {size} bytes of UTF-8, at most {MAX_NAME}")
-    return name
+    return _common.check_name(name, what, MAX_NAME)
 
 
 def _check_uint(value: Any, bits: int, what: str) -> int:
@@ -396,12 +383,6 @@ def _check_seconds(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
         raise InvalidParam(f"{what} must be a non-negative number of seconds, not {value!r}")
     return float(value)
-
-
-def _timeout_ns(timeout: float | None) -> int:
-    if timeout is None or math.isinf(timeout):
-        return TIME_END
-    return min(int(timeout * 1e9), TIME_END)
 
 
 # -- the library ----------------------------------------------------------------------------------
@@ -552,7 +533,7 @@ class EvtHandle(Handle):
         self._open_fn = channel_open
         self._deliver_fn = event_deliver
         self._channels: dict[int, Channel] = {}
-        self._pending_opens: dict[int, tuple[str, int]] = {}
+        self._pending_opens: dict[int, list[tuple[str, int]]] = {}
         self._dispatch_mode = DISPATCH_ALL
         self._backlog: deque[Delivered] = deque()  # fetched, not yet delivered (a callback raised)
         super().__init__(SERVICE_ID, path=path)
@@ -564,12 +545,9 @@ class EvtHandle(Handle):
         self._check()
         flags = _check_flags(channel_open_flags)
         check_name(name)
-        if timeout is not None:
-            _check_seconds(timeout, "timeout")
-            if timeout == 0:
-                raise Timeout("timeout 0: a channel open always waits for the cluster")
-        call_timeout = 86400.0 * 365 if timeout is None or math.isinf(timeout) else timeout + 2.0
-        answer = self._call(Request.OPEN, OpenRequest.pack(name, flags, _timeout_ns(timeout), None), call_timeout)
+        wait = _common.timeout_ns(timeout, TIME_END)
+        call_timeout = 86400.0 * 365 if wait == TIME_END else timeout + 2.0
+        answer = self._call(Request.OPEN, OpenRequest.pack(name, flags, wait, None), call_timeout)
         return Channel(self, OpenResponse.decode(answer).channel, name, flags)
 
     def channel_open_async(self, invocation: int, name: str, channel_open_flags: int) -> None:
@@ -577,14 +555,14 @@ class EvtHandle(Handle):
         self._check()
         if self._open_fn is None:
             raise Init("channel_open_async needs a channel_open callback")
-        _check_uint(invocation, 64, "invocation")
+        _common.check_invocation(invocation)
         flags = _check_flags(channel_open_flags)
         check_name(name)
-        self._pending_opens[invocation] = (name, flags)
+        _common.remember_open(self._pending_opens, invocation, (name, flags))
         try:
             self._call(Request.OPEN, OpenRequest.pack(name, flags, TIME_END, invocation))
         except AisError:
-            self._pending_opens.pop(invocation, None)
+            _common.forget_open(self._pending_opens, invocation)
             raise
 
     def channel_unlink(self, name: str) -> None:
@@ -634,7 +612,7 @@ class EvtHandle(Handle):
             self._fetch([], True)
         elif msg_id == Callback.OPEN_DONE:
             done = OpenDone.decode(payload)
-            name, flags = self._pending_opens.pop(done.invocation, ("", 0))
+            name, flags = _common.claim_open(self._pending_opens, done.invocation, ("", 0))
             channel = Channel(self, done.channel, name, flags) if done.error == SaAisError.OK else None
             if self._open_fn is not None:
                 self._open_fn(done.invocation, channel, done.error)
@@ -699,12 +677,7 @@ class EvtHandle(Handle):
 
 
 def _check_version(version: Any) -> None:
-    try:
-        release, major, _minor = version
-    except (TypeError, ValueError):
-        raise Version(f"version must be (release, major, minor), not {version!r}") from None
-    if release != "B" or isinstance(major, bool) or not isinstance(major, int) or not 1 <= major <= 3:
-        raise Version(f"EVT supports release 'B' with major 1..3 (B.03.01), not {version!r}")
+    _common.check_version(version, "EVT", (1, 2, 3), "B.03.01 (release 'B', major 1..3)")
 
 
 def initialize(channel_open: ChannelOpenFn | None = None, event_deliver: EventDeliverFn | None = None, *,

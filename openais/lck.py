@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from openais import _wire
+from openais import _common, _wire
 from openais._client import DISPATCH_ALL, Handle
 from openais._objects import ObjectHandle
 from openais.errors import (
@@ -38,7 +38,6 @@ from openais.errors import (
     Init,
     InvalidParam,
     Library,
-    NameTooLong,
     NotExist,
     SaAisError,
     Timeout,
@@ -62,7 +61,6 @@ OPT_ORPHAN_LOCKS = 0x1
 OPT_DEADLOCK_DETECTION = 0x2
 #: ``timeout_ns`` on the wire meaning "no timeout".
 NO_TIMEOUT = -1
-_U64_MAX = (1 << 64) - 1
 
 
 class LockMode(enum.IntEnum):
@@ -224,32 +222,12 @@ class UnlockCallback(Message):
 
 
 def _name(name: object) -> str:
-    if not isinstance(name, str):
-        raise InvalidParam(f"a resource name is a str, not {type(name).__name__}")
-    size = len(name.encode("utf-8"))
-    if size == 0:
-        raise InvalidParam("empty resource name")
-    if size > MAX_NAME:
-        raise NameTooLong(f"resource name of {size} bytes exceeds {MAX_NAME}")
-    return name
-
-
-def _u64(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _U64_MAX:
-        raise InvalidParam(f"{what} must be an unsigned 64-bit int, not {value!r}")
-    return value
+    return _common.check_name(name, "resource name", MAX_NAME)
 
 
 def _timeout_ns(timeout: object) -> int:
-    if timeout is None:
-        return NO_TIMEOUT
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
-        raise InvalidParam(f"timeout must be seconds (float) or None, not {timeout!r}")
-    if timeout < 0:
-        raise InvalidParam(f"negative timeout {timeout}")
-    if timeout * 1e9 >= (1 << 63) - 1:
-        return NO_TIMEOUT  # longer than SaTimeT can say: forever
-    return int(timeout * 1e9)
+    """Nanoseconds, NO_TIMEOUT for None or longer than SaTimeT can say; Timeout for 0 (nothing is sent)."""
+    return _common.timeout_ns(timeout, NO_TIMEOUT)
 
 
 def _mode(mode: object) -> LockMode:
@@ -275,11 +253,7 @@ def _open_flags(flags: object) -> int:
 
 
 def _check_version(version: object) -> tuple[str, int, int]:
-    ok = (isinstance(version, tuple) and len(version) == 3 and isinstance(version[0], str)
-          and all(isinstance(v, int) and not isinstance(v, bool) for v in version[1:]))
-    if not ok or version[0] != "B" or not 1 <= version[1] <= 3:  # type: ignore[index]
-        raise Version(f"LCK speaks {VERSION}, not {version!r}")
-    return version  # type: ignore[return-value]
+    return _common.check_version(version, "LCK", (1, 2, 3), str(VERSION))
 
 
 # -- objects ------------------------------------------------------------------------------------------
@@ -310,9 +284,7 @@ class Lock:
     def unlock(self, timeout: float | None = None) -> None:
         """Release the lock (or withdraw the pending request); NotExist when there is nothing to unlock."""
         self._check_unlockable()
-        wait = _timeout_ns(timeout)
-        if wait == 0:
-            raise Timeout("timeout 0: nothing was sent")
+        _timeout_ns(timeout)  # checked (InvalidParam, Timeout for 0); the answer waits as long
         handle = self.resource.handle
         payload = UnlockRequest.pack(self.resource.object_id, self.lock_id, None)
         try:
@@ -331,7 +303,7 @@ class Lock:
         if handle._callbacks.get("resource_unlock") is None:
             self.resource._check()
             raise Init("unlock_async needs a resource_unlock callback")
-        _u64(invocation, "invocation")
+        _common.check_invocation(invocation)
         self._check_unlockable()
         handle._call(Request.UNLOCK, UnlockRequest.pack(self.resource.object_id, self.lock_id, invocation))
         self._released = True
@@ -370,10 +342,8 @@ class Resource(ObjectHandle):
         self._check()
         mode = _mode(mode)
         flags = _lock_flags(flags)
-        _u64(waiter_signal, "waiter_signal")
+        _common.check_u64(waiter_signal, "waiter_signal")
         wait = _timeout_ns(timeout)
-        if wait == 0:
-            raise Timeout("timeout 0: nothing was sent")
         payload = LockRequest.pack(self.object_id, mode, flags, waiter_signal, wait, None)
         answer = LockAnswer.decode(self.handle._call(Request.LOCK, payload, timeout=None))
         lock = Lock(self, answer.lock_id, mode, flags, LockStatus(answer.status))
@@ -386,10 +356,10 @@ class Resource(ObjectHandle):
         self._check()
         if self.handle._callbacks.get("lock_grant") is None:
             raise Init("lock_async needs a lock_grant callback")
-        _u64(invocation, "invocation")
+        _common.check_invocation(invocation)
         mode = _mode(mode)
         flags = _lock_flags(flags)
-        _u64(waiter_signal, "waiter_signal")
+        _common.check_u64(waiter_signal, "waiter_signal")
         payload = LockRequest.pack(self.object_id, mode, flags, waiter_signal, NO_TIMEOUT, invocation)
         answer = LockAnswer.decode(self.handle._call(Request.LOCK, payload))
         lock = Lock(self, answer.lock_id, mode, flags, None)
@@ -533,8 +503,6 @@ class LckHandle(Handle):
         flags = _open_flags(flags)
         name = _name(name)
         wait = _timeout_ns(timeout)
-        if wait == 0:
-            raise Timeout("timeout 0: nothing was sent")
         answer = OpenAnswer.decode(self._call(Request.RESOURCE_OPEN, OpenRequest.pack(flags, wait, None, name)))
         return Resource(self, answer.res_handle, name)
 
@@ -543,7 +511,7 @@ class LckHandle(Handle):
         self._check()
         if self._callbacks.get("resource_open") is None:
             raise Init("resource_open_async needs a resource_open callback")
-        _u64(invocation, "invocation")
+        _common.check_invocation(invocation)
         flags = _open_flags(flags)
         name = _name(name)
         self._call(Request.RESOURCE_OPEN, OpenRequest.pack(flags, NO_TIMEOUT, invocation, name))

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from aisexec.localcluster import LocalCluster
+from tests.mp_helpers import cluster_fixture, heal, partition, start_node
 
 pytestmark = pytest.mark.multiprocess
 
@@ -102,26 +103,15 @@ with ckpt.initialize() as h:
     return bytes.fromhex(client(cluster, index, body)["data"])
 
 
-def faults(cluster: LocalCluster, index: int) -> dict[str, str]:
-    return {"OPENAIS_FAULTS_FILE": str(cluster.nodes[index - 1].root / "faults")}
+def persist(cluster: LocalCluster) -> None:
+    """Give every node ``ckpt { persist_dir }`` (and an empty fault file)."""
+    for index, node in enumerate(cluster.nodes, 1):
+        with open(node.config_file, "a") as f:
+            f.write(f"\nckpt {{\n    persist_dir: {node.root / 'ckpt-store'}\n}}\n")
+        heal(cluster, [index])
 
 
-def start(cluster: LocalCluster, index: int) -> None:
-    cluster.start(index, env=faults(cluster, index))
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ckpt-mp")
-    with LocalCluster(root, 3, transport="udpu", secauth=True) as c:
-        for node in c.nodes:
-            with open(node.config_file, "a") as f:
-                f.write(f"\nckpt {{\n    persist_dir: {node.root / 'ckpt-store'}\n}}\n")
-            (node.root / "faults").write_text("")
-        for i in (1, 2, 3):
-            start(c, i)
-        c.wait_members([1, 2, 3], [1, 2, 3], timeout=40)
-        yield c
+cluster = cluster_fixture("ckpt-mp", wait=40, prepare=persist)
 
 
 def test_ckpt_story_across_three_executives(cluster):
@@ -185,14 +175,13 @@ with ckpt.initialize() as h:
     retry(c.write, [IO(b"", b"made without node 3")])
     out(ok=True)
 """)
-    start(cluster, 3)
+    start_node(cluster, 3)
     cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=40)
     assert read_section(cluster, 3, "while-away", b"") == b"made without node 3"
     assert read_section(cluster, 3, "journal", b"log") == log
 
     # 5. a partition where both sides change a checkpoint heals by the rule: more changes wins
-    for index, block in ((1, "block=3"), (2, "block=3"), (3, "block=1+2")):
-        (cluster.nodes[index - 1].root / "faults").write_text(block)
+    partition(cluster, [1, 2], [3])
     cluster.wait_members([1, 2], [1, 2], timeout=40)
     cluster.wait_members([3], [3], timeout=40)
     client(cluster, 3, """
@@ -209,8 +198,7 @@ with ckpt.initialize() as h:
     retry(c.write, [IO(b"blob", b"SIDE12!")])
     out(ok=True)
 """)
-    for index in (1, 2, 3):
-        (cluster.nodes[index - 1].root / "faults").write_text("")
+    heal(cluster)
     cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=40)
     for index in (1, 2, 3):
         assert read_section(cluster, index, "shared", b"blob")[:7] == b"SIDE3-2"
@@ -219,8 +207,7 @@ with ckpt.initialize() as h:
     # 6. every executive SIGKILLed, then all started again: the stores bring back every acknowledged change
     for index in (1, 2, 3):
         cluster.kill(index, signal.SIGKILL)
-    for index in (1, 2, 3):
-        start(cluster, index)
+    start_node(cluster, 1, 2, 3)
     cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=40)
     for index in (1, 2, 3):
         assert read_section(cluster, index, "journal", b"log")[: 8 * (acked + 1)] == log[: 8 * (acked + 1)]

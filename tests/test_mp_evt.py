@@ -11,13 +11,12 @@ import json
 import queue
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from aisexec.localcluster import LocalCluster
+from tests.mp_helpers import JsonLinesProcess, agent_pool, cluster_fixture, heal, partition, start_node
 
 pytestmark = pytest.mark.multiprocess
 
@@ -95,26 +94,15 @@ SUB = 2 | 4
 PUB = 1 | 4
 
 
-class Agent:
-    """One EVT client process on one node."""
+class Agent(JsonLinesProcess):
+    """One EVT client process on one node: deliveries and answers kept apart."""
 
     def __init__(self, cluster: LocalCluster, index: int) -> None:
         self.index = index
-        self.proc = subprocess.Popen([sys.executable, "-c", AGENT], env=cluster.environ(index), stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.lines: queue.Queue[dict | None] = queue.Queue()
         self.delivered: list[dict] = []
         self.answers: list[dict] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__([sys.executable, "-c", AGENT], cluster.environ(index), name=f"agent on node {index}")
         self.wait(lambda a: a.get("ok") == "init")
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            try:
-                self.lines.put(json.loads(line))
-            except ValueError:
-                continue
-        self.lines.put(None)
 
     def _pump(self, timeout: float) -> bool:
         try:
@@ -122,7 +110,7 @@ class Agent:
         except queue.Empty:
             return False
         if item is None:
-            raise RuntimeError(f"agent on node {self.index} exited: {self.proc.stderr.read()[-2000:]}")
+            raise self.exited()
         (self.delivered if item.get("ev") == "deliver" else self.answers).append(item)
         return True
 
@@ -139,8 +127,7 @@ class Agent:
 
     def do(self, line: str, timeout: float = 40.0) -> dict:
         """Run one command and return its answer (raise on an error answer)."""
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
+        self.command(line)
         answer = self.wait(lambda a: "ok" in a or "error" in a, timeout)
         if "error" in answer:
             raise AssertionError(f"agent {self.index}: {line!r} -> {answer}")
@@ -162,47 +149,13 @@ class Agent:
         got, self.delivered = self.delivered, []
         return got
 
-    def close(self) -> None:
-        """Ask it to quit; kill it if it does not."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(timeout=5)
 
-
-def fault_file(cluster: LocalCluster, index: int) -> Path:
-    return cluster.nodes[index - 1].root / "faults"
-
-
-def start(cluster: LocalCluster, index: int) -> None:
-    cluster.start(index, env={"OPENAIS_FAULTS_FILE": str(fault_file(cluster, index))})
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with LocalCluster(tmp_path_factory.mktemp("evt"), 3, transport="udpu", secauth=True) as c:
-        for i in (1, 2, 3):
-            start(c, i)
-        c.wait_members([1, 2, 3], [1, 2, 3], timeout=40)
-        yield c
+cluster = cluster_fixture("evt", wait=40)
 
 
 @pytest.fixture
 def agents(cluster):
-    made: list[Agent] = []
-
-    def make(index: int) -> Agent:
-        agent = Agent(cluster, index)
-        made.append(agent)
-        return agent
-
-    yield make
-    for agent in made:
-        agent.close()
+    yield from agent_pool(cluster, Agent)
 
 
 def test_filters_exactly_once_and_one_order_on_every_node(agents):
@@ -297,7 +250,7 @@ def test_retention_to_a_late_subscriber_and_across_a_node_restart(cluster, agent
     pub.close()
     cluster.kill(3)
     cluster.wait_members([1, 2], [1, 2], timeout=40)
-    start(cluster, 3)
+    start_node(cluster, 3)
     cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=60)
     again = agents(3)
     again.do(f"open keep {SUB}")
@@ -312,9 +265,7 @@ def test_partition_and_merge_unite_retained_events_once(cluster, agents):
     for a in (left, right):
         a.do(f"open split {ALL}")
         a.do("sub split 1")
-    fault_file(cluster, 1).write_text("block=3")
-    fault_file(cluster, 2).write_text("block=3")
-    fault_file(cluster, 3).write_text("block=1+2")
+    partition(cluster, [1, 2], [3])
     try:
         cluster.wait_members([1, 2], [1, 2], timeout=40)
         cluster.wait_members([3], [3], timeout=40)
@@ -324,8 +275,7 @@ def test_partition_and_merge_unite_retained_events_once(cluster, agents):
         assert [d["id"] for d in left.collect(1)] == [lid]
         assert [d["data"] for d in right.collect(2)] == ["R:0", "G:0"]
     finally:
-        for i in (1, 2, 3):
-            fault_file(cluster, i).write_text("")
+        heal(cluster)
     cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=60)
     assert [d["id"] for d in left.collect(1)] == [rid]
     assert [d["id"] for d in right.collect(1)] == [lid]

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import random
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -16,67 +14,23 @@ import pytest
 
 from aisexec.localcluster import LocalCluster
 from tests.lck_history import check_history, read_log
+from tests.mp_helpers import ROOT, Agent, agent_pool, cluster_fixture, heal, partition, pythonpath_env, start_node
 
 pytestmark = pytest.mark.multiprocess
 
-ROOT = str(Path(__file__).resolve().parent.parent)
 WAIT = 30.0
 
 
-class LckAgent:
+class LckAgent(Agent):
     """One process running ``tests.lck_history`` (agent or worker) against one node."""
 
     def __init__(self, cluster: LocalCluster, index: int, *args: str) -> None:
-        self.index = index
-        env = cluster.environ(index)
-        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.lck_history", *(args or ("agent",))], env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, bufsize=1, cwd=ROOT)
-        self.events: list[dict] = []
-        self._lines: queue.Queue[dict | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self._lines.put(json.loads(line))
-            except ValueError:
-                continue
-        self._lines.put(None)
-
-    def command(self, text: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
+        super().__init__(cluster, index, [sys.executable, "-m", "tests.lck_history", *(args or ("agent",))],
+                         cwd=ROOT, env=pythonpath_env(cluster, index))
 
     def wait_for(self, predicate, timeout: float = WAIT) -> dict:
-        for event in self.events:
-            if not event.get("_taken") and predicate(event):
-                event["_taken"] = True
-                return event
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                event = self._lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if event is None:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise RuntimeError(f"agent on node {self.index} exited: {err[-2000:]}")
-            self.events.append(event)
-            if predicate(event):
-                event["_taken"] = True
-                return event
-        raise TimeoutError(f"agent on node {self.index}: no matching event; last: {self.events[-5:]}")
-
-    def has(self, predicate, wait: float = 0.0) -> bool:
-        try:
-            self.wait_for(predicate, timeout=wait)
-        except TimeoutError:
-            return False
-        return True
+        """As :meth:`Agent.wait_for`, waiting :data:`WAIT` seconds unless told."""
+        return super().wait_for(predicate, timeout)
 
     def do(self, text: str, timeout: float = WAIT) -> dict:
         """Run a command and wait for its result."""
@@ -86,66 +40,25 @@ class LckAgent:
         return self.wait_for(lambda e: ("ok" in e or "err" in e) and e.get("tag") == tag
                              and (e.get("ok") or e.get("err")) == words[0], timeout)
 
-    def drain(self) -> None:
-        """Move every line already printed into ``events``."""
-        while True:
-            try:
-                event = self._lines.get_nowait()
-            except queue.Empty:
-                return
-            if event is not None:
-                self.events.append(event)
 
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.command("quit")
-                self.proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                self.kill()
+cluster = cluster_fixture("lck", wait=60)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with LocalCluster(tmp_path_factory.mktemp("lck"), 3, transport="udpu", secauth=True) as c:
-        for index in (1, 2, 3):
-            start_node(c, index)
-        c.wait_members([1, 2, 3], [1, 2, 3], timeout=60)
-        yield c
+def ready_agent(cluster: LocalCluster, index: int, *args: str) -> LckAgent:
+    """An agent (waited for until it is ready), or a worker when ``args`` are given."""
+    agent = LckAgent(cluster, index, *args)
+    if not args:
+        try:
+            agent.wait_for(lambda e: e.get("ok") == "init")
+        except BaseException:
+            agent.kill()
+            raise
+    return agent
 
 
 @pytest.fixture
 def agents(cluster):
-    started: list[LckAgent] = []
-
-    def make(index: int, *args: str) -> LckAgent:
-        agent = LckAgent(cluster, index, *args)
-        started.append(agent)
-        if not args:
-            agent.wait_for(lambda e: e.get("ok") == "init")
-        return agent
-
-    yield make
-    for agent in started:
-        try:
-            agent.close()
-        finally:
-            agent.kill()
-
-
-def fault_file(cluster: LocalCluster, index: int) -> Path:
-    """Node ``index``'s fault control file (the fault layer polls it)."""
-    return cluster.nodes[index - 1].root / "faults"
-
-
-def start_node(cluster: LocalCluster, index: int) -> None:
-    """Start node ``index`` with its fault control file enabled."""
-    cluster.start(index, env={"OPENAIS_FAULTS_FILE": str(fault_file(cluster, index))})
+    yield from agent_pool(cluster, ready_agent)
 
 
 def restart_node(cluster: LocalCluster, index: int) -> None:
@@ -329,9 +242,7 @@ def test_partition_grants_on_both_sides_and_merge_keeps_both_holders(cluster, ag
     a, b, c = agents(1), agents(2), agents(3)
     for agent in (a, b, c):
         agent.do("open part")
-    fault_file(cluster, 1).write_text("block=3")
-    fault_file(cluster, 2).write_text("block=3")
-    fault_file(cluster, 3).write_text("block=1+2")
+    partition(cluster, [1, 2], [3])
     try:
         cluster.wait_members([1, 2], [1, 2], timeout=40)
         cluster.wait_members([3], [3], timeout=40)
@@ -340,8 +251,7 @@ def test_partition_grants_on_both_sides_and_merge_keeps_both_holders(cluster, ag
         b.command("lock y part PR")
         assert not b.has(lambda e: e.get("tag") == "y", wait=0.3)
     finally:
-        for index in (1, 2, 3):
-            fault_file(cluster, index).write_text("")
+        heal(cluster)
     cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=40)
     out = subprocess.run([sys.executable, "-m", "openais.tools.lcktool", "--json", "--prefix", "part"],
                          env=cluster.environ(2), capture_output=True, text=True, timeout=30, cwd=ROOT)

@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 
 from aisexec.localcluster import LocalCluster
+from tests.mp_helpers import fault_env, heal, partition, start_node
 
 pytestmark = pytest.mark.multiprocess
 
@@ -38,22 +39,9 @@ def wait_quorum(cluster: LocalCluster, index: int, quorate: bool, timeout: float
     raise AssertionError(f"node {index} never reached quorate={quorate} {expect}: {last}")
 
 
-def faults(cluster: LocalCluster, index: int) -> dict[str, str]:
-    return {"OPENAIS_FAULTS_FILE": str(cluster.nodes[index - 1].root / "faults")}
-
-
-def block(cluster: LocalCluster, index: int, nodes: list[int]) -> None:
-    (cluster.nodes[index - 1].root / "faults").write_text("block=" + "+".join(map(str, nodes)) if nodes else "")
-
-
-def start(cluster: LocalCluster, *indexes: int) -> None:
-    for index in indexes:
-        cluster.start(index, env=faults(cluster, index))
-
-
 def test_without_a_quorum_section_the_tool_says_none_is_configured(tmp_path):
     with LocalCluster(tmp_path, 1, transport="udpu", secauth=False) as cluster:
-        start(cluster, 1)
+        start_node(cluster, 1)
         cluster.wait_members([1], [1], timeout=30)
         rc, doc, err = quorumtool(cluster, 1)
         assert rc == 2 and doc is None and "no quorum is configured" in err
@@ -61,14 +49,12 @@ def test_without_a_quorum_section_the_tool_says_none_is_configured(tmp_path):
 
 def test_three_nodes_split_two_plus_one_then_heal(tmp_path):
     with LocalCluster(tmp_path, 3, transport="udpu", secauth=True, sections={"quorum": {}}) as cluster:
-        start(cluster, 1, 2, 3)
+        start_node(cluster, 1, 2, 3)
         cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=30)
         doc = wait_quorum(cluster, 1, True, total_votes=3)
         assert doc["expected_votes"] == 3 and doc["quorum"] == 2
         assert [n["node_id"] for n in doc["nodes"]] == [1, 2, 3]
-        block(cluster, 1, [3])
-        block(cluster, 2, [3])
-        block(cluster, 3, [1, 2])
+        partition(cluster, [1, 2], [3])
         cluster.wait_members([1, 2], [1, 2], timeout=30)
         cluster.wait_members([3], [3], timeout=30)
         assert wait_quorum(cluster, 1, True, total_votes=2)["quorum"] == 2
@@ -76,8 +62,7 @@ def test_three_nodes_split_two_plus_one_then_heal(tmp_path):
         lone = wait_quorum(cluster, 3, False, total_votes=1)
         assert "Quorate" not in lone["flags"]
         assert "non-primary component" in cluster.log(3)
-        for index in (1, 2, 3):
-            block(cluster, index, [])
+        heal(cluster)
         cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=30)
         for index in (1, 2, 3):
             wait_quorum(cluster, index, True, total_votes=3)
@@ -87,11 +72,10 @@ def test_three_nodes_split_two_plus_one_then_heal(tmp_path):
 def test_four_nodes_split_two_plus_two(tmp_path, tie_breaker):
     quorum = {"auto_tie_breaker": "on"} if tie_breaker else {}
     with LocalCluster(tmp_path, 4, transport="udpu", secauth=False, sections={"quorum": quorum}) as cluster:
-        start(cluster, 1, 2, 3, 4)
+        start_node(cluster, 1, 2, 3, 4)
         cluster.wait_members([1, 2, 3, 4], [1, 2, 3, 4], timeout=40)
         wait_quorum(cluster, 1, True, total_votes=4)
-        for index, blocked in ((1, [3, 4]), (2, [3, 4]), (3, [1, 2]), (4, [1, 2])):
-            block(cluster, index, blocked)
+        partition(cluster, [1, 2], [3, 4])
         cluster.wait_members([1, 2], [1, 2], timeout=30)
         cluster.wait_members([3, 4], [3, 4], timeout=30)
         wait_quorum(cluster, 1, tie_breaker, total_votes=2)
@@ -125,7 +109,7 @@ def test_two_node_waits_for_all_at_first_start_then_survives_its_peer(tmp_path):
     with notify, LocalCluster(tmp_path / "c", 2, transport="udpu", secauth=False, sections=sections) as cluster:
         second = cluster.nodes[1].config_file  # the metrics port is node 1's alone
         second.write_text(second.read_text().replace(f"aisexec {{\n\tmetrics_port: {port}\n}}", ""))
-        cluster.start(1, env={**faults(cluster, 1), "NOTIFY_SOCKET": notify_path})
+        cluster.start(1, env={**fault_env(cluster, 1), "NOTIFY_SOCKET": notify_path})
         cluster.wait_members([1], [1], timeout=30)
         doc = wait_quorum(cluster, 1, False, total_votes=1)
         assert {"TwoNode", "WaitForAll"} <= set(doc["flags"])
@@ -137,7 +121,7 @@ def test_two_node_waits_for_all_at_first_start_then_survives_its_peer(tmp_path):
         assert "openais_quorum_quorate 0" in metrics and "openais_quorum_expected_votes 2" in metrics
         early = "".join(_notifications(notify))
         assert "STATUS=waiting for quorum" in early and "READY=1" not in early
-        start(cluster, 2)
+        start_node(cluster, 2)
         cluster.wait_members([1, 2], [1, 2], timeout=30)
         wait_quorum(cluster, 1, True, total_votes=2)
         deadline = time.monotonic() + 10
@@ -157,7 +141,7 @@ def test_last_man_standing_shrinks_a_five_node_cluster_one_node_at_a_time(tmp_pa
     sections = {"quorum": {"last_man_standing": 1, "last_man_standing_window": 1000}}
     with LocalCluster(tmp_path, 5, transport="udpu", secauth=False, token=500,
                       sections=sections) as cluster:
-        start(cluster, 1, 2, 3, 4, 5)
+        start_node(cluster, 1, 2, 3, 4, 5)
         alive = [1, 2, 3, 4, 5]
         cluster.wait_members(alive, alive, timeout=40)
         wait_quorum(cluster, 1, True, expected_votes=5)
@@ -173,7 +157,7 @@ def test_last_man_standing_shrinks_a_five_node_cluster_one_node_at_a_time(tmp_pa
 def test_set_expected_is_refused_below_the_votes_present_and_regains_quorum(tmp_path):
     with LocalCluster(tmp_path, 2, transport="udpu", secauth=False,
                       sections={"quorum": {"expected_votes": 3}}) as cluster:
-        start(cluster, 1, 2)
+        start_node(cluster, 1, 2)
         cluster.wait_members([1, 2], [1, 2], timeout=30)
         wait_quorum(cluster, 1, True, total_votes=2)
         rc, _doc, err = quorumtool(cluster, 1, "-e", "1")  # two votes are present: refused by the executive

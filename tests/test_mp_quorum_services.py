@@ -9,7 +9,8 @@ import time
 import pytest
 
 from aisexec.localcluster import LocalCluster
-from tests.test_mp_quorum import block, start, wait_quorum
+from tests.mp_helpers import heal, partition, start_node
+from tests.test_mp_quorum import wait_quorum
 
 pytestmark = pytest.mark.multiprocess
 
@@ -55,11 +56,10 @@ def client(cluster: LocalCluster, index: int, code: str, *args: str) -> str:
 
 def test_a_minority_grants_no_lock_and_writes_no_checkpoint_then_serves_after_the_heal(tmp_path):
     with LocalCluster(tmp_path, 3, transport="udpu", secauth=True, sections={"quorum": {}}) as cluster:
-        start(cluster, 1, 2, 3)
+        start_node(cluster, 1, 2, 3)
         cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=40)
         wait_quorum(cluster, 3, True, total_votes=3)
-        for index, blocked in ((1, [3]), (2, [3]), (3, [1, 2])):
-            block(cluster, index, blocked)
+        partition(cluster, [1, 2], [3])
         cluster.wait_members([1, 2], [1, 2], timeout=30)
         cluster.wait_members([3], [3], timeout=30)
         wait_quorum(cluster, 3, False)
@@ -77,8 +77,7 @@ def test_a_minority_grants_no_lock_and_writes_no_checkpoint_then_serves_after_th
         try:
             assert waiter.stdout.readline().strip() == "asking"
             time.sleep(1.0)
-            for index in (1, 2, 3):
-                block(cluster, index, [])
+            heal(cluster)
             cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=30)
             wait_quorum(cluster, 3, True, total_votes=3)
             assert waiter.stdout.readline().strip() == "GRANTED"

@@ -2,45 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import queue
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from aisexec.localcluster import LocalCluster
 from tests.agents import CpgAgent
+from tests.mp_helpers import JsonLinesProcess, closing, heal, partition, running_cluster, start_node
 
 pytestmark = pytest.mark.multiprocess
 
 GROUP = "svc"
 
 
-def fault_env(cluster: LocalCluster, index: int) -> dict[str, str]:
-    """Environment giving node ``index`` a fault control file in its own directory."""
-    return {"OPENAIS_FAULTS_FILE": str(fault_file(cluster, index))}
-
-
-def fault_file(cluster: LocalCluster, index: int) -> Path:
-    """Node ``index``'s fault control file."""
-    return cluster.nodes[index - 1].root / "faults"
-
-
-def start_node(cluster: LocalCluster, index: int) -> None:
-    """Start node ``index`` with its fault control file enabled."""
-    cluster.start(index, env=fault_env(cluster, index))
-
-
 @pytest.fixture
 def cluster3(tmp_path):
-    with LocalCluster(tmp_path, 3, transport="udpu", secauth=True) as cluster:
-        for index in (1, 2, 3):
-            start_node(cluster, index)
-        cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=30)
+    with running_cluster(tmp_path, wait=30) as cluster:
         yield cluster
 
 
@@ -49,12 +29,7 @@ def agents():
     """A list the test appends its agents to; every one is closed (or killed) at the end."""
     started: list[CpgAgent] = []
     yield started
-    for agent in started:
-        try:
-            agent.close()
-        finally:
-            if agent.proc.poll() is None:
-                agent.kill()
+    closing(started)
 
 
 def join_all(agents: list[CpgAgent], group: str = GROUP) -> None:
@@ -126,9 +101,7 @@ def test_partition_by_fault_files_splits_the_ring_and_clearing_them_merges_it(cl
     one, two, three = (CpgAgent(cluster3, i) for i in (1, 2, 3))
     agents += [one, two, three]
     join_all([one, two, three])
-    fault_file(cluster3, 1).write_text("block=3")
-    fault_file(cluster3, 2).write_text("block=3")
-    fault_file(cluster3, 3).write_text("block=1+2")
+    partition(cluster3, [1, 2], [3])
     cluster3.wait_members([1, 2], [1, 2], timeout=20)
     cluster3.wait_members([3], [3], timeout=20)
     for agent in (one, two):
@@ -146,8 +119,7 @@ def test_partition_by_fault_files_splits_the_ring_and_clearing_them_merges_it(cl
     assert sorted(side12[0]) == sorted([f"a:{i}" for i in range(30)] + [f"b:{i}" for i in range(30)])
     assert side3 == [f"c:{i}" for i in range(30)]
 
-    for index in (1, 2, 3):
-        fault_file(cluster3, index).write_text("")
+    heal(cluster3)
     status = cluster3.wait_members([1, 2, 3], [1, 2, 3], timeout=20)
     assert len({s["ring_id"] for s in status.values()}) == 1
     merged = {}
@@ -191,34 +163,23 @@ with clm.initialize(track=track) as handle:
 """
 
 
-class ClmTracker:
+class ClmTracker(JsonLinesProcess):
     """A client process on one node tracking CLM changes; its callbacks arrive as JSON lines."""
 
     def __init__(self, cluster: LocalCluster, index: int) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", _CLM_TRACKER], env=cluster.environ(index),
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self._lines: queue.Queue[dict | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self._lines.put(json.loads(line))
-            except ValueError:
-                continue
-        self._lines.put(None)
+        super().__init__([sys.executable, "-c", _CLM_TRACKER], cluster.environ(index), name="CLM tracker",
+                         line_buffered=False)
 
     def wait_for(self, predicate, timeout: float = 20.0) -> dict:
         """The next line satisfying ``predicate`` (earlier ones are skipped)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                event = self._lines.get(timeout=max(0.01, deadline - time.monotonic()))
+                event = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
                 raise TimeoutError("CLM tracker: no matching callback") from None
             if event is None:
-                raise RuntimeError(f"CLM tracker exited: {self.proc.stderr.read()[-2000:]}")
+                raise self.exited()
             if predicate(event):
                 return event
 
@@ -229,8 +190,7 @@ class ClmTracker:
                 self.proc.stdin.close()
                 self.proc.wait(timeout=5)
             except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+                self.kill()
 
 
 def _change(node: int, change: str):

@@ -23,12 +23,16 @@ checkpoint or section does not exist.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TextIO
 
 from openais import ckpt
-from openais.errors import AisError, NotExist
+from openais.errors import NotExist
+from openais.tools._common import EXIT_OK, EXIT_UNREACHABLE, print_document, reach, tool_parser
+
+PROG = "openais-ckpttool"
+#: Exit status: the checkpoint or section does not exist.
+EXIT_NOT_EXIST = 2
 
 _MODES = {ckpt.WR_ALL_REPLICAS: "all-replicas", ckpt.WR_ACTIVE_REPLICA: "active-replica",
           ckpt.WR_ACTIVE_REPLICA_WEAK: "active-replica-weak"}
@@ -58,43 +62,44 @@ def write_plain(doc: dict, out: TextIO) -> None:
             out.write(f"        {s['id_text'] or '(default)'!s:24} {s['size']:>12}  expires {expiry}\n")
 
 
+def _section(args: argparse.Namespace) -> int:
+    """Write the bytes of one section to stdout; 2 when it does not exist."""
+    name, raw = args.section
+    section_id = bytes.fromhex(raw) if args.x else raw.encode()
+    with ckpt.initialize() as handle:
+        try:
+            pieces = [handle.peek(name, section_id)]
+            while len(pieces[-1]) == ckpt.MAX_IO_SIZE:  # larger sections come in pieces
+                pieces.append(handle.peek(name, section_id, offset=ckpt.MAX_IO_SIZE * len(pieces)))
+            data = b"".join(pieces)
+        except NotExist:
+            sys.stderr.write(f"{PROG}: no section {raw!r} in checkpoint {name!r}\n")
+            return EXIT_NOT_EXIST
+        if args.hex:
+            sys.stdout.write(data.hex() + "\n")
+        else:
+            sys.stdout.buffer.write(data)
+        return EXIT_OK
+
+
+def _listing() -> dict:
+    with ckpt.initialize() as handle:
+        return handle.listing()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``openais-ckpttool``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="openais-ckpttool", description="List checkpoints or dump a section.")
-    parser.add_argument("--json", action="store_true", help="print the listing as JSON")
+    parser = tool_parser(PROG, "List checkpoints or dump a section.", json_help="print the listing as JSON")
     parser.add_argument("-s", "--section", nargs=2, metavar=("NAME", "SECTION"),
                         help="write the bytes of one section of checkpoint NAME to stdout")
     parser.add_argument("-x", action="store_true", help="SECTION is given in hex")
     parser.add_argument("--hex", action="store_true", help="print the section's bytes as hex")
     args = parser.parse_args(argv)
-    try:
-        with ckpt.initialize() as handle:
-            if args.section:
-                name, raw = args.section
-                section_id = bytes.fromhex(raw) if args.x else raw.encode()
-                try:
-                    pieces = [handle.peek(name, section_id)]
-                    while len(pieces[-1]) == ckpt.MAX_IO_SIZE:  # larger sections come in pieces
-                        pieces.append(handle.peek(name, section_id, offset=ckpt.MAX_IO_SIZE * len(pieces)))
-                    data = b"".join(pieces)
-                except NotExist:
-                    sys.stderr.write(f"openais-ckpttool: no section {raw!r} in checkpoint {name!r}\n")
-                    return 2
-                if args.hex:
-                    sys.stdout.write(data.hex() + "\n")
-                else:
-                    sys.stdout.buffer.write(data)
-                return 0
-            doc = handle.listing()
-    except (AisError, OSError) as exc:
-        sys.stderr.write(f"openais-ckpttool: cannot reach the executive: {exc}\n")
-        return 1
-    if args.json:
-        json.dump(doc, sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        write_plain(doc, sys.stdout)
-    return 0
+    if args.section:
+        status = reach(PROG, lambda: _section(args))
+        return EXIT_UNREACHABLE if status is None else status
+    doc = reach(PROG, _listing)
+    return EXIT_UNREACHABLE if doc is None else print_document(doc, args.json, write_plain)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ from typing import TextIO
 import openais
 from openais import evt
 from openais.errors import AisError
+from openais.tools._common import EXIT_OK, EXIT_UNREACHABLE, print_document, tool_parser
+
+PROG = "openais-evttool"
 
 _FILTERS = {"prefix": evt.PREFIX_FILTER, "suffix": evt.SUFFIX_FILTER, "exact": evt.EXACT_FILTER,
             "all": evt.PASS_ALL_FILTER}
@@ -76,12 +79,7 @@ def write_plain(doc: dict, out: TextIO) -> None:
 def _list(args: argparse.Namespace) -> int:
     with evt.initialize() as h:
         doc = json.loads(h.dump())
-    if args.json:
-        json.dump(doc, sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        write_plain(doc, sys.stdout)
-    return 0
+    return print_document(doc, args.json, write_plain)
 
 
 def _publish(args: argparse.Namespace) -> int:
@@ -128,8 +126,7 @@ def _subscribe(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``openais-evttool``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="openais-evttool", description="EVT channels: list, publish, subscribe.")
-    parser.add_argument("--json", action="store_true", help="print JSON (list, publish)")
+    parser = tool_parser(PROG, "EVT channels: list, publish, subscribe.", json_help="print JSON (list, publish)")
     sub = parser.add_subparsers(dest="command")
     ls = sub.add_parser("list", help="channels, subscriptions per node, retained events")
     ls.add_argument("--json", action="store_true", dest="json_sub", help="print JSON")
@@ -158,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return command(args)
     except AisError as exc:
-        sys.stderr.write(f"openais-evttool: {type(exc).__name__}: {exc}\n")
-        return 1
+        sys.stderr.write(f"{PROG}: {type(exc).__name__}: {exc}\n")
+        return EXIT_UNREACHABLE
     except OSError as exc:
-        sys.stderr.write(f"openais-evttool: {exc}\n")
-        return 1
+        sys.stderr.write(f"{PROG}: {exc}\n")
+        return EXIT_UNREACHABLE
     except KeyboardInterrupt:
-        return 0
+        return EXIT_OK
 
 
 if __name__ == "__main__":

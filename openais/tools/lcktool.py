@@ -22,14 +22,14 @@ success, 1 when the executive cannot be reached.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from typing import TextIO
 
 from openais import lck
-from openais.errors import AisError
+from openais.tools._common import EXIT_UNREACHABLE, print_document, reach, tool_parser
+
+PROG = "openais-lcktool"
 
 
 def _since(ns: int) -> str:
@@ -57,26 +57,20 @@ def write_plain(doc: dict, out: TextIO) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``openais-lcktool``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="openais-lcktool",
-                                     description="List LCK resources with their holders and waiters.")
-    parser.add_argument("--json", action="store_true", help="print the table as JSON")
+    parser = tool_parser(PROG, "List LCK resources with their holders and waiters.",
+                         json_help="print the table as JSON")
     parser.add_argument("--limit", type=int, default=1000, help="list at most this many resources (by name)")
     parser.add_argument("--prefix", default="", help="only resources whose name starts with this")
     args = parser.parse_args(argv)
     if not 0 <= args.limit <= 0xFFFFFFFF:
         parser.error("--limit must be 0..4294967295")
-    try:
+
+    def dump() -> dict:
         with lck.initialize() as handle:
-            doc = handle.dump(limit=args.limit, prefix=args.prefix)
-    except (AisError, OSError) as exc:
-        sys.stderr.write(f"openais-lcktool: cannot reach the executive: {exc}\n")
-        return 1
-    if args.json:
-        json.dump(doc, sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        write_plain(doc, sys.stdout)
-    return 0
+            return handle.dump(limit=args.limit, prefix=args.prefix)
+
+    doc = reach(PROG, dump)
+    return EXIT_UNREACHABLE if doc is None else print_document(doc, args.json, write_plain)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any
 
 from aisexec.clustertimers import ClusterTimers
 from aisexec.objects import ObjectTable
+from aisexec.outbox import Reassembler
 from aisexec.service import ExecHandler, LibHandler, ServiceEngine
 from aisexec.totem.api import ConfKind, RingId
 from openais import ckpt as wire
@@ -26,7 +27,7 @@ from openais.ckpt import MAX_IO_SIZE, Callback, Request
 from openais.errors import SaAisError
 from openais.message import MessageError
 from plugins.ckpt import messages as m
-from plugins.ckpt.local import LocalOpen, Outbox, Pending, Reassembler
+from plugins.ckpt.local import LocalOpen, Pending, outbox
 from plugins.ckpt.records import openers_record, state_records
 from plugins.ckpt.requests import OK, RequestHandlers, vector
 from plugins.ckpt.state import CkptState, Outcome
@@ -108,7 +109,7 @@ class CheckpointEngine(RequestHandlers, ServiceEngine):
     def exec_init(self, api: Any) -> None:
         """Keep the api; read ``ckpt { }``; load the persistent store if one is configured."""
         self.api = api
-        self.outbox = Outbox(api, self.id)
+        self.outbox = outbox(api, self.id)
         self.timers = ClusterTimers(api, self._expire)
         section = {}
         config = getattr(api, "config", None)
@@ -190,7 +191,7 @@ class CheckpointEngine(RequestHandlers, ServiceEngine):
 
     def _exec_fragment(self, sender: int, payload: bytes) -> None:
         try:
-            whole = self.fragments.add(sender, m.ExFragment.decode(payload))
+            whole = self.fragments.receive(sender, payload)
         except (MessageError, ValueError) as exc:
             log.warning("CKPT: dropping a bad fragment from node %d: %s", sender, exc)
             return

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 
+from aisexec.outbox import Fragment
 from openais.ckpt import MAX_NAME, MAX_SECTION_ID, MAX_VECTOR, WireAttributes, WriteItem
 from openais.message import I64, U8, U32, U64, Bytes, List, Message, Nested, Optional, Str, Tail
 
@@ -175,12 +176,8 @@ class ExStamp(Message):
     time = I64()
 
 
-class ExFragment(Message):
-    """A piece of a change larger than one ring message; the receiver joins a sender's pieces in order."""
-
-    msg_id = U8()
-    last = U8()
-    data = Tail(max_len=_DATA, view=True)
+#: A piece of a change larger than one ring message (``Exec.FRAGMENT``): the shared outbox's fragment.
+ExFragment = Fragment
 
 
 class SyncHeader(Message):

@@ -25,8 +25,9 @@ import enum
 import logging
 from typing import Any
 
+from aisexec.outbox import Outbox, mcast_request
 from aisexec.service import ExecHandler, LibHandler, ServiceEngine
-from aisexec.totem.api import ConfKind, MessageTooBig, QueueFull, RingId
+from aisexec.totem.api import ConfKind, QueueFull, RingId
 from openais import cpg as wire
 from openais.cpg import (
     Confchg,
@@ -48,11 +49,8 @@ log = logging.getLogger("aisexec.cpg")
 
 #: Most (pid, group) entries in one sync share (keeps each message well under 64 KiB).
 SYNC_ENTRIES_PER_MESSAGE = 400
-#: Seconds between retries of cleanups the ring had no room for.
-CLEANUP_RETRY = 0.05
 
 _OK = int(SaAisError.OK)
-_TRY_AGAIN = int(SaAisError.TRY_AGAIN)
 _INVALID_PARAM = int(SaAisError.INVALID_PARAM)
 _NOT_EXIST = int(SaAisError.NOT_EXIST)
 _EXIST = int(SaAisError.EXIST)
@@ -96,8 +94,7 @@ class CpgEngine(ServiceEngine):
         self.groups: dict[str, set[Key]] = {}
         self._locals: dict[int, _Local] = {}  # conn id -> state, open connections of this node
         self._joined: dict[str, dict[int, _Local]] = {}  # group -> conn id -> state, for callbacks
-        self._pending_cleanups: list[bytes] = []
-        self._cleanup_timer: Any = None
+        self.outbox: Outbox | None = None  # PROCDOWN leaves of connections that went, never lost
         self._sync_ring: RingId | None = None
         self._sync_outbox: list[SyncEntry] = []
         self._shadow: dict[str, set[Key]] = {}
@@ -119,8 +116,9 @@ class CpgEngine(ServiceEngine):
     # -- lifecycle ----------------------------------------------------------------
 
     def exec_init(self, api: Any) -> None:
-        """Keep the executive api."""
+        """Keep the executive api; cleanups go through an outbox (never lost when the ring is full)."""
         self.api = api
+        self.outbox = Outbox(api, self.id)
 
     def lib_init(self, conn: Any) -> None:
         """A connection opened: it has joined nothing yet."""
@@ -131,7 +129,7 @@ class CpgEngine(ServiceEngine):
         local = self._locals.pop(conn.id, None)
         if local is None or local.group is None or local.state is ConnState.UNJOINED:
             return
-        self._send_cleanup(LeaveMsg.pack(conn.id, 0, conn.pid, Reason.PROCDOWN, local.group))
+        self.outbox.send(Exec.LEAVE, LeaveMsg.pack(conn.id, 0, conn.pid, Reason.PROCDOWN, local.group))
 
     def confchg(self, kind: Any, members: tuple[int, ...], left: tuple[int, ...], joined: tuple[int, ...],
                 ring_id: Any) -> None:
@@ -140,7 +138,8 @@ class CpgEngine(ServiceEngine):
             gone = set(left)
             new = {g: {k for k in keys if k[0] not in gone} for g, keys in self.groups.items()}
             self._replace_table(new)
-        self._flush_cleanups()
+        if self.outbox is not None:
+            self.outbox.flush()
 
     def dump(self) -> dict:
         """Groups with their members, and this node's connections."""
@@ -337,39 +336,7 @@ class CpgEngine(ServiceEngine):
     def _mcast(self, conn: Any, request: int, request_id: int, exec_id: int, payload: bytes,
                safe: bool = False) -> bool:
         """Multicast for a library request; on failure answer it (TRY_AGAIN or TOO_BIG) and return False."""
-        try:
-            self.api.mcast(self.id, exec_id, payload, safe=safe)
-        except QueueFull:
-            conn.respond(self.id, request, request_id, _TRY_AGAIN)
-            return False
-        except MessageTooBig:
-            conn.respond(self.id, request, request_id, _TOO_BIG)
-            return False
-        return True
-
-    def _send_cleanup(self, payload: bytes) -> None:
-        self._pending_cleanups.append(payload)
-        self._flush_cleanups()
-
-    def _flush_cleanups(self) -> None:
-        """Multicast queued PROCDOWN cleanups; retry later when the ring has no room."""
-        while self._pending_cleanups:
-            try:
-                self.api.mcast(self.id, Exec.LEAVE, self._pending_cleanups[0])
-            except QueueFull:
-                self._arm_cleanup_retry()
-                return
-            self._pending_cleanups.pop(0)
-
-    def _arm_cleanup_retry(self) -> None:
-        if self._cleanup_timer is not None or not hasattr(self.api, "call_later"):
-            return
-
-        def retry() -> None:
-            self._cleanup_timer = None
-            self._flush_cleanups()
-
-        self._cleanup_timer = self.api.call_later(CLEANUP_RETRY, retry)
+        return mcast_request(self.api, self.id, conn, request, request_id, exec_id, payload, safe=safe)
 
 
 __all__ = ["CpgEngine"]

@@ -24,9 +24,9 @@ from typing import Any
 
 from aisexec.clustertimers import ClusterTimers
 from aisexec.objects import ObjectTable
+from aisexec.outbox import Outbox, mcast_request
 from aisexec.service import ExecHandler, LibHandler, ServiceEngine
 from aisexec.statesync import StateTransfer
-from aisexec.totem.api import MessageTooBig, QueueFull
 from openais import TIME_END
 from openais import evt as wire
 from openais.errors import SaAisError
@@ -56,8 +56,6 @@ from plugins.evt.state import (
 
 log = logging.getLogger("aisexec.evt")
 
-#: Seconds between retries of messages the ring had no room for (closes, unsubscribes).
-RETRY = 0.05
 #: Most channel handles open on one node.
 MAX_HANDLES = 65536
 #: Longest DUMP answer, in characters of (ASCII) JSON.
@@ -91,8 +89,7 @@ class EventEngine(ServiceEngine):
         self.handles: ObjectTable[ChannelHandle] = ObjectTable(limit=MAX_HANDLES)
         self.local = LocalDelivery(self.id)
         self._orphans: set[int] = set()  # handles whose connection died while their open was in flight
-        self._outbox: list[tuple[int, bytes]] = []
-        self._retry: Any = None
+        self.outbox: Outbox | None = None  # closes and cleanups that must not be lost
         self._seq = 0
         self._remap: dict[int, int] = {}
         self.timers: Any = None
@@ -130,6 +127,7 @@ class EventEngine(ServiceEngine):
     def exec_init(self, api: Any) -> None:
         """Keep the api; read the delivery queue limits of the ``event`` section."""
         self.api = api
+        self.outbox = Outbox(api, self.id)
         event = getattr(getattr(api, "config", None), "event", None) or {}
         self.local.queue_size = int(event.get("delivery_queue_size", 1000))
         self.local.queue_resume = int(event.get("delivery_queue_resume", 500))
@@ -146,14 +144,14 @@ class EventEngine(ServiceEngine):
         for handle, h in self.handles.release(conn):
             if h.open:
                 self.local.forget(h)
-                self._send_reliable(Exec.CLOSE, m.Close.pack(h.channel_id, handle))
+                self.outbox.send(Exec.CLOSE, m.Close.pack(h.channel_id, handle))
             else:
                 self._orphans.add(handle)
 
     def confchg(self, kind: Any, members: tuple[int, ...], left: tuple[int, ...], joined: tuple[int, ...],
                 ring_id: Any) -> None:
         """Retry what the ring had no room for (the new ring may have room)."""
-        self._flush()
+        self.outbox.flush()
 
     def dump(self) -> dict:
         """Channels, retained events and this node's handles (SIGUSR2, openais-evttool)."""
@@ -203,7 +201,7 @@ class EventEngine(ServiceEngine):
             return
         self.handles.remove(conn, h.handle)
         self.local.forget(h)
-        self._send_reliable(Exec.CLOSE, m.Close.pack(h.channel_id, h.handle))
+        self.outbox.send(Exec.CLOSE, m.Close.pack(h.channel_id, h.handle))
         conn.respond(self.id, Request.CLOSE, request_id, _OK)
 
     def _lib_unlink(self, conn: Any, request_id: int, payload: bytes) -> None:
@@ -271,7 +269,7 @@ class EventEngine(ServiceEngine):
         if not h.subs:
             self.local.unindex(h)
         self.local.relabel(h, req.subscription_id)
-        self._send_reliable(Exec.UNSUBSCRIBE, m.Unsubscribe.pack(h.channel_id, h.handle, req.subscription_id))
+        self.outbox.send(Exec.UNSUBSCRIBE, m.Unsubscribe.pack(h.channel_id, h.handle, req.subscription_id))
         conn.respond(self.id, Request.UNSUBSCRIBE, request_id, _OK)
 
     def _lib_clear(self, conn: Any, request_id: int, payload: bytes) -> None:
@@ -376,14 +374,14 @@ class EventEngine(ServiceEngine):
             if o.handle in self._orphans:
                 self._orphans.discard(o.handle)
                 if o.error == _E.OK:
-                    self._send_reliable(Exec.CLOSE, m.Close.pack(o.channel_id, o.handle))
+                    self.outbox.send(Exec.CLOSE, m.Close.pack(o.channel_id, o.handle))
             return
         client = self.local.clients.get(h.conn_id)
         error = o.error
         if error == _E.OK and h.invocation is None and h.timeout_ns != TIME_END \
                 and (time.monotonic() - h.started) * 1e9 > h.timeout_ns:
             error = _E.TIMEOUT  # the caller has given up: close it again at once
-            self._send_reliable(Exec.CLOSE, m.Close.pack(o.channel_id, o.handle))
+            self.outbox.send(Exec.CLOSE, m.Close.pack(o.channel_id, o.handle))
         if error != _E.OK:
             self.handles.remove(h.conn_id, o.handle)
         else:
@@ -469,7 +467,7 @@ class EventEngine(ServiceEngine):
                 chan = self.state.channels.get(h.channel_id)
                 if chan is not None:
                     self.local.catch_up(h, chan.retained)
-        self._flush()
+        self.outbox.flush()
 
     def sync_abort(self) -> None:
         """The round was interrupted: forget what it collected."""
@@ -504,40 +502,7 @@ class EventEngine(ServiceEngine):
 
     def _mcast(self, conn: Any, request: int, request_id: int, exec_id: int, payload: bytes) -> bool:
         """Multicast for a library request; on failure answer it (TRY_AGAIN or TOO_BIG) and return False."""
-        try:
-            self.api.mcast(self.id, exec_id, payload)
-        except QueueFull:
-            conn.respond(self.id, request, request_id, int(_E.TRY_AGAIN))
-            return False
-        except MessageTooBig:
-            conn.respond(self.id, request, request_id, int(_E.TOO_BIG))
-            return False
-        return True
-
-    def _send_reliable(self, exec_id: int, payload: bytes) -> None:
-        """Multicast a message that must not be lost (closes, unsubscribes); retried when the ring is full."""
-        self._outbox.append((exec_id, payload))
-        self._flush()
-
-    def _flush(self) -> None:
-        while self._outbox:
-            exec_id, payload = self._outbox[0]
-            try:
-                self.api.mcast(self.id, exec_id, payload)
-            except QueueFull:
-                self._arm_retry()
-                return
-            self._outbox.pop(0)
-
-    def _arm_retry(self) -> None:
-        if self._retry is not None:
-            return
-
-        def retry() -> None:
-            self._retry = None
-            self._flush()
-
-        self._retry = self.api.call_later(RETRY, retry)
+        return mcast_request(self.api, self.id, conn, request, request_id, exec_id, payload)
 
 
 __all__ = ["EventEngine"]

@@ -28,9 +28,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from aisexec.objects import ObjectTable
+from aisexec.outbox import Outbox, mcast_request
 from aisexec.service import ExecHandler, LibHandler, ServiceEngine
 from aisexec.statesync import StateTransfer
-from aisexec.totem.api import ConfKind, MessageTooBig, QueueFull
+from aisexec.totem.api import ConfKind
 from openais import lck as wire
 from openais.errors import SaAisError
 from openais.lck import Callback, Request
@@ -41,8 +42,6 @@ from plugins.lck.state import Answer, Effect, LockState
 
 log = logging.getLogger("aisexec.lck")
 
-#: Seconds between retries of cleanup messages the ring had no room for.
-RETRY = 0.05
 #: Most Resources open per node (ObjectTable bound).
 MAX_OPEN_RESOURCES = 1_000_000
 #: Timeouts longer than this (ns, 10 years) are treated as no timeout (no timer is armed).
@@ -107,8 +106,7 @@ class LockEngine(ServiceEngine):
         self._lock_ids = itertools.count(1)
         self._conns: dict[int, Any] = {}
         self._unlocking: set[int] = set()  # lock ids with an UNLOCK on its way (a second one: NOT_EXIST)
-        self._outbox: list[tuple[int, bytes]] = []
-        self._retry: Any = None
+        self.outbox: Outbox | None = None  # closes and cleanups that must not be lost
         self.transfer: StateTransfer | None = None
         self._sync_members: tuple[int, ...] = ()
         self._tables: dict[int, list] = {}
@@ -138,6 +136,7 @@ class LockEngine(ServiceEngine):
     def exec_init(self, api: Any) -> None:
         """Keep the executive api; this executive's incarnation tells a restart from a return."""
         self.api = api
+        self.outbox = Outbox(api, self.id)
         self.nodeid = api.nodeid
         self.incarnation = time.time_ns()
         self.transfer = StateTransfer(api, self.id, Exec.SYNC)
@@ -159,14 +158,14 @@ class LockEngine(ServiceEngine):
         self._conns.pop(conn.id, None)
         self.resources.release(conn)
         if conn.private.get("lck_used"):
-            self._send_later(Exec.CONN_EXIT, m.ConnExitMsg.pack(conn.id))
+            self.outbox.send(Exec.CONN_EXIT, m.ConnExitMsg.pack(conn.id))
 
     def confchg(self, kind: Any, members: tuple[int, ...], left: tuple[int, ...], joined: tuple[int, ...],
                 ring_id: Any) -> None:
         """Nodes lost in a transitional configuration: finalize their handles here and now."""
         if kind == ConfKind.TRANSITIONAL and left:
             self._apply(self.state.nodes_lost(left))
-        self._flush()
+        self.outbox.flush()
 
     def dump(self) -> dict:
         """Summary of the table and this node's pending requests (SIGUSR2)."""
@@ -332,7 +331,7 @@ class LockEngine(ServiceEngine):
         if pending is None:
             return
         pending.cancel = None
-        self._send_later(Exec.WITHDRAW, m.WithdrawMsg.pack(pending.lock_id))
+        self.outbox.send(Exec.WITHDRAW, m.WithdrawMsg.pack(pending.lock_id))
 
     def _new_lock_id(self) -> int:
         """A lock id of this node: nodeid in the high 32 bits, never one live in the table."""
@@ -519,10 +518,10 @@ class LockEngine(ServiceEngine):
         if error != _OK or res is None or conn.closed:
             self.resources.remove(conn, pending.res_handle)
             if error == _OK:  # opened for a connection that is gone or a caller that gave up
-                self._send_later(Exec.CLOSE, m.CloseMsg.pack(0, pending.res_handle))
+                self.outbox.send(Exec.CLOSE, m.CloseMsg.pack(0, pending.res_handle))
         elif pending.abandoned:
             self.resources.remove(conn, pending.res_handle)
-            self._send_later(Exec.CLOSE, m.CloseMsg.pack(0, pending.res_handle))
+            self.outbox.send(Exec.CLOSE, m.CloseMsg.pack(0, pending.res_handle))
             return
         else:
             res.state = "open"
@@ -538,38 +537,8 @@ class LockEngine(ServiceEngine):
     # -- sending --------------------------------------------------------------------------------------
 
     def _mcast(self, conn: Any, request: int, request_id: int, exec_id: int, payload: bytes) -> bool:
-        """Multicast for a library request; on failure answer it (TRY_AGAIN) and return False."""
-        try:
-            self.api.mcast(self.id, exec_id, payload)
-        except (QueueFull, MessageTooBig):
-            conn.respond(self.id, request, request_id, _TRY_AGAIN)
-            return False
-        return True
-
-    def _send_later(self, exec_id: int, payload: bytes) -> None:
-        """Multicast a message nobody waits for; kept and retried while the ring is full."""
-        self._outbox.append((exec_id, payload))
-        self._flush()
-
-    def _flush(self) -> None:
-        while self._outbox:
-            exec_id, payload = self._outbox[0]
-            try:
-                self.api.mcast(self.id, exec_id, payload)
-            except QueueFull:
-                self._arm_retry()
-                return
-            self._outbox.pop(0)
-
-    def _arm_retry(self) -> None:
-        if self._retry is not None:
-            return
-
-        def retry() -> None:
-            self._retry = None
-            self._flush()
-
-        self._retry = self.api.call_later(RETRY, retry)
+        """Multicast for a library request; on failure answer it (TRY_AGAIN, a message too big too) and return False."""
+        return mcast_request(self.api, self.id, conn, request, request_id, exec_id, payload, too_big=_TRY_AGAIN)
 
 
 def _lock_view(rec: Any) -> dict:
