@@ -152,6 +152,11 @@ class TotemDriver:
         for datagram, source in batch:
             if datagram[_SENDER] == me_id and datagram[_EPOCH] == my_epoch:
                 continue  # our own multicast looped back by the kernel: dropped without opening it
+            if guard is not None:
+                claimed = int.from_bytes(datagram[_SENDER], "big")
+                if addresses.get(claimed) != source[0] and guard.refuses(claimed, source[0], guard_now):
+                    stats["refused_sender"] = stats.get("refused_sender", 0) + 1
+                    continue  # refused before decryption: its packets never touch that node id's crypto state
             try:
                 sender, target, packet = open_datagram(datagram)
             except PacketRejected:

@@ -58,6 +58,21 @@ class SenderGuard:
         """A packet from ``nodeid`` at its known address (keeps the address's claim fresh)."""
         self._heard[nodeid] = now
 
+    def refuses(self, nodeid: int, address: str, now: float) -> bool:
+        """Before any decryption: would :meth:`admit` refuse this claim?  Counts and logs, changes no claim.
+
+        The driver asks this with the nodeid of the clear envelope header, so a
+        refused node's packets never reach the per-sender crypto state (replay
+        windows) of the node id they claim.
+        """
+        norm = _norm(address)
+        if self.allowed is not None and norm not in self.allowed:
+            return not self.admit(nodeid, address, now)
+        owner = self._owner.get(nodeid)
+        if owner is not None and owner != norm and now - self._heard.get(nodeid, -1e18) < self.hold:
+            return not self.admit(nodeid, address, now)
+        return False
+
     def admit(self, nodeid: int, address: str, now: float) -> bool:
         """True when packets of ``nodeid`` from ``address`` may go to the core (its address is new or changed)."""
         address = _norm(address)

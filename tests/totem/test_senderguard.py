@@ -40,3 +40,12 @@ def test_a_second_address_for_a_live_nodeid_is_refused_until_the_first_falls_sil
 def test_addresses_are_compared_normalised():
     guard = SenderGuard(["::1"])
     assert guard.admit(1, "0:0:0:0:0:0:0:1", 0.0)
+
+
+def test_refuses_checks_a_claim_before_decryption_without_taking_the_nodeid():
+    guard = SenderGuard(["127.0.0.2", "127.0.0.4"], hold=10.0)
+    assert not guard.refuses(2, "127.0.0.4", 0.0)  # nobody holds node 2 yet: let it be authenticated first
+    assert guard.admit(2, "127.0.0.2", 0.1)  # the authenticated node 2
+    assert guard.refuses(2, "127.0.0.4", 0.2)  # a second address claiming it is refused before opening
+    assert guard.refuses(5, "127.0.0.5", 0.3)  # not a member
+    assert guard.stats() == {"refused_unknown_sender": 1, "refused_duplicate_nodeid": 1}
