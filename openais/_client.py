@@ -56,6 +56,17 @@ def _code_name(code: int) -> str:
         return str(code)
 
 
+def checked_timeout(timeout: float | None) -> float | None:
+    """``timeout`` if it is None or a non-negative number of seconds; InvalidParam otherwise."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        from openais.errors import InvalidParam
+
+        raise InvalidParam(f"timeout must be None or a non-negative number of seconds, not {timeout!r}")
+    return float(timeout)
+
+
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
     chunks = []
     while size:
@@ -76,12 +87,20 @@ def _read_response(sock: socket.socket, max_frame: int) -> tuple[int, int, int, 
 
 
 class Handle:
-    """A library handle: two connections to the local executive for one service."""
+    """A library handle: two connections to the local executive for one service.
 
-    def __init__(self, service_id: int, *, path: str | None = None, max_frame: int = _wire.MAX_FRAME) -> None:
+    ``path``: the executive's socket (default ``$OPENAIS_IPC_SOCKET``);
+    ``timeout``: seconds allowed to connect and complete the handshake
+    (default :data:`CONNECT_TIMEOUT`).
+    """
+
+    def __init__(self, service_id: int, *, path: str | None = None, max_frame: int = _wire.MAX_FRAME,
+                 timeout: float | None = None) -> None:
         self._service = service_id
         self._path = path or _wire.socket_path()
         self._max_frame = max_frame
+        timeout = checked_timeout(timeout)
+        self._connect_timeout = CONNECT_TIMEOUT if timeout is None else max(timeout, 0.001)
         self._call_lock = threading.Lock()
         self._dispatch_lock = threading.Lock()
         self._next_request = 0
@@ -94,12 +113,12 @@ class Handle:
         self._dead = False
         self._response = self._connect()
         try:
-            self._response.sendall(_wire.encode_request(service_id, _wire.HELLO_RESPONSE, 0,
-                                                        _wire.HELLO_VERSION.pack(_wire.PROTOCOL_VERSION)))
+            self._send_hello(self._response, _wire.encode_request(
+                service_id, _wire.HELLO_RESPONSE, 0, _wire.HELLO_VERSION.pack(_wire.PROTOCOL_VERSION)))
             *_, payload = self._handshake_answer(self._response)
             self.conn_id, _cookie = _wire.HELLO_ANSWER.unpack(payload)
             self._dispatch = self._connect()
-            self._dispatch.sendall(_wire.encode_request(service_id, _wire.HELLO_DISPATCH, 0, payload))
+            self._send_hello(self._dispatch, _wire.encode_request(service_id, _wire.HELLO_DISPATCH, 0, payload))
             self._handshake_answer(self._dispatch)
         except BaseException:
             self._close_sockets()
@@ -109,9 +128,17 @@ class Handle:
 
     # -- connection -------------------------------------------------------------
 
+    def _send_hello(self, sock: socket.socket, frame: bytes) -> None:
+        """Send a hello; a send the executive cut short is fine if it left its answer (a refusal) to read."""
+        try:
+            sock.sendall(frame)
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+                raise Library(f"handshake with the executive at {self._path} failed: {exc}") from None
+
     def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(CONNECT_TIMEOUT)
+        sock.settimeout(self._connect_timeout)
         try:
             sock.connect(self._path)
         except OSError as exc:
@@ -258,11 +285,12 @@ class Handle:
         for _s, _m, rid, error, _payload in frames:
             self._settle(rid, error)
 
-    def _send_pipelined(self, msg_id: int, payload: bytes) -> None:
+    def _send_pipelined(self, msg_id: int, payload: bytes, timeout: float | None = None) -> None:
         """Send a request without waiting for its answer (at most PIPELINE_WINDOW outstanding).
 
         Raises TryAgain when the window is full (the executive is backed up),
-        and raises the error of an earlier pipelined request that failed.
+        and raises the error of an earlier pipelined request that failed;
+        ``timeout``: seconds a send may wait for room in a full socket (default CALL_TIMEOUT).
         """
         self._check()
         with self._call_lock:
@@ -284,16 +312,19 @@ class Handle:
                 self._next_request = (self._next_request + 1) & 0xFFFFFFFF or 1
                 request_id = self._next_request
                 frame = _wire.encode_request(self._service, msg_id, request_id, payload)
-                self._send_nowait_first(frame)
+                self._send_nowait_first(frame, timeout)
                 self._pipelined[request_id] = len(frame)
                 self._pipelined_bytes += len(frame)
+            except TimeoutError:
+                self._dead = True  # part of the frame may be in the socket: the stream is out of step
+                raise Timeout(f"the executive took no data within {timeout or CALL_TIMEOUT} s") from None
             except (OSError, ConnectionError, _wire.FrameError) as exc:
                 if self._finalized:
                     raise BadHandle("the handle was finalized") from None
                 self._dead = True
                 raise Library(f"lost the connection to the executive: {exc}") from None
 
-    def _send_nowait_first(self, frame: bytes) -> None:
+    def _send_nowait_first(self, frame: bytes, timeout: float | None = None) -> None:
         """Send ``frame`` on the response socket: straight away when it fits, else waiting (CALL_TIMEOUT).
 
         A socket with a timeout polls before every send; the pipelined path keeps it non-blocking
@@ -307,7 +338,7 @@ class Handle:
         except BlockingIOError:
             sent = 0
         if sent < len(frame):
-            sock.settimeout(CALL_TIMEOUT)
+            sock.settimeout(CALL_TIMEOUT if timeout is None else max(timeout, 0.001))
             sock.sendall(memoryview(frame)[sent:])
 
     def flush(self, timeout: float | None = None) -> None:

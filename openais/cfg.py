@@ -9,7 +9,11 @@ built on it)::
         h.ring_status()   # RingStatus: node id, rings with id/address/status, state, members, synced
         h.members()       # Membership: ring id and (nodeid, address) per member
         h.state()         # (nodeid, ready): ready = in a ring and service sync completed
+        h.dump()          # Dump: the effective configuration (no secrets) and the whole status
         h.shutdown()      # ask the executive to stop cleanly
+
+Every call takes ``timeout=`` (seconds to wait for the answer), ``initialize``
+takes ``path=`` (the executive's socket) and ``timeout=`` (seconds to connect).
 
 The IPC messages are :class:`openais.message.Message` definitions, here once
 and imported by the executive's CFG engine (``plugins.cfg``); decoding
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import enum
 
-from openais._client import Handle
+from openais._client import Handle, checked_timeout
 from openais.message import U32, U64, Bool, Json, List, Message, MessageError, Str
 
 #: Service id of CFG.
@@ -46,6 +50,7 @@ class Request(enum.IntEnum):
     MEMBERS = 1  #: empty -> Membership
     STATE = 2  #: empty -> State
     SHUTDOWN = 3  #: empty -> empty; the executive then stops cleanly
+    DUMP = 4  #: empty -> Dump
 
 
 class Ring(Message):
@@ -100,33 +105,68 @@ class State(Message):
     ready = Bool()
 
 
+class Dump(Message):
+    """DUMP response: the effective configuration (secrets left out) and the executive's whole status."""
+
+    config = Json(max_len=MAX_STATS, kind=dict)
+    status = Json(max_len=MAX_STATS, kind=dict)
+
+
+#: Key names whose values a dump never carries (matched whole, or as the last ``_`` word).
+SECRET_WORDS = frozenset({"key", "authkey", "secret", "password", "passwd", "passphrase"})
+#: What a left-out value is replaced with.
+REDACTED = "(not shown)"
+
+
+def redact(value: object) -> object:
+    """``value`` with the value of every key naming a secret replaced (dicts and lists walked)."""
+    if isinstance(value, dict):
+        return {k: (REDACTED if _secret(str(k)) else redact(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
+def _secret(key: str) -> bool:
+    key = key.lower()
+    return key in SECRET_WORDS or key.rsplit("_", 1)[-1] in SECRET_WORDS
+
+
 class CfgHandle(Handle):
     """One CFG handle (no callbacks)."""
 
-    def __init__(self, *, path: str | None = None) -> None:
-        super().__init__(SERVICE_ID, path=path)
+    def __init__(self, *, path: str | None = None, timeout: float | None = None) -> None:
+        super().__init__(SERVICE_ID, path=path, timeout=timeout)
 
-    def ring_status(self) -> RingStatus:
+    def ring_status(self, *, timeout: float | None = None) -> RingStatus:
         """The local node's rings, state, members and counters."""
-        return RingStatus.decode(self._call(Request.RING_STATUS, b""))
+        return RingStatus.decode(self._call(Request.RING_STATUS, b"", timeout=checked_timeout(timeout)))
 
-    def members(self) -> Membership:
+    def members(self, *, timeout: float | None = None) -> Membership:
         """Members of the current regular ring with their addresses."""
-        return Membership.decode(self._call(Request.MEMBERS, b""))
+        return Membership.decode(self._call(Request.MEMBERS, b"", timeout=checked_timeout(timeout)))
 
-    def state(self) -> tuple[int, bool]:
+    def state(self, *, timeout: float | None = None) -> tuple[int, bool]:
         """(nodeid, ready): ready once the node is in a ring and service sync completed."""
-        nodeid, ready = State.decode(self._call(Request.STATE, b""))
+        nodeid, ready = State.decode(self._call(Request.STATE, b"", timeout=checked_timeout(timeout)))
         return nodeid, ready
 
-    def shutdown(self) -> None:
+    def dump(self, *, timeout: float | None = None) -> Dump:
+        """The effective configuration (validated, every default filled in, secrets left out) and the
+        executive's whole status: ring, members and every counter section."""
+        return Dump.decode(self._call(Request.DUMP, b"", timeout=checked_timeout(timeout)))
+
+    def shutdown(self, *, timeout: float | None = None) -> None:
         """Ask the executive to stop cleanly (Access unless root or the executive's own user)."""
-        self._call(Request.SHUTDOWN, b"")
+        self._call(Request.SHUTDOWN, b"", timeout=checked_timeout(timeout))
 
     def _on_dispatch(self, msg_id: int, payload: bytes) -> None:
         raise MessageError("CFG callback", None, f"CFG has no callbacks (got {msg_id})")
 
 
-def initialize(*, path: str | None = None) -> CfgHandle:
-    """Connect to the local executive's CFG service (``path``: its IPC socket) and return a handle."""
-    return CfgHandle(path=path)
+def initialize(*, path: str | None = None, timeout: float | None = None) -> CfgHandle:
+    """Connect to the local executive's CFG service and return a handle.
+
+    ``path``: its IPC socket (default ``$OPENAIS_IPC_SOCKET``); ``timeout``: seconds to connect.
+    """
+    return CfgHandle(path=path, timeout=timeout)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
-from openais._client import Handle
+from openais._client import Handle, checked_timeout
 from openais.errors import AisError, SaAisError
 from openais.message import I64, U8, U32, U64, Bool, Enum, List, Message, MessageError, Nested, Optional, Str
 
@@ -183,12 +183,13 @@ class ClmHandle(Handle):
     """One CLM handle (``SaClmHandleT``); callbacks run in ``dispatch``."""
 
     def __init__(self, track: TrackFn | None = None, node_get: NodeGetFn | None = None, *,
-                 path: str | None = None) -> None:
-        super().__init__(SERVICE_ID, path=path)
+                 path: str | None = None, timeout: float | None = None) -> None:
+        super().__init__(SERVICE_ID, path=path, timeout=timeout)
         self._track_fn = track
         self._node_get_fn = node_get
 
-    def track(self, flags: int, buffer: bool | None = None) -> NotificationBuffer | None:
+    def track(self, flags: int, buffer: bool | None = None, *,
+              timeout: float | None = None) -> NotificationBuffer | None:
         """``saClmClusterTrack``: fetch the current membership and/or start tracking changes.
 
         With ``TRACK_CURRENT`` the current members come back as the return
@@ -205,12 +206,12 @@ class ClmHandle(Handle):
         )
         if needs_callback and self._track_fn is None:
             raise _fail(SaAisError.INIT, "no track callback was registered at initialize")
-        payload = self._call(Request.TRACK, TrackRequest.pack(flags, want_buffer))
+        payload = self._call(Request.TRACK, TrackRequest.pack(flags, want_buffer), timeout=checked_timeout(timeout))
         return NotificationBuffer.decode(payload) if want_buffer else None
 
-    def track_stop(self) -> None:
+    def track_stop(self, *, timeout: float | None = None) -> None:
         """``saClmClusterTrackStop``: stop change tracking (NotExist when none is active)."""
-        self._call(Request.TRACK_STOP, b"")
+        self._call(Request.TRACK_STOP, b"", timeout=checked_timeout(timeout))
 
     def node_get(self, node_id: int = LOCAL_NODE_ID, timeout: float | None = None) -> ClusterNode:
         """``saClmClusterNodeGet``: one node (``LOCAL_NODE_ID`` = this one); NotExist if it is not a member.
@@ -227,14 +228,15 @@ class ClmHandle(Handle):
                 raise _fail(SaAisError.TIMEOUT, "timeout 0 expires at once")
         return ClusterNode.decode(self._call(Request.NODE_GET, NodeGetRequest.pack(node_id), timeout=timeout))
 
-    def node_get_async(self, invocation: int, node_id: int = LOCAL_NODE_ID) -> None:
+    def node_get_async(self, invocation: int, node_id: int = LOCAL_NODE_ID, *, timeout: float | None = None) -> None:
         """``saClmClusterNodeGetAsync``: the answer comes to the node-get callback with ``invocation``."""
         _checked_node_id(node_id)
         if isinstance(invocation, bool) or not isinstance(invocation, int) or not 0 <= invocation < 1 << 64:
             raise _fail(SaAisError.INVALID_PARAM, f"invocation must be an unsigned 64-bit int, not {invocation!r}")
         if self._node_get_fn is None:
             raise _fail(SaAisError.INIT, "no node_get callback was registered at initialize")
-        self._call(Request.NODE_GET_ASYNC, NodeGetAsyncRequest.pack(invocation, node_id))
+        self._call(Request.NODE_GET_ASYNC, NodeGetAsyncRequest.pack(invocation, node_id),
+                   timeout=checked_timeout(timeout))
 
     def _on_dispatch(self, msg_id: int, payload: bytes) -> None:
         if msg_id == Callback.TRACK:
@@ -250,12 +252,16 @@ class ClmHandle(Handle):
 
 
 def initialize(track: TrackFn | None = None, node_get: NodeGetFn | None = None, *,
-               path: str | None = None) -> ClmHandle:
-    """``saClmInitialize``: connect to the local executive's CLM service (``path``: its IPC socket)."""
-    return ClmHandle(track=track, node_get=node_get, path=path)
+               path: str | None = None, timeout: float | None = None) -> ClmHandle:
+    """``saClmInitialize``: connect to the local executive's CLM service.
+
+    ``path``: its IPC socket (default ``$OPENAIS_IPC_SOCKET``); ``timeout``: seconds to connect.
+    """
+    return ClmHandle(track=track, node_get=node_get, path=path, timeout=timeout)
 
 
-def cluster_nodes(path: str | None = None) -> NotificationBuffer:
+def cluster_nodes(path: str | None = None, *, timeout: float | None = None) -> NotificationBuffer:
     """The current members of the cluster with the view number (opens and closes a handle)."""
-    with ClmHandle(path=path) as handle:
-        return NotificationBuffer.decode(handle._call(Request.TRACK, TrackRequest.pack(TRACK_CURRENT, True)))
+    with ClmHandle(path=path, timeout=timeout) as handle:
+        return NotificationBuffer.decode(handle._call(Request.TRACK, TrackRequest.pack(TRACK_CURRENT, True),
+                                                      timeout=checked_timeout(timeout)))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
-from openais._client import Handle
+from openais._client import Handle, checked_timeout
 from openais.errors import InvalidParam, TooBig
 from openais.message import U32, Enum, List, Message, MessageError, Str, Tail
 
@@ -176,25 +176,35 @@ def _group_request(group: str) -> bytes:
 
 
 class CpgHandle(Handle):
-    """One CPG handle: at most one joined group, callbacks run by ``dispatch``."""
+    """One CPG handle: at most one joined group, callbacks run by ``dispatch``.
 
-    def __init__(self, deliver: DeliverFn | None = None, confchg: ConfchgFn | None = None) -> None:
-        super().__init__(SERVICE_ID)
+    ``path``: the executive's socket (default ``$OPENAIS_IPC_SOCKET``); ``timeout``: seconds to connect.
+    Every blocking call takes ``timeout=`` (seconds to wait for the answer; default
+    ``openais._client.CALL_TIMEOUT``): ``Timeout`` when it passes, ``InvalidParam`` when negative.
+    """
+
+    def __init__(self, deliver: DeliverFn | None = None, confchg: ConfchgFn | None = None, *,
+                 path: str | None = None, timeout: float | None = None) -> None:
+        super().__init__(SERVICE_ID, path=path, timeout=timeout)
         self._deliver_fn = deliver
         self._confchg_fn = confchg
 
-    def join(self, group: str) -> None:
+    def join(self, group: str, *, timeout: float | None = None) -> None:
         """Join ``group``; returns once every node has applied the join (Exist if already joined)."""
-        self._call(Request.JOIN, _group_request(group))
+        self._call(Request.JOIN, _group_request(group), timeout=checked_timeout(timeout))
         self._joined = group
 
-    def leave(self, group: str) -> None:
+    def leave(self, group: str, *, timeout: float | None = None) -> None:
         """Leave ``group`` (NotExist if this handle has not joined it)."""
-        self._call(Request.LEAVE, _group_request(group))
+        self._call(Request.LEAVE, _group_request(group), timeout=checked_timeout(timeout))
         self._joined = None
 
-    def mcast(self, data: bytes, guarantee: int = AGREED) -> None:
-        """Multicast ``data`` to the joined group; TryAgain when the executive is backed up."""
+    def mcast(self, data: bytes, guarantee: int = AGREED, *, timeout: float | None = None) -> None:
+        """Multicast ``data`` to the joined group; TryAgain when the executive is backed up.
+
+        ``timeout``: seconds a send may wait while the executive takes no data (then ``Timeout``).
+        """
+        timeout = checked_timeout(timeout)
         if len(data) > MAX_MESSAGE:
             raise TooBig(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
         try:
@@ -202,24 +212,25 @@ class CpgHandle(Handle):
         except MessageError as exc:  # an unknown guarantee, data that is not bytes-like
             raise InvalidParam(str(exc)) from None
         if getattr(self, "_joined", None) is None:
-            self._call(Request.MCAST, request)  # the executive says NotExist
+            self._call(Request.MCAST, request, timeout=timeout)  # the executive says NotExist
             return
         # Pipelined: up to PIPELINE_WINDOW messages in flight; TryAgain when the executive is backed
         # up; an error the executive found for an earlier message is raised by the next call,
         # dispatch, flush or finalize.
-        self._send_pipelined(Request.MCAST, request)
+        self._send_pipelined(Request.MCAST, request, *(() if timeout is None else (timeout,)))
 
-    def membership(self, group: str) -> list[Member]:
+    def membership(self, group: str, *, timeout: float | None = None) -> list[Member]:
         """Current members of ``group`` as this node knows them (empty if nobody joined it)."""
-        return MemberList.decode(self._call(Request.MEMBERSHIP, _group_request(group))).members
+        payload = self._call(Request.MEMBERSHIP, _group_request(group), timeout=checked_timeout(timeout))
+        return MemberList.decode(payload).members
 
-    def local_nodeid(self) -> int:
+    def local_nodeid(self, *, timeout: float | None = None) -> int:
         """Nodeid of the executive this handle is connected to."""
-        return NodeId.decode(self._call(Request.LOCAL_NODEID, b"")).nodeid
+        return NodeId.decode(self._call(Request.LOCAL_NODEID, b"", timeout=checked_timeout(timeout))).nodeid
 
-    def iteration(self) -> dict[str, list[Member]]:
+    def iteration(self, *, timeout: float | None = None) -> dict[str, list[Member]]:
         """Every group with members, in name order, each with its members."""
-        return group_dict(GroupList.decode(self._call(Request.ITERATE, b"")))
+        return group_dict(GroupList.decode(self._call(Request.ITERATE, b"", timeout=checked_timeout(timeout))))
 
     def _on_dispatch(self, msg_id: int, payload: bytes) -> None:
         if msg_id == Callback.DELIVER:
@@ -234,12 +245,16 @@ class CpgHandle(Handle):
             raise MessageError("CPG callback", None, f"unknown callback id {msg_id}")
 
 
-def initialize(deliver: DeliverFn | None = None, confchg: ConfchgFn | None = None) -> CpgHandle:
-    """Connect to the local executive's CPG service and return a handle."""
-    return CpgHandle(deliver=deliver, confchg=confchg)
+def initialize(deliver: DeliverFn | None = None, confchg: ConfchgFn | None = None, *,
+               path: str | None = None, timeout: float | None = None) -> CpgHandle:
+    """Connect to the local executive's CPG service and return a handle.
+
+    ``path``: its IPC socket (default ``$OPENAIS_IPC_SOCKET``); ``timeout``: seconds to connect.
+    """
+    return CpgHandle(deliver=deliver, confchg=confchg, path=path, timeout=timeout)
 
 
-def groups() -> dict[str, list[Member]]:
+def groups(*, path: str | None = None, timeout: float | None = None) -> dict[str, list[Member]]:
     """Every group of the cluster with its members (opens and closes a handle)."""
-    with CpgHandle() as handle:
-        return handle.iteration()
+    with CpgHandle(path=path, timeout=timeout) as handle:
+        return handle.iteration(timeout=timeout)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable
 
-from openais._client import Handle
+from openais._client import Handle, checked_timeout
 from openais.errors import InvalidParam, TooBig
 from openais.message import U32, Enum, List, Message, MessageError, Str, Tail
 
@@ -156,41 +156,49 @@ class EvsHandle(Handle):
     or finalize of the handle.
     """
 
-    def __init__(self, deliver: DeliverFn | None = None, confchg: ConfchgFn | None = None) -> None:
-        super().__init__(SERVICE_ID)
+    def __init__(self, deliver: DeliverFn | None = None, confchg: ConfchgFn | None = None, *,
+                 path: str | None = None, timeout: float | None = None) -> None:
+        super().__init__(SERVICE_ID, path=path, timeout=timeout)
         self._deliver_fn = deliver
         self._confchg_fn = confchg
 
-    def join(self, groups: Iterable[str]) -> None:
+    def join(self, groups: Iterable[str], *, timeout: float | None = None) -> None:
         """Add ``groups`` to this handle's groups (joining one twice is harmless)."""
-        self._call(Request.JOIN, GroupRequest.pack(_checked_groups(groups)))
+        self._call(Request.JOIN, GroupRequest.pack(_checked_groups(groups)), timeout=checked_timeout(timeout))
 
-    def leave(self, groups: Iterable[str]) -> None:
+    def leave(self, groups: Iterable[str], *, timeout: float | None = None) -> None:
         """Remove ``groups``; NotExist (and no change) if any of them is not joined."""
-        self._call(Request.LEAVE, GroupRequest.pack(_checked_groups(groups)))
+        self._call(Request.LEAVE, GroupRequest.pack(_checked_groups(groups)), timeout=checked_timeout(timeout))
 
-    def mcast_joined(self, data: bytes, guarantee: int = AGREED) -> None:
-        """Multicast ``data`` to this handle's groups; TryAgain when the executive is backed up."""
+    def mcast_joined(self, data: bytes, guarantee: int = AGREED, *, timeout: float | None = None) -> None:
+        """Multicast ``data`` to this handle's groups; TryAgain when the executive is backed up.
+
+        ``timeout``: seconds a send may wait while the executive takes no data (then ``Timeout``).
+        """
+        timeout = checked_timeout(timeout)
         _checked_message(data, guarantee)
         try:
             request = McastJoinedRequest.pack(guarantee, data)
         except MessageError as exc:  # data that is not bytes-like
             raise InvalidParam(str(exc)) from None
-        self._send_pipelined(Request.MCAST_JOINED, request)
+        self._send_pipelined(Request.MCAST_JOINED, request, *(() if timeout is None else (timeout,)))
 
-    def mcast_groups(self, groups: Iterable[str], data: bytes, guarantee: int = AGREED) -> None:
-        """Multicast ``data`` to ``groups`` (joined or not)."""
+    def mcast_groups(self, groups: Iterable[str], data: bytes, guarantee: int = AGREED, *,
+                     timeout: float | None = None) -> None:
+        """Multicast ``data`` to ``groups`` (joined or not); ``timeout`` as for :meth:`mcast_joined`."""
+        timeout = checked_timeout(timeout)
         _checked_message(data, guarantee)
         names = _checked_groups(groups)
         try:
             request = McastGroupsRequest.pack(guarantee, names, data)
         except MessageError as exc:  # data that is not bytes-like
             raise InvalidParam(str(exc)) from None
-        self._send_pipelined(Request.MCAST_GROUPS, request)
+        self._send_pipelined(Request.MCAST_GROUPS, request, *(() if timeout is None else (timeout,)))
 
-    def membership(self) -> tuple[int, list[int]]:
+    def membership(self, *, timeout: float | None = None) -> tuple[int, list[int]]:
         """(local nodeid, nodeids of the current ring)."""
-        local, members = MembershipResponse.decode(self._call(Request.MEMBERSHIP, b""))
+        local, members = MembershipResponse.decode(self._call(Request.MEMBERSHIP, b"",
+                                                              timeout=checked_timeout(timeout)))
         return local, members
 
     def _on_dispatch(self, msg_id: int, payload: bytes) -> None:
@@ -206,6 +214,10 @@ class EvsHandle(Handle):
             raise MessageError("EVS callback", None, f"unknown callback id {msg_id}")
 
 
-def initialize(deliver: DeliverFn | None = None, confchg: ConfchgFn | None = None) -> EvsHandle:
-    """Connect to the local executive's EVS service and return a handle."""
-    return EvsHandle(deliver=deliver, confchg=confchg)
+def initialize(deliver: DeliverFn | None = None, confchg: ConfchgFn | None = None, *,
+               path: str | None = None, timeout: float | None = None) -> EvsHandle:
+    """Connect to the local executive's EVS service and return a handle.
+
+    ``path``: its IPC socket (default ``$OPENAIS_IPC_SOCKET``); ``timeout``: seconds to connect.
+    """
+    return EvsHandle(deliver=deliver, confchg=confchg, path=path, timeout=timeout)

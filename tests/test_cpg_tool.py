@@ -11,7 +11,7 @@ from openais.tools import cpgtool
 
 def test_listing_is_sorted_and_stable():
     groups = {"zeta": [Member(2, 20), Member(1, 10, Reason.NODEUP)], "alpha": []}
-    assert cpgtool.listing(groups) == {"groups": [
+    assert cpgtool.listing(groups) == {"version": 1, "groups": [
         {"name": "alpha", "members": []},
         {"name": "zeta", "members": [{"nodeid": 1, "pid": 10}, {"nodeid": 2, "pid": 20}]},
     ]}
@@ -23,7 +23,8 @@ def test_listing_is_sorted_and_stable():
 def test_main_prints_json(monkeypatch, capsys):
     monkeypatch.setattr(cpgtool.cpg, "groups", lambda: {"g": [Member(3, 33)]})
     assert cpgtool.main(["--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"groups": [{"name": "g", "members": [{"nodeid": 3, "pid": 33}]}]}
+    assert json.loads(capsys.readouterr().out) == {"version": 1,
+                                                   "groups": [{"name": "g", "members": [{"nodeid": 3, "pid": 33}]}]}
     assert cpgtool.main([]) == 0
     assert capsys.readouterr().out == "g\n    3 33\n"
     assert cpgtool.main(["-d", ","]) == 0

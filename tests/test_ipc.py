@@ -407,3 +407,43 @@ def test_dispatch_hears_of_a_refusal_on_its_own_channel_and_nothing_is_raised_tw
     h.dispatch(openais.DISPATCH_ALL)
     h.flush(timeout=5)  # the answers themselves come later: not raised again
     h.finalize()
+
+
+def test_an_ok_answer_to_a_pipelined_request_is_not_a_refusal(server, caplog):
+    h = EchoHandle(server.path)
+    with caplog.at_level("WARNING", logger="aisexec.ipc"):
+        for _ in range(5):
+            h._send_pipelined(10, b"fine")  # answered SA_AIS_OK (1)
+        h.flush(timeout=5)
+    time.sleep(0.1)
+    assert select.select([h], [], [], 0)[0] == []  # no PIPELINE_ERROR frame on the dispatch channel
+    assert server.server.counters["refused_pipelined"] == 0
+    assert not [r for r in caplog.records if "refusing pipelined" in r.getMessage()]
+    h.finalize()
+
+
+def test_the_frame_deadline_closes_a_stalled_frame_but_not_one_we_are_slow_to_read(tmp_path):
+    from aisexec.ipc.limits import IpcLimits
+
+    engine = EchoEngine()
+    srv = ServerThread(tmp_path / "deadline.sock", [engine], limits=IpcLimits(frame_timeout=0.3))
+    try:
+        parked = EchoHandle(srv.path)
+        srv.router.room = False  # the first request parks (the ring has no room) with the next frame begun
+        second = _wire.encode_request(SERVICE, 1, 99, b"z" * 1000)
+        parked._response.sendall(_wire.encode_request(SERVICE, 10, 98, b"p") + second[:500])
+        time.sleep(1.0)  # three deadlines while parked: not the client's delay
+        srv.router.room = True
+        parked._response.sendall(second[500:])
+        assert wait_until(lambda: engine.taken_payloads == [b"p"])
+        time.sleep(0.2)
+        assert srv.server.counters["frame_timeouts"] == 0 and not engine.exits
+        stalled = EchoHandle(srv.path)
+        stalled._response.sendall(_wire.encode_request(SERVICE, 1, 5, b"y" * 1000)[:600])  # and nothing more
+        assert wait_until(lambda: engine.exits == [stalled.conn_id], timeout=5)
+        assert srv.server.counters["frame_timeouts"] == 1
+        assert srv.server.budget.used < 4096  # what it held is given back
+        parked.finalize()
+        stalled.finalize()
+    finally:
+        srv.stop()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from openais.cfg import Member, Membership, Ring, RingStatus
+from openais.cfg import Dump, Member, Membership, Ring, RingStatus
 from openais.errors import AisError, SaAisError
 from openais.tools import cfgtool
 
@@ -38,6 +38,10 @@ class FakeHandle:
 
     def shutdown(self):
         self.shutdown_calls += 1
+
+    def dump(self):
+        return Dump(config={"totem": {"token": 1000}, "interfaces": [{"ringnumber": 0, "members": []}]},
+                    status={"nodeid": 1, "members": [1, 2], "ipc": {"accepted": 3, "dropped_slow": 0}})
 
 
 @pytest.fixture
@@ -91,6 +95,17 @@ def test_ping_ready_shutdown(fake, capsys):
     assert fake.shutdown_calls == 1
 
 
+def test_dump_json_and_plain(fake, capsys):
+    status, doc = run_json(capsys, "--dump")
+    assert status == 0 and doc["version"] == 1
+    assert doc["config"]["totem"] == {"token": 1000} and doc["status"]["ipc"]["accepted"] == 3
+    assert cfgtool.main(["--dump"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "config.totem.token = 1000", "config.interfaces.0.ringnumber = 0", "config.interfaces.0.members = []",
+        "status.nodeid = 1", "status.members = [1, 2]", "status.ipc.accepted = 3", "status.ipc.dropped_slow = 0",
+    ]
+
+
 def test_options_are_exclusive():
     with pytest.raises(SystemExit):
         cfgtool.main(["-s", "-m"])
@@ -109,7 +124,7 @@ def test_error_answer_exits_2(monkeypatch, capsys):
 def test_unreachable_executive_exits_2(monkeypatch, tmp_path, capsys):
     socket_path = str(tmp_path / "no-such-socket")
     monkeypatch.setenv("OPENAIS_IPC_SOCKET", socket_path)
-    for argv in (["-s"], ["--ping", "--json"], ["--ready"], ["-m"], ["-H"]):
+    for argv in (["-s"], ["--ping", "--json"], ["--ready"], ["-m"], ["-H"], ["--dump"]):
         assert cfgtool.main(argv) == 2
         captured = capsys.readouterr()
         assert captured.out == ""

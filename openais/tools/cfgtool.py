@@ -10,6 +10,9 @@ Options (one at a time; ``-s`` when none is given), each with ``--json``:
 ``--ready``  readiness: exit 0 only when the node is in a ring and service sync
              completed, 1 otherwise.
 ``-H``       ask the local executive to shut down cleanly.
+``--dump``   the effective configuration (validated, defaults filled in, secrets
+             left out) and every counter of the executive's status; plain
+             output is one ``section.key = value`` line per value.
 
 ``--json`` documents (schema version 1, stable; new keys may be added, none
 removed or retyped)::
@@ -23,6 +26,8 @@ removed or retyped)::
     --ping   {"version": 1, "alive": true, "nodeid": 1}
     --ready  {"version": 1, "ready": true, "nodeid": 1}
     -H       {"version": 1, "shutdown": "requested"}
+    --dump   {"version": 1, "config": {"totem": {"token": 1000, ...}, "aisexec": {...}, ...},
+              "status": {"nodeid": 1, "state": "OPERATIONAL", "members": [1], "ipc": {"accepted": 3, ...}, ...}}
 
 Exit status 2, with a one-line error on stderr and nothing on stdout, when
 the executive cannot be reached or answers with an error.
@@ -100,6 +105,31 @@ def write_members(doc: dict, out: TextIO) -> None:
         out.write(f"{member['nodeid']:>10}  {member['address'] or '(unknown)'}\n")
 
 
+def dump_doc(dump: cfg.Dump) -> dict:
+    """The ``--dump --json`` document."""
+    return {"version": SCHEMA_VERSION, "config": dump.config, "status": dump.status}
+
+
+def flatten(value: object, prefix: str = "") -> list[tuple[str, object]]:
+    """``[("totem.token", 1000), ("interfaces.0.bindnetaddr", ...), ...]``: every leaf with its dotted path."""
+    if isinstance(value, dict):
+        if not value:
+            return [(prefix, {})] if prefix else []
+        return [pair for key, item in value.items()
+                for pair in flatten(item, f"{prefix}.{key}" if prefix else str(key))]
+    if isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
+        return [pair for i, item in enumerate(value) for pair in flatten(item, f"{prefix}.{i}")]
+    return [(prefix, value)]
+
+
+def write_dump(doc: dict, out: TextIO) -> None:
+    """Plain ``--dump`` output: ``config.section.key = value`` and ``status.section.key = value`` lines."""
+    for part in ("config", "status"):
+        for key, value in flatten(doc[part], part):
+            text = json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)
+            out.write(f"{key} = {text}\n")
+
+
 def _emit(doc: dict, as_json: bool, plain: Callable[[dict, TextIO], None]) -> None:
     if as_json:
         json.dump(doc, sys.stdout)
@@ -123,6 +153,9 @@ def _run(args: argparse.Namespace) -> int:
             _emit({"version": SCHEMA_VERSION, "ready": ready, "nodeid": nodeid}, args.json,
                   lambda d, out: out.write(f"{'ready' if d['ready'] else 'not ready'} (node {d['nodeid']})\n"))
             return EXIT_OK if ready else EXIT_FAULT
+        if args.dump:
+            _emit(dump_doc(handle.dump()), args.json, write_dump)
+            return EXIT_OK
         if args.shutdown:
             handle.shutdown()
             _emit({"version": SCHEMA_VERSION, "shutdown": "requested"}, args.json,
@@ -142,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     action.add_argument("--ping", action="store_true", help="liveness: exit 0 if the executive answers")
     action.add_argument("--ready", action="store_true", help="readiness: exit 0 only if in a ring and synced")
     action.add_argument("-H", "--shutdown", action="store_true", help="ask the local executive to shut down cleanly")
+    action.add_argument("--dump", action="store_true",
+                        help="the effective configuration (no secrets) and every counter of the executive")
     parser.add_argument("--json", action="store_true", help="print one JSON document (schema version 1)")
     return parser
 

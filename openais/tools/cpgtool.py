@@ -3,9 +3,10 @@
 Plain output is one block per group: the group name, then one ``nodeid pid``
 line per member, indented.  ``-d DELIM`` prints one machine-readable line per
 member (``name DELIM nodeid DELIM pid``), ``-n`` only the group names, and
-``--json`` one object with a stable schema::
+``--json`` one object with a stable schema (version 1, as the other tools'; new keys may be
+added, none removed or retyped)::
 
-    {"groups": [{"name": "workers", "members": [{"nodeid": 1, "pid": 4242}]}]}
+    {"version": 1, "groups": [{"name": "workers", "members": [{"nodeid": 1, "pid": 4242}]}]}
 
 Exit status 0 on success, 1 when the executive cannot be reached.
 """
@@ -20,10 +21,14 @@ from typing import TextIO
 from openais import cpg
 from openais.errors import AisError
 
+#: Version of the ``--json`` document.
+SCHEMA_VERSION = 1
+
 
 def listing(groups: dict[str, list[cpg.Member]]) -> dict:
     """The ``--json`` document for ``groups`` (groups by name, members by nodeid and pid)."""
     return {
+        "version": SCHEMA_VERSION,
         "groups": [
             {"name": name, "members": [{"nodeid": m.nodeid, "pid": m.pid} for m in sorted(members)]}
             for name, members in sorted(groups.items())
@@ -56,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``openais-cpgtool``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="openais-cpgtool", description="List CPG groups and their members.")
     form = parser.add_mutually_exclusive_group()
-    form.add_argument("--json", action="store_true", help="print JSON: {groups: [{name, members: [{nodeid, pid}]}]}")
+    form.add_argument("--json", action="store_true",
+                      help="print JSON: {version: 1, groups: [{name, members: [{nodeid, pid}]}]}")
     form.add_argument("-d", "--delimiter", metavar="DELIM", help="one 'name DELIM nodeid DELIM pid' line per member")
     form.add_argument("-n", "--names", action="store_true", help="print group names only")
     args = parser.parse_args(argv)

@@ -2,7 +2,8 @@
 
 Everything is answered locally from the executive api (no cluster messages):
 ``ring_status()`` normalised into :class:`openais.cfg.RingStatus`,
-``members()`` with ``node_address()``, ``ready()``, and ``shutdown()``,
+``members()`` with ``node_address()``, ``ready()``, ``config.to_dict()``
+and the whole status for DUMP (secrets left out), and ``shutdown()``,
 which runs just after the answer has been queued so the tool hears it.
 Shutdown is refused (``SA_AIS_ERR_ACCESS``) unless the caller is root or
 the executive's own user.
@@ -16,7 +17,7 @@ from typing import Any
 
 from aisexec.service import LibHandler, ServiceEngine
 from openais import cfg as wire
-from openais.cfg import Member, Membership, Request, Ring, RingStatus, State
+from openais.cfg import Dump, Member, Membership, Request, Ring, RingStatus, State, redact
 from openais.errors import SaAisError
 
 log = logging.getLogger("aisexec.cfg")
@@ -51,6 +52,7 @@ class CfgEngine(ServiceEngine):
             Request.MEMBERS: LibHandler(self._lib_members, max_size=0),
             Request.STATE: LibHandler(self._lib_state, max_size=0),
             Request.SHUTDOWN: LibHandler(self._lib_shutdown, max_size=0),
+            Request.DUMP: LibHandler(self._lib_dump, max_size=0),
         }
 
     def exec_init(self, api: Any) -> None:
@@ -79,6 +81,25 @@ class CfgEngine(ServiceEngine):
             synced=bool(raw["synced"] if "synced" in raw else self.api.ready()),
             stats=stats,
         )
+
+    def dump_doc(self) -> Dump:
+        """The effective configuration and the whole status, secrets left out."""
+        config = getattr(self.api, "config", None)
+        to_dict = getattr(config, "to_dict", None)
+        settings = to_dict() if callable(to_dict) else {}
+        status = self.ring_status()
+        whole = {
+            "nodeid": status.nodeid,
+            "state": status.state,
+            "synced": status.synced,
+            "members": list(status.members),
+            "rings": [r._asdict() for r in status.rings],
+            **status.stats,
+        }
+        return Dump(config=redact(settings), status=redact(whole))
+
+    def _lib_dump(self, conn: Any, request_id: int, payload: bytes) -> None:
+        conn.respond(self.id, Request.DUMP, request_id, _OK, self.dump_doc().encode())
 
     def _lib_ring_status(self, conn: Any, request_id: int, payload: bytes) -> None:
         conn.respond(self.id, Request.RING_STATUS, request_id, _OK, self.ring_status().encode())
