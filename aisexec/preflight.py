@@ -180,8 +180,11 @@ def check_ipc_socket(env: Any) -> list[Finding]:
         probe.settimeout(0.5)
         try:
             probe.connect(path)
-        except OSError:
-            return []  # a stale socket file: the start replaces it
+        except (ConnectionRefusedError, FileNotFoundError):
+            return []  # a stale socket file (nobody listens): the start replaces it
+        except OSError as exc:  # a timeout or EAGAIN: an executive that is there but not accepting
+            return [Finding(BUSY, f"an executive holds {path} but does not answer ({exc.strerror or exc}); "
+                                  "OPENAIS_IPC_SOCKET")]
         finally:
             with contextlib.suppress(OSError):
                 probe.close()
