@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from openais import TIME_UNKNOWN as TIME_UNKNOWN  # re-exported
-from openais import TRACK_CHANGES, TRACK_CHANGES_ONLY, TRACK_CURRENT
+from openais import TRACK_CHANGES, TRACK_CHANGES_ONLY, TRACK_CURRENT, _common
 from openais._client import Handle
 from openais.errors import (
     AisError,
@@ -39,11 +39,9 @@ from openais.errors import (
     BadHandle,
     Init,
     InvalidParam,
-    NameTooLong,
     NotExist,
     SaAisError,
     TryAgain,
-    Version,
 )
 from openais.message import I32, U8, U32, U64, Bytes, List, Message, Optional, Str
 
@@ -480,14 +478,8 @@ _CALLBACK_NAMES = ("healthcheck", "component_terminate", "csi_set", "csi_remove"
 
 
 def _name(value: Any, what: str = "name") -> str:
-    if not isinstance(value, str):
-        raise InvalidParam(f"{what} must be a str DN, not {type(value).__name__}")
-    raw = value.encode("utf-8")
-    if len(raw) > MAX_NAME:
-        raise NameTooLong(f"{what} is {len(raw)} bytes of UTF-8; at most {MAX_NAME}")
-    if not raw:
-        raise InvalidParam(f"{what} must not be empty")
-    return value
+    """A DN: a str of 1..256 bytes of UTF-8 (InvalidParam, NameTooLong beyond)."""
+    return _common.check_name(value, what, MAX_NAME)
 
 
 def _key(value: Any) -> bytes:
@@ -496,12 +488,6 @@ def _key(value: Any) -> bytes:
     if not isinstance(value, (bytes, bytearray)) or not 1 <= len(value) <= HEALTHCHECK_KEY_MAX:
         raise InvalidParam(f"health-check key must be 1..{HEALTHCHECK_KEY_MAX} bytes")
     return bytes(value)
-
-
-def _u64(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
-        raise InvalidParam(f"{what} must be an unsigned 64-bit int, not {value!r}")
-    return value
 
 
 def _enum(cls: type[enum.IntEnum], value: Any, what: str) -> int:
@@ -658,7 +644,7 @@ class AmfHandle(Handle):
     def csi_quiescing_complete(self, invocation: int, error: SaAisError = SaAisError.OK) -> None:
         """``saAmfCSIQuiescingComplete``."""
         self._check()
-        self._call(Request.QUIESCING_COMPLETE, InvocationReq.pack(_u64(invocation, "invocation"),
+        self._call(Request.QUIESCING_COMPLETE, InvocationReq.pack(_common.check_invocation(invocation),
                                                                    _error_code(error)))
 
     stopping_complete = csi_quiescing_complete
@@ -666,7 +652,7 @@ class AmfHandle(Handle):
     def response(self, invocation: int, error: SaAisError = SaAisError.OK) -> None:
         """``saAmfResponse``: answer a callback."""
         self._check()
-        self._call(Request.RESPONSE, InvocationReq.pack(_u64(invocation, "invocation"), _error_code(error)))
+        self._call(Request.RESPONSE, InvocationReq.pack(_common.check_invocation(invocation), _error_code(error)))
 
     # -- protection groups --------------------------------------------------------------
 
@@ -701,8 +687,8 @@ class AmfHandle(Handle):
         self._check()
         comp = _name(erroneous_component, "erroneous_component")
         rec = _enum(RecommendedRecovery, recommended_recovery, "recommended_recovery")
-        when = _u64(error_detection_time, "error_detection_time")
-        self._call(Request.ERROR_REPORT, ErrorReportReq.pack(comp, when, rec, _u64(ntf_identifier, "ntf")))
+        when = _common.check_u64(error_detection_time, "error_detection_time")
+        self._call(Request.ERROR_REPORT, ErrorReportReq.pack(comp, when, rec, _common.check_u64(ntf_identifier, "ntf")))
 
     error_report = component_error_report
 
@@ -710,7 +696,7 @@ class AmfHandle(Handle):
         """``saAmfComponentErrorClear``."""
         self._check()
         comp = _name(comp_name, "comp_name")
-        self._call(Request.ERROR_CLEAR, ErrorClearReq.pack(comp, _u64(ntf_identifier, "ntf")))
+        self._call(Request.ERROR_CLEAR, ErrorClearReq.pack(comp, _common.check_u64(ntf_identifier, "ntf")))
 
     def error_cancel_all(self, comp_name: str) -> None:
         """The A.01 name of :meth:`component_error_clear`."""
@@ -785,9 +771,7 @@ def initialize(healthcheck: Callable | None = None, component_terminate: Callabl
                proxied_component_cleanup: Callable | None = None, *, path: str | None = None,
                version: tuple = ("B", 1, 1)) -> AmfHandle:
     """``saAmfInitialize``: a handle to the local executive's AMF."""
-    if not (isinstance(version, tuple) and len(version) == 3 and version[0] == "B" and version[1] == 1
-            and isinstance(version[2], int)):
-        raise Version(f"AMF version {version!r} is not supported; use ('B', 1, 1)")
+    _common.check_version(version, "AMF", (1,), "('B', 1, 1)")
     callbacks = {"healthcheck": healthcheck, "component_terminate": component_terminate, "csi_set": csi_set,
                  "csi_remove": csi_remove, "protection_group_track": protection_group_track,
                  "proxied_component_instantiate": proxied_component_instantiate,

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from openais import _wire
+from openais import _common, _wire
 from openais._client import DISPATCH_ALL, Handle
 from openais._objects import ObjectHandle
 from openais.errors import (
@@ -490,12 +490,8 @@ def ns_to_seconds(value: int) -> float | None:
 
 
 def check_name(name: Any, what: str = "name") -> str:
-    """A queue or group name: str of 1..256 UTF-8 bytes (NameTooLong beyond)."""
-    if not isinstance(name, str) or not name:
-        raise InvalidParam(f"{what} must be a non-empty str, not {name!r}")
-    if len(name.encode("utf-8")) > MAX_NAME:
-        raise NameTooLong(f"{what} is longer than {MAX_NAME} bytes")
-    return name
+    """A queue or group name: str of 1..256 UTF-8 bytes (InvalidParam, NameTooLong beyond)."""
+    return _common.check_name(name, what, MAX_NAME)
 
 
 def _u32(value: Any, what: str) -> int:
@@ -560,12 +556,6 @@ def check_attrs(attrs: Any) -> tuple[int, list[int], int]:
     if any(s > MAX_PRIORITY_AREA_SIZE for s in size) or sum(size) > MAX_QUEUE_SIZE:
         raise TooBig(f"a priority area above {MAX_PRIORITY_AREA_SIZE} or a queue above {MAX_QUEUE_SIZE} bytes")
     return int(flags), [int(s) for s in size], seconds_to_ns(attrs.retention_time, "retention_time")
-
-
-def _check_invocation(invocation: Any) -> int:
-    if isinstance(invocation, bool) or not isinstance(invocation, int) or not 0 <= invocation < 1 << 64:
-        raise InvalidParam(f"invocation must be a u64, not {invocation!r}")
-    return invocation
 
 
 # -- the multiplexed call path ------------------------------------------------------------------------
@@ -894,7 +884,7 @@ class MsgHandle(Handle):
                          creation_attributes: QueueCreationAttributes | None = None, open_flags: int = 0) -> None:
         """Open asynchronously; the answer comes through ``queue_open(invocation, queue, error)``."""
         self._check()
-        _check_invocation(invocation)
+        _common.check_invocation(invocation)
         if self._cb("queue_open") is None:
             raise Init("queue_open_async needs a queue_open callback")
         payload = self._open_payload(invocation, True, name, creation_attributes, open_flags, FOREVER)
@@ -981,7 +971,7 @@ class MsgHandle(Handle):
     def message_send_async(self, invocation: int, destination: str, message: MsgMessage, ack_flags: int = 0) -> None:
         """Send without waiting for storage; with MESSAGE_DELIVERED_ACK the outcome comes to message_delivered."""
         self._check()
-        _check_invocation(invocation)
+        _common.check_invocation(invocation)
         self._check_ack(ack_flags)
         payload = self._send_payload(SendKind.ASYNC, invocation, ack_flags, FOREVER, destination, message)
         if destination in self._checked:  # known to exist and be available: pipelined
@@ -1016,8 +1006,7 @@ class MsgHandle(Handle):
         return decode_got(self._call(Request.SEND, payload, wait))
 
     def _reply_payload(self, is_async: bool, invocation: int, ack: int, reply_message: Any, sender_id: Any) -> bytes:
-        if isinstance(sender_id, bool) or not isinstance(sender_id, int) or not 0 <= sender_id < 1 << 64:
-            raise InvalidParam(f"sender_id must be a u64, not {sender_id!r}")
+        _common.check_u64(sender_id, "sender_id")
         body = encode_body(reply_message, MAX_REPLY_SIZE)
         if sender_id == 0:
             raise InvalidParam("sender_id 0: the message was not sent by message_send_receive")
@@ -1036,7 +1025,7 @@ class MsgHandle(Handle):
                             ack_flags: int = 0) -> None:
         """Reply without waiting; with MESSAGE_DELIVERED_ACK the outcome comes to message_delivered."""
         self._check()
-        _check_invocation(invocation)
+        _common.check_invocation(invocation)
         self._check_ack(ack_flags)
         self._call(Request.REPLY, self._reply_payload(True, invocation, ack_flags, reply_message, sender_id))
 
@@ -1135,11 +1124,7 @@ def initialize(queue_open: Callable[..., Any] | None = None, queue_group_track: 
                queue_capacity_available: Callable[..., Any] | None = None, *,
                version: tuple[str, int, int] = VERSION, path: str | None = None) -> MsgHandle:
     """Connect to the local executive's MSG service (``saMsgInitialize``)."""
-    if (not isinstance(version, tuple) or len(version) != 3 or not isinstance(version[0], str)
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in version[1:])):
-        raise Version(f"version must be (str, int, int), not {version!r}")
-    if version[0] != "B" or not 1 <= version[1] <= 3:
-        raise Version(f"MSG version {version!r} is not supported (B.01..B.03)")
+    _common.check_version(version, "MSG", (1, 2, 3), "B.01..B.03")
     callbacks = {"queue_open": queue_open, "queue_group_track": queue_group_track,
                  "message_delivered": message_delivered, "message_received": message_received,
                  "queue_capacity_reached": queue_capacity_reached,

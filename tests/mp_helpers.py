@@ -10,7 +10,8 @@ reads them on a thread, :class:`Agent` keeps them and waits for the one a
 test expects.  :func:`running_cluster` brings up nodes that form one ring,
 :func:`cluster_fixture` makes the module-scoped ``cluster`` fixture of a test
 module from it; :func:`agent_pool` (an ``agents`` fixture's body) and
-:func:`closing` end every agent a test made.
+:func:`closing` end every agent a test made.  :func:`run_tool` and
+:func:`tool_json` run an ``openais-*tool`` as a client of one node.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import queue
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -247,7 +249,24 @@ def closing(started: list[Any]) -> None:
             agent.kill()
 
 
+# -- the tools --------------------------------------------------------------------------------------
+
+
+def run_tool(cluster: LocalCluster, index: int, tool: str, *args: str,
+             timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """``python -m openais.tools.<tool> args`` as a client of node ``index``, its output captured as text."""
+    return subprocess.run([sys.executable, "-m", f"openais.tools.{tool}", *args], env=cluster.environ(index),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def tool_json(cluster: LocalCluster, index: int, tool: str, *args: str, timeout: float = 30.0) -> Any:
+    """The document ``<tool> --json args`` prints on node ``index`` (it must exit 0)."""
+    out = run_tool(cluster, index, tool, "--json", *args, timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
 __all__ = [
     "ROOT", "Agent", "JsonLinesProcess", "agent_pool", "block", "closing", "cluster_fixture", "fault_env",
-    "fault_file", "heal", "partition", "pythonpath_env", "running_cluster", "start_node",
+    "fault_file", "heal", "partition", "pythonpath_env", "run_tool", "running_cluster", "start_node", "tool_json",
 ]

@@ -35,3 +35,14 @@ def test_plain_listing_shows_every_sg_su_component_and_si():
     out = io.StringIO()
     amftool.write_status(doc.disabled(1), out)
     assert "not enabled" in out.getvalue()
+
+
+def test_an_executive_that_refuses_exits_2_with_one_line(monkeypatch, capsys):
+    from openais.errors import TryAgain
+
+    def refuse(**_kwargs):
+        raise TryAgain("busy,\n try later")
+
+    monkeypatch.setattr(amftool.amf, "initialize", refuse)
+    assert amftool.main([]) == 2
+    assert capsys.readouterr().err == "openais-amftool: the executive refused: busy, try later\n"

@@ -20,11 +20,11 @@ import pytest
 from aisexec.localcluster import LocalCluster
 from openais import amf
 from tests.amf_components.confgen import multi_conf
+from tests.mp_helpers import ROOT, run_tool
 
 pytestmark = pytest.mark.multiprocess
 
 COMP = str(Path(__file__).resolve().parent / "amf_components" / "comp.py")
-ROOT = str(Path(__file__).resolve().parent.parent)
 FO = "saAmfCompRecoveryOnError = component_failover"
 GROUPS = [
     dict(name="g2n", model="2n", sus=2, sis=1, comp_extra=FO),
@@ -209,8 +209,7 @@ def test_passive_monitoring_fails_over(cl):
 
 
 def _tool(cl, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "openais.tools.amftool", *args], env=cl.cluster.environ(1),
-                          capture_output=True, text=True, timeout=60)
+    return run_tool(cl.cluster, 1, "amftool", *args, timeout=60)
 
 
 def test_admin_operations_through_the_tool(cl):

@@ -11,14 +11,13 @@ from __future__ import annotations
 import itertools
 import json
 import queue
-import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from aisexec.localcluster import LocalCluster
+from tests.mp_helpers import JsonLinesProcess, closing, cluster_fixture, heal, partition, tool_json
 
 pytestmark = pytest.mark.multiprocess
 
@@ -134,51 +133,38 @@ def worker(cmd):
 
 emit({"ready": True})
 for line in sys.stdin:
-    cmd = json.loads(line)
-    if cmd["op"] == "quit":
+    if line.strip() == "quit":
         break
+    cmd = json.loads(line)
     threading.Thread(target=worker, args=(cmd,), daemon=True).start()
 h.finalize()
 '''
 
 
-class Agent:
-    """One MSG client process on one node."""
+class Agent(JsonLinesProcess):
+    """One MSG client process on one node: commands with ids, their answers and the callback events apart."""
 
     _ids = itertools.count(1)
 
     def __init__(self, cluster: LocalCluster, index: int) -> None:
         self.index = index
-        self.proc = subprocess.Popen([sys.executable, "-c", AGENT], env=cluster.environ(index), stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
         self.events: list[dict] = []
         self.answers: dict[int, dict] = {}
-        self._lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__([sys.executable, "-c", AGENT], cluster.environ(index), name=f"agent on node {index}")
         self._pump(lambda: any(e.get("ready") for e in self.events), 30)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self._lines.put(json.loads(line))
-            except ValueError:
-                continue
-        self._lines.put(None)
 
     def _pump(self, done, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not done():
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"agent on node {self.index}: no answer in {timeout} s; events {self.events[-5:]}")
+                raise TimeoutError(f"{self.name}: no answer in {timeout} s; events {self.events[-5:]}")
             try:
-                item = self._lines.get(timeout=min(left, 0.2))
+                item = self.lines.get(timeout=min(left, 0.2))
             except queue.Empty:
                 continue
             if item is None:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise RuntimeError(f"agent on node {self.index} exited: {err[-2000:]}")
+                raise self.exited()
             if "id" in item:
                 self.answers[item["id"]] = item
             else:
@@ -187,9 +173,7 @@ class Agent:
     def start(self, op: str, **args) -> int:
         """Send one command; return its id (answer later with :meth:`result`)."""
         cid = next(self._ids)
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"id": cid, "op": op, **args}) + "\n")
-        self.proc.stdin.flush()
+        self.command(json.dumps({"id": cid, "op": op, **args}))
         return cid
 
     def result(self, cid: int, timeout: float = 60.0) -> dict:
@@ -222,51 +206,24 @@ class Agent:
         self._pump(done, timeout)
         return found[0]
 
-    def close(self) -> None:
-        """Finalize and exit (killed if it hangs)."""
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=10)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
 
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with LocalCluster(tmp_path_factory.mktemp("msg"), 3, transport="udpu", secauth=True) as c:
-        for index in (1, 2, 3):  # each with a fault control file (empty: no faults) for the partition test
-            c.start(index, env={"OPENAIS_FAULTS_FILE": str(fault_file(c, index))})
-        try:
-            c.wait_members([1, 2, 3], [1, 2, 3], timeout=120)  # generous: the machine may be shared
-        except TimeoutError as exc:
-            raise RuntimeError(f"the cluster did not form: {exc}\n{c.log(1)[-3000:]}") from None
-        yield c
-
-
-def fault_file(cluster: LocalCluster, index: int):
-    """Node ``index``'s fault control file (``block=...`` partitions it)."""
-    return cluster.nodes[index - 1].root / "faults"
+#: Every node has a fault control file (empty: no faults) for the partition test; generous: the machine may be shared.
+cluster = cluster_fixture("msg", wait=120)
 
 
 def tool(cluster: LocalCluster, index: int) -> dict:
     """``openais-msgtool --json`` on node ``index``."""
-    out = subprocess.run([sys.executable, "-m", "openais.tools.msgtool", "--json"], env=cluster.environ(index),
-                         capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    return tool_json(cluster, index, "msgtool")
 
 
 @pytest.fixture
 def agents(cluster):
     """One agent per node, closed at the end of the test."""
     started = [Agent(cluster, i) for i in (1, 2, 3)]
-    yield started
-    for a in started:
-        a.close()
+    try:
+        yield started
+    finally:
+        closing(started)
 
 
 def test_senders_on_every_node_order_and_exactly_once(agents) -> None:
@@ -317,9 +274,7 @@ def test_group_policies(cluster, agents) -> None:
     assert [a.call("get_all", name=f"pq{a.index}", wait=1.0) for a in agents] == [["everyone"]] * 3
     assert a1.error("send_receive", dest="bc", data="x") == "InvalidParam"
     a2.call("send", dest="pq1", data="fill")
-    tool = subprocess.run([sys.executable, "-m", "openais.tools.msgtool", "--json"], env=cluster.environ(2),
-                          capture_output=True, text=True, timeout=30)
-    doc = json.loads(tool.stdout)
+    doc = tool(cluster, 2)
     queues = {q["name"]: q for q in doc["queues"]}
     assert queues["pq1"]["node"] == 1 and queues["pq1"]["opener"]["node"] == 1
     assert queues["pq1"]["areas"][3]["messages"] == 1
@@ -378,9 +333,7 @@ def test_partition_merge_unites_groups_and_keeps_them_identical(cluster, agents)
     a3.call("open", name="right-q", retention=None)
     a1.call("group_create", group="mg", policy=1)
     a1.call("group_insert", group="mg", queue="left-q")
-    fault_file(cluster, 1).write_text("block=3")
-    fault_file(cluster, 2).write_text("block=3")
-    fault_file(cluster, 3).write_text("block=1+2")
+    partition(cluster, [1, 2], [3])
     try:
         cluster.wait_members([1, 2], [1, 2], timeout=60)
         cluster.wait_members([3], [3], timeout=60)
@@ -389,8 +342,7 @@ def test_partition_merge_unites_groups_and_keeps_them_identical(cluster, agents)
         a1.call("group_create", group="left-only", policy=2)
         assert a1.error("send", dest="right-q", data="x") == "QueueNotAvailable"  # its node is not here
     finally:
-        for index in (1, 2, 3):
-            fault_file(cluster, index).write_text("")
+        heal(cluster)
     cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=60)
     views = [tool(cluster, i) for i in (1, 2, 3)]
     groups = [{g["name"]: (g["policy"], [m["queue"] for m in g["members"]]) for g in v["groups"]} for v in views]

@@ -262,6 +262,27 @@ def test_large_message_travels_in_fragments(cluster: ServiceCluster) -> None:
     assert get(cluster, reader, handle)[1].message.data == b"small-after"  # type: ignore[union-attr]
 
 
+def test_large_message_cut_by_a_sync_round_is_sent_again_whole_and_delivered_once(cluster: ServiceCluster) -> None:
+    cluster.crash(3)
+    cluster.run()
+    reader = cluster.connect(1, MSG)
+    _, handle = open_queue(cluster, reader, "big", size=(4 << 20,) * 4)
+    data = bytes(range(256)) * 4096
+    sender = cluster.connect(2, MSG)
+    cluster.queue_limit = 1  # the ring takes the first piece only; the others wait in the outbox
+    rid = cluster.request(sender, Request.SEND, send_payload("big", data))
+    cluster.run()  # every node holds the first piece
+    assert len(cluster.engine(2, MSG).outbox) > 0
+    cluster.queue_limit = None
+    cluster.restart(3)  # a sync round: every node forgets the piece, the sender starts over
+    cluster.run()
+    cluster.advance(0.1)
+    cluster.run()
+    assert sender.response(rid)[0] == OK
+    assert get(cluster, reader, handle)[1].message.data == data  # type: ignore[union-attr]
+    assert get(cluster, reader, handle)[0] == SaAisError.TIMEOUT
+
+
 def test_try_again_while_ring_full(cluster: ServiceCluster) -> None:
     conn = cluster.connect(1, MSG)
     cluster.queue_limit = 0

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from aisexec.outbox import Fragment, Outbox, Reassembler, mcast_request
+from aisexec.outbox import Fragment, Outbox, Reassembler, SequencedFragment, mcast_request
 from aisexec.totem.api import MessageTooBig, QueueFull
 from openais.errors import SaAisError
 from openais.message import MessageError
@@ -195,3 +195,91 @@ def test_mcast_request_answers_when_the_ring_refuses():
     assert not mcast_request(api, SERVICE, conn, 3, 14, 1, b"p", too_big=int(SaAisError.TRY_AGAIN))
     assert conn.answers == [(SERVICE, 3, 12, SaAisError.TRY_AGAIN), (SERVICE, 3, 13, SaAisError.TOO_BIG),
                             (SERVICE, 3, 14, SaAisError.TRY_AGAIN)]
+
+
+def test_offer_sends_now_or_refuses_and_its_later_pieces_follow():
+    api = Api()
+    box = Outbox(api, SERVICE, fragment_id=FRAG, fragment_size=100, split_over=150)
+    assert box.offer(1, b"x" * 150) == SaAisError.OK  # up to split_over: whole
+    assert api.sent[-1][1:3] == (1, b"x" * 150)
+    api.room = 1
+    assert box.offer(2, bytes(250)) == SaAisError.OK  # the first piece went: the rest are the outbox's
+    assert len(box) == 2 and len(api.timers) == 1
+    assert box.offer(3, b"y") == SaAisError.TRY_AGAIN  # it would overtake the pieces that wait
+    api.room = None
+    assert box.offer(3, b"y") == SaAisError.OK  # a flush first made way
+    assert [s[1] for s in api.sent] == [1, FRAG, FRAG, FRAG, 3]
+    api.room = 0
+    assert box.offer(4, b"z") == SaAisError.TRY_AGAIN and len(box) == 0  # refused, not kept
+    api.room, api.too_big = None, True
+    assert box.offer(4, b"z") == SaAisError.TOO_BIG and len(box) == 0
+    assert Outbox(Api(), SERVICE, max_bytes=5).offer(1, b"123456") == SaAisError.TRY_AGAIN
+
+
+def test_sequenced_pieces_and_a_restart_resend_a_cut_payload_whole():
+    api = Api(room=2)
+    box = Outbox(api, SERVICE, fragment_id=FRAG, fragment_size=100, sequenced=True)
+    payload = bytes(range(250))
+    box.send(5, payload)
+    box.send(6, b"dropped kind")
+    box.send(7, b"kept")
+    first = [SequencedFragment.decode(s[2]) for s in api.sent]
+    assert [(f.index, f.msg_id, f.last) for f in first] == [(0, 5, False), (1, 5, False)]
+    box.restart(drop=(6,))  # a sync round: receivers forget the two pieces that went
+    api.room = None
+    box.flush()
+    again = [SequencedFragment.decode(s[2]) for s in api.sent[2:5]]
+    assert [(f.index, f.last) for f in again] == [(0, False), (1, False), (2, True)]
+    assert again[0].serial != first[0].serial
+    assert [s[1:3] for s in api.sent[5:]] == [(7, b"kept")] and box.queued_bytes == 0
+    joined = Reassembler(sequenced=True)
+    assert joined.receive(1, api.sent[0][2]) is None
+    joined.clear()
+    assert [joined.receive(1, s[2]) for s in api.sent[1:5]][-1] == (5, bytearray(payload))
+
+
+def test_restart_drops_a_cut_payload_of_a_dropped_kind_and_keeps_an_unstarted_one():
+    api = Api(room=1)
+    box = Outbox(api, SERVICE, fragment_id=FRAG, fragment_size=100, sequenced=True)
+    box.send(5, bytes(250))
+    box.send(8, bytes(150))
+    box.restart(drop=(5,))
+    api.room = None
+    box.flush()
+    assert [SequencedFragment.decode(s[2]).msg_id for s in api.sent] == [5, 8, 8]
+
+
+def test_sequenced_reassembler_drops_pieces_that_do_not_follow_on():
+    joined = Reassembler(sequenced=True)
+    assert joined.add(1, SequencedFragment(1, 1, 5, False, b"stale")) is None and len(joined) == 0
+    assert joined.add(1, SequencedFragment(2, 0, 5, False, b"ab")) is None
+    assert joined.add(1, SequencedFragment(2, 2, 5, True, b"gap")) is None and len(joined) == 0
+    assert joined.add(1, SequencedFragment(3, 0, 5, False, b"ab")) is None
+    assert joined.add(1, SequencedFragment(3, 0, 6, False, b"cd")) is None  # index 0 starts over
+    assert joined.add(1, SequencedFragment(3, 1, 6, True, b"ef")) == (6, bytearray(b"cdef"))
+
+
+def test_keep_drops_the_oldest_waiting_message():
+    api = Api(room=0)
+    box = Outbox(api, SERVICE, keep=2)
+    for i in range(3):
+        box.send(i, bytes([i]))
+    api.room = None
+    box.flush()
+    assert [s[1] for s in api.sent] == [1, 2] and box.queued_bytes == 0
+    with pytest.raises(ValueError):
+        Outbox(api, SERVICE, keep=2, fragment_id=FRAG)
+
+
+def test_a_message_the_ring_can_never_take_does_not_hold_up_the_rest():
+    class Limited(Api):
+        def mcast(self, service: int, msg_id: int, payload: bytes, safe: bool = False) -> None:
+            if len(payload) > 4:
+                raise MessageTooBig()
+            super().mcast(service, msg_id, payload, safe)
+
+    api = Limited()
+    box = Outbox(api, SERVICE)
+    box.send(1, b"too large")
+    box.send(2, b"ok")
+    assert [s[1] for s in api.sent] == [2] and len(box) == 0 and box.queued_bytes == 0

@@ -4,6 +4,8 @@ Every tool prints one document: plain text by default, the same document as
 one JSON line with ``--json``.  A tool that cannot reach the executive says
 so in one line on stderr (``<prog>: cannot reach the executive: <why>``) and
 exits :data:`EXIT_UNREACHABLE`; argparse exits :data:`EXIT_USAGE` on bad usage.
+A tool that tells an unreachable executive from one that refused the call
+says which with :func:`executive_error`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO, TypeVar
 
-from openais.errors import AisError
+from openais.errors import AisError, Library
 
 T = TypeVar("T")
 
@@ -39,6 +41,22 @@ def unreachable(prog: str, exc: BaseException) -> int:
     return EXIT_UNREACHABLE
 
 
+def one_line(exc: BaseException) -> str:
+    """``exc``'s text on one line (white space folded), or its type's name when it has none."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def executive_error(prog: str, exc: BaseException, status: int = EXIT_UNREACHABLE) -> int:
+    """Say on stderr in one line why a call to the executive failed; ``status``.
+
+    ``Library`` and OSError: ``<prog>: executive unreachable: <why>``; any
+    other AisError: ``<prog>: the executive refused: <why>``.
+    """
+    what = "executive unreachable" if isinstance(exc, (Library, OSError)) else "the executive refused"
+    sys.stderr.write(f"{prog}: {what}: {one_line(exc)}\n")
+    return status
+
+
 def reach(prog: str, call: Callable[[], T]) -> T | None:
     """``call()``, or None after :func:`unreachable` when it raises an AisError or OSError."""
     try:
@@ -60,4 +78,5 @@ def print_document(doc: Any, as_json: bool, write_plain: Callable[[Any, TextIO],
     return EXIT_OK
 
 
-__all__ = ["EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "print_document", "reach", "tool_parser", "unreachable"]
+__all__ = ["EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "executive_error", "one_line", "print_document", "reach",
+           "tool_parser", "unreachable"]

@@ -17,16 +17,17 @@ and returns when it completed.  Exit status: 0 done; 1 refused
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import TextIO
 
 from openais import amf
-from openais.errors import AisError, BadOperation, FailedOperation, Library, NotExist, Timeout, TryAgain
+from openais.errors import AisError, BadOperation, FailedOperation, NotExist, Timeout, TryAgain
+from openais.tools._common import EXIT_OK, EXIT_USAGE, executive_error, print_document, tool_parser
 
 PROG = "openais-amftool"
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_EXIST, EXIT_FAILED = 0, 1, 2, 3, 4
+#: Exit statuses beside EXIT_OK (0) and EXIT_USAGE (2, also: unreachable, refused, AMF not enabled).
+EXIT_REFUSED, EXIT_NOT_EXIST, EXIT_FAILED = 1, 3, 4
 OPERATIONS = {
     "lock": amf.AdminOperation.LOCK, "unlock": amf.AdminOperation.UNLOCK,
     "lock-instantiation": amf.AdminOperation.LOCK_INSTANTIATION,
@@ -34,10 +35,6 @@ OPERATIONS = {
     "restart": amf.AdminOperation.RESTART, "si-swap": amf.AdminOperation.SI_SWAP,
     "repaired": amf.AdminOperation.REPAIRED,
 }
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _assignments(items: list[dict], key: str) -> str:
@@ -90,11 +87,10 @@ def _operation(h: amf.AmfHandle, op: str, target: str, timeout: float) -> tuple[
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``openais-amftool``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog=PROG, description="AMF state and administrative operations.")
+    parser = tool_parser(PROG, "AMF state and administrative operations.", json_help="print JSON (schema version 1)")
     parser.add_argument("operation", nargs="?", default="status", choices=["status", *OPERATIONS])
     parser.add_argument("target", nargs="?", help="DN of the SU, SG, node or SI")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for completion (default 30)")
-    parser.add_argument("--json", action="store_true", help="print JSON (schema version 1)")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -108,26 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with amf.initialize() as h:
             doc = h.cluster_state()
-            if args.operation == "status":
-                if args.json:
-                    json.dump(doc, sys.stdout)
-                    sys.stdout.write("\n")
-                elif doc.get("enabled"):
-                    write_status(doc, sys.stdout)
-                if not doc.get("enabled"):
-                    sys.stderr.write(f"{PROG}: AMF is not enabled on this node\n")
-                    return EXIT_USAGE
-                return EXIT_OK
-            if not doc.get("enabled"):
+            enabled = bool(doc.get("enabled"))
+            if args.operation == "status" and (args.json or enabled):
+                print_document(doc, args.json, write_status)
+            if not enabled:
                 sys.stderr.write(f"{PROG}: AMF is not enabled on this node\n")
                 return EXIT_USAGE
+            if args.operation == "status":
+                return EXIT_OK
             code, result = _operation(h, args.operation, args.target, args.timeout)
-    except (Library, OSError) as exc:
-        sys.stderr.write(f"{PROG}: executive unreachable: {_one_line(exc)}\n")
-        return EXIT_USAGE
-    except AisError as exc:
-        sys.stderr.write(f"{PROG}: the executive refused: {_one_line(exc)}\n")
-        return EXIT_USAGE
+    except (AisError, OSError) as exc:
+        return executive_error(PROG, exc, EXIT_USAGE)
     if args.json:
         json.dump({"version": 1, "operation": args.operation, "target": args.target, "result": result}, sys.stdout)
         sys.stdout.write("\n")

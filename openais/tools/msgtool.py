@@ -19,13 +19,14 @@ executive cannot be reached.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
+from functools import partial
 from typing import TextIO
 
 from openais import msg
-from openais.errors import AisError
+from openais.tools._common import EXIT_UNREACHABLE, print_document, reach, tool_parser
+
+PROG = "openais-msgtool"
 
 
 def listing(dump: dict) -> dict:
@@ -66,29 +67,27 @@ def write_plain(doc: dict, out: TextIO, queues: bool = True, groups: bool = True
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``openais-msgtool``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="openais-msgtool", description="List MSG queues and queue groups.")
-    parser.add_argument("--json", action="store_true", help="print JSON: {nodeid, queues: [...], groups: [...]}")
+    parser = tool_parser(PROG, "List MSG queues and queue groups.",
+                         json_help="print JSON: {nodeid, queues: [...], groups: [...]}")
     only = parser.add_mutually_exclusive_group()
     only.add_argument("-q", "--queues", action="store_true", help="queues only")
     only.add_argument("-g", "--groups", action="store_true", help="groups only")
     args = parser.parse_args(argv)
-    try:
-        with msg.initialize() as handle:
-            dump = handle.dump()
-    except (AisError, OSError) as exc:
-        sys.stderr.write(f"openais-msgtool: cannot reach the executive: {exc}\n")
-        return 1
+    dump = reach(PROG, _dump)
+    if dump is None:
+        return EXIT_UNREACHABLE
     doc = listing(dump)
     if args.groups:
         doc.pop("queues")
     if args.queues:
         doc.pop("groups")
-    if args.json:
-        json.dump(doc, sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        write_plain(doc, sys.stdout, queues="queues" in doc, groups="groups" in doc)
-    return 0
+    return print_document(doc, args.json, partial(write_plain, queues="queues" in doc, groups="groups" in doc))
+
+
+def _dump() -> dict:
+    """The local executive's MSG dump."""
+    with msg.initialize() as handle:
+        return handle.dump()
 
 
 if __name__ == "__main__":

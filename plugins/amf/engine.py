@@ -21,9 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 from aisexec.clustertimers import ClusterTimers
+from aisexec.outbox import Outbox
 from aisexec.service import ExecHandler, LibHandler, ServiceEngine
 from aisexec.statesync import StateTransfer
-from aisexec.totem.api import ConfKind, QueueFull
+from aisexec.totem.api import ConfKind
 from openais import amf as wire
 from openais.amf import Callback, Request
 from openais.errors import SaAisError
@@ -48,14 +49,6 @@ from plugins.amf.tracking import Tracking
 
 log = logging.getLogger("aisexec.amf")
 
-_OK = int(SaAisError.OK)
-_NOT_EXIST = int(SaAisError.NOT_EXIST)
-_INVALID = int(SaAisError.INVALID_PARAM)
-_EXIST = int(SaAisError.EXIST)
-_TRY_AGAIN = int(SaAisError.TRY_AGAIN)
-_INIT = int(SaAisError.INIT)
-_NAME_TOO_LONG = int(SaAisError.NAME_TOO_LONG)
-_BAD_FLAGS = int(SaAisError.BAD_FLAGS)
 #: Seconds between retries of cluster messages the ring had no room for.
 RETRY = 0.05
 #: Seconds a clean stop waits for the switchover and termination of this node's components.
@@ -83,6 +76,8 @@ class AmfEngine(LibraryMixin, ServiceEngine):
     id = wire.SERVICE_ID
     name = "AMF"
     version = "1.0"
+    #: This node's cluster messages, kept in order while the ring is full (set up by :meth:`exec_init`).
+    outbox: Outbox
 
     def __init__(self, model_override: model.Model | None = None, lifecycle: Callable[..., Any] | None = None) -> None:
         """``model_override`` enables AMF with that model (tests); ``lifecycle`` replaces the CLC-CLI runner."""
@@ -94,8 +89,6 @@ class AmfEngine(LibraryMixin, ServiceEngine):
         self.conns: dict[int, Any] = {}
         self.masks: dict[int, int] = {}
         self.answered: set[int] = set()
-        self._outbox: list[tuple[int, bytes]] = []
-        self._retry: Any = None
         self._members: tuple[int, ...] = ()
         self._sync_records: list[Any] = []
         self._sync_full = False
@@ -139,6 +132,7 @@ class AmfEngine(LibraryMixin, ServiceEngine):
     def exec_init(self, api: Any) -> None:
         """Read the model (when enabled) and set up the state, life cycle and timers."""
         self.api = api
+        self.outbox = Outbox(api, self.id, retry=RETRY, keep=OUTBOX_LIMIT)
         self.timers = ClusterTimers(api, self._timer_expired)
         self.transfer = StateTransfer(api, self.id, Exec.SYNC)
         if self._model_override is not None:
@@ -155,7 +149,7 @@ class AmfEngine(LibraryMixin, ServiceEngine):
             api.on_quorum_change(self._quorum_changed)
         from aisexec.env import Environment
 
-        self.lc = self._lifecycle(m, self._send, Environment.from_environ().ipc_socket, api.call_later)
+        self.lc = self._lifecycle(m, self.outbox.send, Environment.from_environ().ipc_socket, api.call_later)
         self.health = HealthChecks(api.call_later, self._send_healthcheck, self._local_error)
         self.tracking = Tracking(self)
         log.info("AMF enabled: %s (%d SGs, %d SUs, %d components; digest %s)", m.path, len(m.sgs), len(m.sus),
@@ -175,7 +169,7 @@ class AmfEngine(LibraryMixin, ServiceEngine):
             return
         import gevent
 
-        self._send(Exec.NODE_STOP, b"")
+        self.outbox.send(Exec.NODE_STOP, b"")
         me = self.api.nodeid
         mine = [dn for dn in st.m.comps if st.host(dn) == me]
         deadline = time.monotonic() + STOP_TIMEOUT
@@ -207,7 +201,7 @@ class AmfEngine(LibraryMixin, ServiceEngine):
         for dn, cr in self.state.rt.comps.items():
             if cr.reg_node == me and cr.reg_conn == conn.id and cr.phase != "term" \
                     and self.state.m.comps[dn].category != "proxied":  # those follow their proxy
-                self._send(Exec.ERROR, Error.pack(dn, 0, time.time_ns(), "connection loss"))
+                self.outbox.send(Exec.ERROR, Error.pack(dn, 0, time.time_ns(), "connection loss"))
 
     def dump(self) -> dict:
         """The status document (SIGUSR2)."""
@@ -283,7 +277,7 @@ class AmfEngine(LibraryMixin, ServiceEngine):
             return
         me = self.api.nodeid
         if not st.rt.started and st.rt.startup_deadline is None and self._members and min(self._members) == me:
-            self._send(Exec.STARTUP, Startup.pack(time.time_ns()))
+            self.outbox.send(Exec.STARTUP, Startup.pack(time.time_ns()))
         if st.rt.startup_deadline is not None and not st.rt.started:
             self.timers.set("startup", st.rt.startup_deadline)
 
@@ -431,7 +425,7 @@ class AmfEngine(LibraryMixin, ServiceEngine):
         conn = self.conns.get(cr.reg_conn) if cr.reg_node == self.api.nodeid else None
         c = st.m.comps[comp]
         if conn is None or conn.closed:
-            self._send(Exec.RESPONSE, Response.pack(op.invocation, int(SaAisError.LIBRARY)))
+            self.outbox.send(Exec.RESPONSE, Response.pack(op.invocation, int(SaAisError.LIBRARY)))
             return
         if op.kind == "set":
             attrs = [wire.AttrWire(n, v) for n, v in st.m.csis[op.csi].attrs] if op.flags & 1 else []
@@ -465,36 +459,7 @@ class AmfEngine(LibraryMixin, ServiceEngine):
         if op.quiescing_acked:
             return
         log.warning("component %s did not answer callback %d (%s) in time", comp, inv, op.kind)
-        self._send(Exec.RESPONSE, Response.pack(inv, int(SaAisError.TIMEOUT)))
-
-    def _send(self, kind: int, payload: bytes) -> None:
-        """Multicast a cluster message now, or queue it until the ring has room."""
-        if self._outbox:
-            self._queue(kind, payload)
-            return
-        try:
-            self.api.mcast(self.id, kind, payload)
-        except QueueFull:
-            self._queue(kind, payload)
-
-    def _queue(self, kind: int, payload: bytes) -> None:
-        if len(self._outbox) >= OUTBOX_LIMIT:
-            log.error("AMF outbox full: dropping the oldest local report")
-            self._outbox.pop(0)
-        self._outbox.append((kind, payload))
-        if self._retry is None:
-            self._retry = self.api.call_later(RETRY, self._flush)
-
-    def _flush(self) -> None:
-        self._retry = None
-        while self._outbox:
-            kind, payload = self._outbox[0]
-            try:
-                self.api.mcast(self.id, kind, payload)
-            except QueueFull:
-                self._retry = self.api.call_later(RETRY, self._flush)
-                return
-            self._outbox.pop(0)
+        self.outbox.send(Exec.RESPONSE, Response.pack(inv, int(SaAisError.TIMEOUT)))
 
     def _arm_owner(self, name: Any, key: Any, ms: int, kind: int, payload: bytes) -> None:
         """On the owner (lowest member) only: multicast ``payload`` after ``ms`` unless re-armed with a new key."""
@@ -505,7 +470,7 @@ class AmfEngine(LibraryMixin, ServiceEngine):
             return
         if armed is not None:
             armed[1]()
-        self._adjust_timers[name] = (key, self.api.call_later(ms / 1000.0, lambda: self._send(kind, payload)))
+        self._adjust_timers[name] = (key, self.api.call_later(ms / 1000.0, lambda: self.outbox.send(kind, payload)))
 
     def _arm_adjust(self, sg: str, epoch: int, step: int, prob_ms: int) -> None:
         """The owner (lowest member) times the SG's stability; the ADJUST message decides on every node."""
@@ -518,39 +483,14 @@ class AmfEngine(LibraryMixin, ServiceEngine):
         if armed is not None:
             armed[1]()
         self._adjust_timers[sg] = (key, self.api.call_later(
-            prob_ms / 1000.0, lambda: self._send(Exec.ADJUST, Adjust.pack(sg, epoch, step))))
+            prob_ms / 1000.0, lambda: self.outbox.send(Exec.ADJUST, Adjust.pack(sg, epoch, step))))
 
     def _local_error(self, comp: str, recovery: int, source: str) -> None:
-        self._send(Exec.ERROR, Error.pack(comp, recovery, time.time_ns(), source))
+        self.outbox.send(Exec.ERROR, Error.pack(comp, recovery, time.time_ns(), source))
 
     def _send_healthcheck(self, conn: Any, inv: int, comp: str, key: bytes) -> None:
         if not conn.closed:
             conn.dispatch(self.id, Callback.HEALTHCHECK, wire.HealthcheckCb.pack(inv, comp, key))
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 __all__ = ["AmfEngine", "config_file", "enabled"]

@@ -9,7 +9,7 @@ import json
 import time
 from typing import Any
 
-from aisexec.totem.api import QueueFull
+from aisexec.outbox import mcast_request
 from openais import amf as wire
 from openais.amf import Request
 from openais.errors import SaAisError
@@ -22,7 +22,6 @@ _OK = int(SaAisError.OK)
 _NOT_EXIST = int(SaAisError.NOT_EXIST)
 _INVALID = int(SaAisError.INVALID_PARAM)
 _EXIST = int(SaAisError.EXIST)
-_TRY_AGAIN = int(SaAisError.TRY_AGAIN)
 _INIT = int(SaAisError.INIT)
 _NAME_TOO_LONG = int(SaAisError.NAME_TOO_LONG)
 _BAD_FLAGS = int(SaAisError.BAD_FLAGS)
@@ -34,6 +33,7 @@ class LibraryMixin:
     id = wire.SERVICE_ID
     state: Any
     api: Any
+    outbox: Any
 
     def _decode(self, conn: Any, msg_id: int, request_id: int, cls: Any, payload: bytes) -> Any:
         try:
@@ -49,12 +49,8 @@ class LibraryMixin:
         return False
 
     def _mcast(self, conn: Any, msg_id: int, request_id: int, kind: int, payload: bytes) -> bool:
-        try:
-            self.api.mcast(self.id, kind, payload)
-        except QueueFull:
-            conn.respond(self.id, msg_id, request_id, _TRY_AGAIN)
-            return False
-        return True
+        """Multicast a request's cluster message, or answer TRY_AGAIN (False) when the ring is full."""
+        return mcast_request(self.api, self.id, conn, msg_id, request_id, kind, payload)
 
     @staticmethod
     def _long(*names: str | None) -> bool:
@@ -242,14 +238,14 @@ class LibraryMixin:
             cancel()
             self._callback_timers[inv] = self.api.call_later(comp.quiescing_timeout / 1000.0,
                                                              lambda: self._quiescing_timeout(inv))
-        self._send(Exec.RESPONSE, Response.pack(inv, msg.error))
+        self.outbox.send(Exec.RESPONSE, Response.pack(inv, msg.error))
         conn.respond(self.id, Request.RESPONSE, request_id, _OK)
 
     def _quiescing_timeout(self, inv: int) -> None:
         self._callback_timers.pop(inv, None)
         found = self.state.find_op(inv) if self.state else None
         if found is not None and found[1].quiescing_acked:
-            self._send(Exec.QUIESCING_COMPLETE, Response.pack(inv, int(SaAisError.TIMEOUT)))
+            self.outbox.send(Exec.QUIESCING_COMPLETE, Response.pack(inv, int(SaAisError.TIMEOUT)))
 
     def _lib_pg_track(self, conn: Any, request_id: int, payload: bytes) -> None:
         if self._disabled(conn, Request.PG_TRACK, request_id):

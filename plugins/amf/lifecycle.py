@@ -74,13 +74,18 @@ class LifecycleMixin:
         self._answer(sender, msg.conn, msg.request, Request.UNREGISTER, _OK)
 
     def _instantiate(self, comp: str, delay_ms: int = 0) -> None:
+        epoch = self._begin_instantiation(comp)
+        self.effects.append(("inst", comp, epoch, delay_ms))
+
+    def _begin_instantiation(self, comp: str) -> int:
+        """An instantiation attempt of ``comp`` starts (a new epoch, INSTANTIATING unless restarting); its epoch."""
         cr = self.rt.comps[comp]
         cr.epoch += 1
         cr.phase = "inst"
         cr.attempts += 1
         if cr.presence != Pres.RESTARTING:
             cr.presence = int(Pres.INSTANTIATING)
-        self.effects.append(("inst", comp, cr.epoch, delay_ms))
+        return cr.epoch
 
     def proxy_of(self, comp: str) -> str | None:
         """The proxy of a proxied component: the component holding its proxy CSI ACTIVE (acknowledged)."""
@@ -342,11 +347,6 @@ class LifecycleMixin:
         proxy = self.proxy_of(comp)
         if proxy is None or not self.rt.comps[proxy].registered:
             return False
-        cr = self.rt.comps[comp]
-        cr.epoch += 1
-        cr.phase = "inst"
-        cr.attempts += 1
-        if cr.presence != Pres.RESTARTING:
-            cr.presence = int(Pres.INSTANTIATING)
-        self._enqueue(proxy, Op(self._inv(), "proxied_inst", other=comp, epoch=cr.epoch))
+        epoch = self._begin_instantiation(comp)
+        self._enqueue(proxy, Op(self._inv(), "proxied_inst", other=comp, epoch=epoch))
         return True

@@ -1,13 +1,15 @@
 """The MSG service engine: thin glue between library connections, the ring and :mod:`plugins.msg.state`.
 
-Library handlers validate, then multicast a cluster message (through
-:class:`plugins.msg.outbox.Outbox`, which keeps this node's messages in
-order and splits large ones); exec handlers feed the delivered message to
-the replicated :class:`MsgState` and carry out the effects addressed to this
-node: answers and callbacks to local connections, messages to keep in the
-local :class:`QueueStore`, moves, timers.  ``message_get`` is local: the
-node that holds a queue hands its messages to the opener at once and tells
-the cluster afterwards (CONSUMED) so the replicated usage follows.
+Library handlers validate, then multicast a cluster message (through the
+shared :class:`aisexec.outbox.Outbox`, which keeps this node's messages in
+order, retries them when the ring is full and splits large ones into pieces
+that an :class:`aisexec.outbox.Reassembler` joins on every node); exec
+handlers feed the delivered message to the replicated :class:`MsgState` and
+carry out the effects addressed to this node: answers and callbacks to
+local connections, messages to keep in the local :class:`QueueStore`,
+moves, timers.  ``message_get`` is local: the node that holds a queue hands
+its messages to the opener at once and tells the cluster afterwards
+(CONSUMED) so the replicated usage follows.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from aisexec.clustertimers import ClusterTimers
 from aisexec.objects import ObjectTable
+from aisexec.outbox import Outbox, Reassembler
 from aisexec.service import ExecHandler, LibHandler, ServiceEngine
 from aisexec.statesync import StateTransfer
 from aisexec.totem.api import ConfKind
@@ -31,7 +34,6 @@ from openais.message import MessageError
 from openais.msg import FOREVER, Callback, Request, SendKind
 from plugins.msg import messages as m
 from plugins.msg import state as st
-from plugins.msg.outbox import Outbox
 from plugins.msg.store import QueueStore, make_item
 from plugins.msg.tracking import Trackers
 
@@ -52,6 +54,16 @@ MAX_WAITS_PER_CONN = 1024
 CONSUMED_DELAY = 0.002
 #: Bytes of moved messages per MOVE message.
 MOVE_CHUNK = 256 * 1024
+#: Cluster messages above this many bytes travel as FRAGMENT pieces (the ring takes 1 MiB)...
+FRAGMENT_OVER = 900 * 1024
+#: ... of this many bytes each.
+FRAGMENT_PIECE = 256 * 1024
+#: Most bytes one sender's unfinished message may take here (our largest message, with room).
+MAX_REASSEMBLY = 2 << 20
+#: Seconds between retries when the ring is full.
+RETRY = 0.002
+#: Messages a sync round accounts for: queued ones are forgotten when it starts.
+SYNC_REPLACES = (m.Exec.CONSUMED, m.Exec.MOVE, m.Exec.MOVE_DONE, m.Exec.EXPIRE)
 _LIB_MAX = wire.MAX_MESSAGE_SIZE + 4096
 
 
@@ -97,6 +109,7 @@ class MessageEngine(ServiceEngine):
         self.trackers = Trackers()
         self.moving: set[st.QueueId] = set()
         self.outbox: Outbox | None = None
+        self.fragments = Reassembler(MAX_REASSEMBLY, sequenced=True)
         self.timers: ClusterTimers | None = None
         self.transfer: StateTransfer | None = None
         self._shares: dict[int, list[bytes]] = {}
@@ -152,7 +165,8 @@ class MessageEngine(ServiceEngine):
     def exec_init(self, api: Any) -> None:
         """Keep the api; build the outbox, the cluster timers and the state transfer."""
         self.api = api
-        self.outbox = Outbox(api, self.id)
+        self.outbox = Outbox(api, self.id, retry=RETRY, fragment_id=m.Exec.FRAGMENT, fragment_size=FRAGMENT_PIECE,
+                             split_over=FRAGMENT_OVER, sequenced=True)
         self.timers = ClusterTimers(api, self._on_expire)
         self.transfer = StateTransfer(api, self.id, m.Exec.SYNC)
 
@@ -179,9 +193,9 @@ class MessageEngine(ServiceEngine):
     def confchg(self, kind: Any, members: tuple[int, ...], left: tuple[int, ...], joined: tuple[int, ...],
                 ring_id: Any) -> None:
         """Nodes lost (transitional): their queues become unavailable at this point of the agreed order."""
-        assert self.outbox is not None and self.timers is not None
+        assert self.timers is not None
         if kind == ConfKind.TRANSITIONAL and left:
-            self.outbox.forget_senders(left)
+            self.fragments.forget(left)
             self._effects(self.state.nodes_left(left))
         if kind == ConfKind.REGULAR:
             self.timers.membership(tuple(members))
@@ -211,9 +225,14 @@ class MessageEngine(ServiceEngine):
     # -- sync -------------------------------------------------------------------------------
 
     def sync_init(self, transitional: tuple[int, ...], members: tuple[int, ...], ring_id: Any) -> None:
-        """Send this node's view and what it really holds; hold ordinary traffic until activate."""
+        """Send this node's view and what it really holds; hold ordinary traffic until activate.
+
+        Every node forgets its unfinished reassemblies here, so a joining node and the others agree;
+        a message this node was sending in fragments starts over, whole, first in line.
+        """
         assert self.outbox is not None and self.transfer is not None
-        self.outbox.sync_started((m.Exec.CONSUMED, m.Exec.MOVE, m.Exec.MOVE_DONE, m.Exec.EXPIRE))
+        self.outbox.restart(drop=SYNC_REPLACES)
+        self.fragments.clear()
         self._consumed = {}  # the share counts what this node really holds
         self.moving.clear()
         self._shares = {}
@@ -279,7 +298,7 @@ class MessageEngine(ServiceEngine):
         """Multicast an internal message (kept in order, retried when the ring is full)."""
         assert self.outbox is not None
         self._flush_consumed()
-        self.outbox.put(exec_id, payload)
+        self.outbox.send(exec_id, payload)
 
     def _consume(self, qid: st.QueueId, priority: int, charge: int) -> None:
         """Tell the cluster (soon, batched) that this node handed out a message of ``qid``."""
@@ -302,7 +321,7 @@ class MessageEngine(ServiceEngine):
             return
         batch, self._consumed = self._consumed, {}
         for qid, (prios, charges) in batch.items():
-            self.outbox.put(m.Exec.CONSUMED, m.Consumed.pack(self._now(), qid[0], qid[1], prios, charges))
+            self.outbox.send(m.Exec.CONSUMED, m.Consumed.pack(self._now(), qid[0], qid[1], prios, charges))
 
     def _send(self, conn: Any, request: int, request_id: int, exec_id: int, payload: bytes) -> bool:
         """Multicast for a library request; answer TRY_AGAIN (False) when it cannot go now."""
@@ -326,11 +345,10 @@ class MessageEngine(ServiceEngine):
         return handler
 
     def _exec_fragment(self, sender: int, payload: bytes) -> None:
-        assert self.outbox is not None
         try:
-            whole = self.outbox.reassemble(sender, payload)
-        except MessageError as exc:
-            log.warning("dropping a malformed MSG fragment from node %d: %s", sender, exc)
+            whole = self.fragments.receive(sender, payload)
+        except ValueError as exc:  # MessageError (malformed) or too large: a broken sender
+            log.warning("dropping a bad MSG fragment from node %d: %s", sender, exc)
             return
         if whole is None:
             return
@@ -339,7 +357,7 @@ class MessageEngine(ServiceEngine):
         if handler is None or msg_id in (m.Exec.FRAGMENT, m.Exec.SYNC):
             log.warning("dropping a reassembled MSG message of unknown id %d from node %d", msg_id, sender)
             return
-        handler.fn(sender, data)
+        handler.fn(sender, bytes(data))
 
     def _local(self, conn: Any, handle: int) -> LocalQueue | None:
         lq = self.handles.get(conn, handle)

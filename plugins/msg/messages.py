@@ -4,14 +4,15 @@ Every message that changes replicated state carries ``time``: the sender's
 clock (ns since the epoch) when it sent it.  The state keeps the largest
 time delivered so far as its agreed "now" (close times, retention
 deadlines), so every node computes the same values without reading a clock.
-Messages larger than the ring takes travel as :class:`Fragment` pieces.
+Messages larger than the ring takes travel as ``Exec.FRAGMENT`` pieces: the shared
+:class:`aisexec.outbox.SequencedFragment`.
 """
 
 from __future__ import annotations
 
 import enum
 
-from openais.message import I64, U8, U16, U32, U64, Bool, Bytes, List, Message, Str, Tail
+from openais.message import I64, U8, U32, U64, Bool, Bytes, List, Message, Str, Tail
 from openais.msg import MAX_MESSAGE_SIZE, MAX_NAME, MAX_NUM_QUEUES_PER_GROUP
 
 
@@ -216,16 +217,6 @@ class MoveDone(Message):
     qid_node = U32()
     qid_serial = U64()
     target = U32()
-
-
-class Fragment(Message):
-    """A piece of a cluster message too large for one ring message (reassembled per sender)."""
-
-    serial = U32()
-    index = U32()
-    msg_id = U16()
-    last = Bool()
-    piece = Tail(max_len=1 << 21, view=True)
 
 
 # -- sync records -----------------------------------------------------------------------------------
