@@ -3,12 +3,15 @@
     python bench/run.py                 # the full matrix
     python bench/run.py --quick         # 1 s per size, fewer configurations
     python bench/run.py --nodes 3 --receivers 2 --crypto on --transport udpu
+    python bench/run.py --nodes 3 --receivers 2 --crypto on --cipher aes256    # AES-256-GCM envelopes
     python bench/run.py --quick --totem max_messages=17 --totem window_size=50   # corosync's flow control
 
-Each line has: impl, nodes, transport, crypto, receivers, test (throughput,
+Each line has: impl, nodes, transport, crypto, cipher, receivers, test (throughput,
 latency, confchg_after_kill, rss), size, msgs_per_s, mb_per_s, median_us,
 p99_us, cpg_confchg_ms, token_ms, consensus_ms, netmtu, max_messages,
-window_size, sched, rss_kb, rep.  Executives run
+window_size, sched, rss_kb, rep.  ``crypto`` and ``cipher`` both name the AEAD
+that sealed the packets (``none`` with ``--crypto off``); each run checks the
+executive's own start-up line for it.  Executives run
 as real processes on 127.0.0.1..N (udpu or udp), clients through the openais
 library over each node's socket.
 """
@@ -25,12 +28,11 @@ import time
 from pathlib import Path
 
 from aisexec.localcluster import LocalCluster
-from aisexec.totem.config import TotemConfig
+from aisexec.totem.config import CRYPTO_CIPHERS, TotemConfig, resolve_crypto_cipher
 
 HERE = Path(__file__).resolve().parent
 CLIENT = str(HERE / "cpg_client.py")
 SIZES = (64, 1024, 16 * 1024, 64 * 1024)
-CIPHER = "chacha20-poly1305"
 
 
 def _row(base: dict, **fields: object) -> dict:
@@ -67,20 +69,28 @@ def _rss_kb(pid: int) -> int:
 
 def run_config(nodes: int, receivers: int, crypto: bool, transport: str, seconds: float, rep: int,
                token: int, netmtu: int = 1500, realtime: bool = False,
-               totem: dict[str, int] | None = None) -> list[dict]:
-    """One cluster configuration: throughput per size, latency, RSS, and (3 nodes) confchg after kill."""
-    totem = dict(totem or {})
-    flow = TotemConfig(**{k: v for k, v in totem.items() if k in ("max_messages", "window_size")})
-    base = {"nodes": nodes, "transport": transport, "crypto": CIPHER if crypto else "none",
+               totem: dict[str, int] | None = None, cipher: str | None = None) -> list[dict]:
+    """One cluster configuration: throughput per size, latency, RSS, and (3 nodes) confchg after kill.
+
+    ``cipher``: a ``totem.crypto_cipher`` value (None: the executive's default).
+    """
+    extra: dict[str, object] = dict(totem or {})
+    flow = TotemConfig(**{k: v for k, v in (totem or {}).items() if k in ("max_messages", "window_size")})
+    aead = resolve_crypto_cipher(cipher) if crypto else "none"
+    if crypto and cipher is not None:
+        extra["crypto_cipher"] = cipher
+    base = {"nodes": nodes, "transport": transport, "crypto": aead, "cipher": aead,
             "receivers": receivers, "token_ms": token, "consensus_ms": int(token * 1.2), "netmtu": netmtu,
             "max_messages": flow.max_messages, "window_size": flow.window_size,
             "sched": "rr" if realtime else "other", "rep": rep}
     rows = []
     with tempfile.TemporaryDirectory(prefix="aisbench-") as tmp, \
             LocalCluster(Path(tmp), nodes, transport=transport, secauth=crypto, token=token,
-                         extra_totem={"netmtu": netmtu, **totem}, realtime=realtime) as cluster:
+                         extra_totem={"netmtu": netmtu, **extra}, realtime=realtime) as cluster:
         cluster.start_all()
-        cluster.wait_members(list(range(1, nodes + 1)), list(range(1, nodes + 1)), timeout=30)
+        cluster.wait_members(list(range(1, nodes + 1)), list(range(1, nodes + 1)), timeout=60)
+        if f"Initializing transmit/receive security: {aead}" not in cluster.log(1):
+            raise RuntimeError(f"node 1 does not report sealing with {aead}: {cluster.log(1)[-2000:]}")
         pids = {i: p.pid for i, p in cluster.procs.items()}
         rows.append(_row(base, test="rss", rss_kb=_rss_kb(pids[1]), phase="idle"))
         recv = [_spawn(cluster, i, "receive") for i in range(2, 2 + receivers)]
@@ -130,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--receivers", type=int, choices=(0, 2))
     parser.add_argument("--crypto", choices=("on", "off"))
     parser.add_argument("--transport", choices=("udpu", "udp"), default="udpu")
+    parser.add_argument("--cipher", choices=tuple(CRYPTO_CIPHERS),
+                        help="totem.crypto_cipher with --crypto on (default: the executive's, aes-256-gcm)")
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--token", type=int, default=1000)
     parser.add_argument("--netmtu", type=int, default=1500, help="totem netmtu (corosync 3's knet finds ~64 KiB "
@@ -155,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(1, args.reps + 1):
         for nodes, receivers, crypto in matrix:
             for row in run_config(nodes, receivers, crypto, args.transport, args.seconds, rep, args.token,
-                                  args.netmtu, args.realtime, totem):
+                                  args.netmtu, args.realtime, totem, args.cipher):
                 print(json.dumps(row), flush=True)
     return 0
 

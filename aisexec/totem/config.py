@@ -21,6 +21,12 @@ MAX_MESSAGE_SIZE = 1024 * 1024
 #: Message and token sequence numbers are 32 bits on the wire; a ring whose counters come this close to
 #: 2**32 is replaced by a fresh one (same members, counters from 0) instead of wrapping.
 SEQ_LIMIT = 2**32 - 1 - 4 * SORT_QUEUE_CAPACITY
+#: ``crypto_cipher`` spellings -> the AEAD that seals packets with ``secauth: on`` (``none`` and unset:
+#: the default; ``secauth`` alone turns protection on or off, an AEAD always authenticates).
+CRYPTO_CIPHERS = {"chacha20": "chacha20-poly1305", "aes256": "aes-256-gcm"}
+DEFAULT_CRYPTO_CIPHER = "aes-256-gcm"
+#: corosync cipher names accepted by the configuration syntax but not offered (a config error names them).
+UNOFFERED_CIPHERS = ("aes192", "aes128", "3des")
 
 
 class TotemConfigError(ValueError):
@@ -34,7 +40,7 @@ class TotemConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TotemConfig:
-    """Every timer and constant of ``totem { }`` the protocol core reads."""
+    """Every timer and constant of ``totem { }`` the protocol core reads, and the envelope's cipher."""
 
     token: int = 1000
     token_retransmits_before_loss_const: int = 4
@@ -53,6 +59,8 @@ class TotemConfig:
     max_messages: int = 34
     miss_count_const: int = 5
     netmtu: int = 1500
+    #: The AEAD of the packet envelope (a value of CRYPTO_CIPHERS; validate() maps the config spellings).
+    crypto_cipher: str = DEFAULT_CRYPTO_CIPHER
 
     def derived(self) -> TotemConfig:
         """Return a copy with the derived timers filled in (corosync 1.4 rules)."""
@@ -74,6 +82,9 @@ class TotemConfig:
     def validate(self) -> TotemConfig:
         """Check ranges and relations; return the derived config or raise TotemConfigError."""
         cfg = self.derived()
+        cipher = resolve_crypto_cipher(cfg.crypto_cipher)
+        if cipher != cfg.crypto_cipher:
+            cfg = replace(cfg, crypto_cipher=cipher)
         for name in ("token", "token_retransmit", "hold", "join", "consensus", "merge", "downcheck"):
             if getattr(cfg, name) < MIN_TIMEOUT_MS:
                 raise TotemConfigError(name, f"{getattr(cfg, name)} ms is below the minimum of {MIN_TIMEOUT_MS} ms")
@@ -108,4 +119,20 @@ class TotemConfig:
     def from_mapping(cls, values: dict) -> TotemConfig:
         """Build from a mapping of ``totem`` keys (unknown keys are ignored)."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: int(v) for k, v in values.items() if k in names and v is not None}).validate()
+        kwargs: dict = {k: int(v) for k, v in values.items() if k in names and v is not None and k != "crypto_cipher"}
+        kwargs["crypto_cipher"] = resolve_crypto_cipher(values.get("crypto_cipher"))
+        return cls(**kwargs).validate()
+
+
+def resolve_crypto_cipher(value: str | None) -> str:
+    """The AEAD that ``totem.crypto_cipher`` names (TotemConfigError for one that is not offered)."""
+    if value is None or value == "none" or value == "":
+        return DEFAULT_CRYPTO_CIPHER
+    if value in CRYPTO_CIPHERS.values():
+        return value
+    if value in CRYPTO_CIPHERS:
+        return CRYPTO_CIPHERS[value]
+    offered = ", ".join(f"{name} ({aead})" for name, aead in CRYPTO_CIPHERS.items())
+    what = f"corosync's {value}" if value in UNOFFERED_CIPHERS else repr(value)
+    raise TotemConfigError("crypto_cipher", f"{what} is not offered: use one of {offered}, or leave it unset "
+                                            f"for {DEFAULT_CRYPTO_CIPHER}")
