@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import select
 import statistics
 import subprocess
@@ -244,8 +245,12 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+#: The AEAD the executives seal with, as node 1 reports it at start-up (set by :func:`run_nodes`).
+_CRYPTO = ["unknown"]
+
+
 def _row(**fields: object) -> dict:
-    row = {"impl": "openais-py", "service": "ckpt", "transport": "udpu", "crypto": "chacha20-poly1305"}
+    row = {"impl": "openais-py", "service": "ckpt", "transport": "udpu", "crypto": _CRYPTO[0]}
     row.update(fields)
     return row
 
@@ -268,6 +273,8 @@ def run_nodes(nodes: int, seconds: float, writers: int, sync_mb: int, emit, test
         cluster.start_all()
         everyone = list(range(1, nodes + 1))
         cluster.wait_members(everyone, everyone, timeout=60)
+        found = re.search(r"Initializing transmit/receive security: (\S+)", cluster.log(1))
+        _CRYPTO[0] = found.group(1) if found else "unknown"
         idle = {i: _rss_kb(p.pid) for i, p in sorted(cluster.procs.items())}
         for size in SIZES if "write" in tests else ():
             cpg = _run(cluster, 1, "send", str(size), str(seconds), "1", script=CPG_CLIENT)

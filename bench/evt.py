@@ -6,7 +6,10 @@
 
 Prints JSON lines.  ``test`` is ``throughput`` (``events_per_s``, ``mb_per_s``,
 and ``cpg_msgs_per_s``/``ratio_vs_cpg`` for CPG ``mcast`` at the same size and
-receiver count), ``latency`` (``median_us``/``p99_us`` from ``publish`` to the
+receiver count; ``exec_cpu_us_per_event`` and ``cpg_exec_cpu_us_per_msg``: each
+executive's CPU time, nodes 1..3, per event and per CPG message, from
+``/proc/<pid>/stat``: steadier than rates on a shared machine),
+``latency`` (``median_us``/``p99_us`` from ``publish`` to the
 publisher's own delivery, ``remote_median_us``/``remote_p99_us`` from
 ``publish`` to the delivery on node 2, with CPG's mcast-to-own-delivery beside
 them) and
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import select
 import statistics
 import subprocess
@@ -202,6 +206,17 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _per_op_us(pids: list[int], before: list[float], ops: int) -> list[float]:
+    """Executive CPU per operation since ``before``, in microseconds, node by node."""
+    return [round((_cpu_s(p) - b) / max(ops, 1) * 1e6, 1) for p, b in zip(pids, before, strict=True)]
+
+
 def _wait_quiet(subs: list[subprocess.Popen], expected: int, timeout: float = 60.0) -> list[dict]:
     """Wait until every subscriber received ``expected`` more events (or lost some, or time runs out)."""
     deadline = time.monotonic() + timeout
@@ -234,6 +249,7 @@ def run(seconds: float, procs: int, publishers: int, sizes: tuple[int, ...]) -> 
         cluster.start_all()
         cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=60)
         pid1 = cluster.procs[1].pid
+        pids = [cluster.procs[i].pid for i in (1, 2, 3)]
         rows.append({**base, "test": "rss", "phase": "idle", "rss_kb": _rss_kb(pid1)})
         peak = 0
         for receivers in (1, 2):
@@ -242,12 +258,16 @@ def run(seconds: float, procs: int, publishers: int, sizes: tuple[int, ...]) -> 
             try:
                 for size in sizes:
                     before = [_report(p) for p in subs]
+                    cpu0 = [_cpu_s(p) for p in pids]
                     result = _publish(cluster, me, size, seconds, procs, publishers)
                     after = _wait_quiet(subs, result["events"] + min(b["received"] for b in before))
+                    evt_cpu = _per_op_us(pids, cpu0, result["events"])
                     peak = max(peak, _rss_kb(pid1))
                     single = _run(cluster, 1, [me, "--client", "publish", str(size), str(seconds), "1"])
                     _wait_quiet(subs, 0)
+                    cpu0 = [_cpu_s(p) for p in pids]
                     cpg = _run(cluster, 1, [CPG_CLIENT, "send", str(size), str(seconds), str(1 + receivers)])
+                    cpg_cpu = _per_op_us(pids, cpu0, cpg["delivered"])
                     rows.append({**base, "test": "throughput", "receivers": receivers, "size": size,
                                  "seconds": seconds, "events": result["events"],
                                  "events_per_s": round(result["events_per_s"]),
@@ -256,6 +276,7 @@ def run(seconds: float, procs: int, publishers: int, sizes: tuple[int, ...]) -> 
                                  "cpg_msgs_per_s": round(cpg["msgs_per_s"]),
                                  "cpg_mb_per_s": round(cpg["mb_per_s"], 2),
                                  "ratio_vs_cpg": round(result["events_per_s"] / max(cpg["msgs_per_s"], 1e-9), 3),
+                                 "exec_cpu_us_per_event": evt_cpu, "cpg_exec_cpu_us_per_msg": cpg_cpu,
                                  "subscribers_received": [a["received"] - b["received"] for a, b in zip(after, before,
                                                                                                       strict=True)],
                                  "subscribers_lost_notices": [a["lost"] - b["lost"] for a, b in zip(after, before,

@@ -10,7 +10,8 @@ Rows (JSON lines, like bench/run.py): ``test`` is one of
 ``lock_latency``     uncontended lock (EX) latency, ``where`` = local (resource used only here) or
                      remote (the resource is also open and used from another node); plus unlock latency
 ``pairs``            lock+unlock pairs per second with ``clients`` clients spread over the 3 nodes,
-                     ``contended`` false (one resource each) or true (all on one resource)
+                     ``contended`` false (one resource each) or true (all on one resource);
+                     ``exec_cpu_us_per_pair``: each executive's CPU time per pair (nodes 1..3)
 ``rss``              executive RSS (node 1 and node 2) idle and with ``resources`` open resources
 
 Each LCK row carries ``ratio_vs_cpg``: lock latency median / CPG latency median, and pair rate / CPG 64 B
@@ -170,6 +171,12 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pairs(cluster: LocalCluster, clients: int, contended: bool, seconds: float) -> float:
     """Lock+unlock pairs per second of ``clients`` clients spread over nodes 1..3."""
     procs = []
@@ -233,9 +240,13 @@ def run(quick: bool) -> Iterator[dict]:
         time.sleep(2.0)  # let the ring drain the CPG burst before the next rows
         for contended in (False, True):
             for clients in (1, 4, 16):
+                cpu0 = {i: _cpu_s(pid) for i, pid in pids.items()}
                 rate = pairs(cluster, clients, contended, seconds)
+                done = max(rate * seconds, 1.0)
                 yield {**base(), "test": "pairs", "clients": clients, "contended": contended,
-                             "pairs_per_s": round(rate), "ratio_vs_cpg": round(rate / cpg_rate, 3)}
+                             "pairs_per_s": round(rate), "ratio_vs_cpg": round(rate / cpg_rate, 3),
+                             "exec_cpu_us_per_pair": [round((_cpu_s(pids[i]) - cpu0[i]) / done * 1e6, 1)
+                                                      for i in sorted(pids)]}
         yield {**base(), "test": "rss", "resources": 0, "rss_kb_node1": _rss_kb(pids[1]),
                      "rss_kb_node2": _rss_kb(pids[2])}
         openers = []

@@ -113,7 +113,7 @@ class EventEngine(ServiceEngine):
             Exec.OPEN: ExecHandler(self._exec(Exec.OPEN, m.Open)),
             Exec.CLOSE: ExecHandler(self._exec(Exec.CLOSE, m.Close)),
             Exec.UNLINK: ExecHandler(self._exec(Exec.UNLINK, m.Unlink)),
-            Exec.PUBLISH: ExecHandler(self._exec(Exec.PUBLISH, m.Publish)),
+            Exec.PUBLISH: ExecHandler(self._exec_publish),
             Exec.SUBSCRIBE: ExecHandler(self._exec(Exec.SUBSCRIBE, m.Subscribe)),
             Exec.UNSUBSCRIBE: ExecHandler(self._exec(Exec.UNSUBSCRIBE, m.Unsubscribe)),
             Exec.CLEAR: ExecHandler(self._exec(Exec.CLEAR, m.Clear)),
@@ -213,16 +213,16 @@ class EventEngine(ServiceEngine):
         self._mcast(conn, Request.UNLINK, request_id, Exec.UNLINK, m.Unlink.pack(conn.id, request_id, req.name))
 
     def _lib_publish(self, conn: Any, request_id: int, payload: bytes) -> None:
-        try:
-            req = wire.PublishRequest.decode(payload)
+        try:  # strict, into a plain tuple (the hot path: no message object)
+            channel, priority, retention_ns, _name, _patterns, _data = wire.PublishRequest.unpack(payload)
         except MessageError as exc:
             conn.respond(self.id, Request.PUBLISH, request_id, int(_decode_error(exc)))
             return
-        h = self.handles.get(conn, req.channel)
+        h = self.handles.get(conn, channel)
         if h is None or not h.open:
             conn.respond(self.id, Request.PUBLISH, request_id, int(_E.BAD_HANDLE))
             return
-        if req.priority > LOWEST_PRIORITY or req.retention_ns > wire._MAX_RETENTION_NS:
+        if priority > LOWEST_PRIORITY or retention_ns > wire._MAX_RETENTION_NS:
             conn.respond(self.id, Request.PUBLISH, request_id, int(_E.INVALID_PARAM))
             return
         if not h.flags & CHANNEL_PUBLISHER:
@@ -325,6 +325,34 @@ class EventEngine(ServiceEngine):
             self._effects(sender, effects, _REQUEST_OF.get(exec_id, 0))
 
         return handler
+
+    def _exec_publish(self, sender: int, payload: bytes) -> None:
+        """The hot path of EXEC PUBLISH: strict plain-tuple decode, effects carried out inline."""
+        try:
+            msg = m.Publish.unpack(payload)
+        except MessageError as exc:
+            self.malformed += 1
+            log.warning("dropping malformed EVT message %s from node %d: %s", Exec.PUBLISH.name, sender, exc)
+            return
+        remap = self._remap
+        if remap and msg[2] in remap:
+            msg = (msg[0], msg[1], remap[msg[2]], *msg[3:])
+        effects = self.state.publish(sender, msg)
+        mine = sender == self.api.nodeid
+        local = self.local
+        for effect in effects:
+            kind = type(effect)
+            if kind is Deliver:
+                event = effect.event
+                if event.channel_id in local.subscribed:  # no local subscriber: no body to build
+                    if event._body is None:  # the delivered form is the tail of the cluster message
+                        event._body = bytes(memoryview(payload)[m.PUBLISH_BODY_OFFSET:])
+                    local.deliver(event, event.event_id in self.state.events)
+            elif kind is Reply:
+                if mine:
+                    self._reply(effect, Request.PUBLISH)
+            else:
+                self._effects(sender, [effect], Request.PUBLISH)
 
     def _remapped(self, msg: Any) -> Any:
         """A message in flight across a merge may name a channel id the merge folded into another."""

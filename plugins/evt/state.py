@@ -216,6 +216,10 @@ class EvtState:
         chan.unlinked = True
         return [Reply(msg.conn_id, msg.request_id, _OK), *self._maybe_delete(chan)]
 
+    def publish(self, sender: int, msg: tuple) -> list[Effect]:
+        """Apply a delivered PUBLISH given as the plain tuple of its fields (``Publish.unpack``; the hot path)."""
+        return self._publish(sender, msg)
+
     def _publish(self, sender: int, msg: m.Publish) -> list[Effect]:
         conn_id, request_id, cid, event_id, publish_time, priority, retention_ns, publisher, patterns, data = msg
         self._saw(sender, event_id)
