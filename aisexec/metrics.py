@@ -67,7 +67,7 @@ COUNTER_WORDS = ("received", "sent", "retransmits", "failures", "malformed", "de
                  "dropped", "errors", "total")
 #: Status sections whose values are cumulative counts since the executive started.
 COUNTER_SECTIONS = frozenset({"stats", "transport_stats", "driver", "crypto_stats", "ipc", "routing", "faults",
-                              "sync"})
+                              "sync", "sender_guard"})
 #: Levels (values that go down as well as up) inside :data:`COUNTER_SECTIONS`, as ``section.key``.
 GAUGE_KEYS = frozenset({"ipc.connections", "ipc.queued_bytes", "driver.max_pause_ms"})
 #: A key of a counter section starting with one of these names a level, not a count.

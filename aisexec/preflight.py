@@ -183,8 +183,8 @@ def check_ipc_socket(env: Any) -> list[Finding]:
         except (ConnectionRefusedError, FileNotFoundError):
             return []  # a stale socket file (nobody listens): the start replaces it
         except OSError as exc:  # a timeout or EAGAIN: an executive that is there but not accepting
-            return [Finding(BUSY, f"an executive holds {path} but does not answer ({exc.strerror or exc}); "
-                                  "OPENAIS_IPC_SOCKET")]
+            return [Finding(BUSY, f"another executive is listening on {path} but does not answer "
+                                  f"({exc.strerror or exc}); not replacing it (OPENAIS_IPC_SOCKET)")]
         finally:
             with contextlib.suppress(OSError):
                 probe.close()

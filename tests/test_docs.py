@@ -188,6 +188,7 @@ def send_wrong_key_packet(cluster: LocalCluster) -> None:
     node = cluster.nodes[0]
     stranger = PacketCrypto(2, os.urandom(128))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((node.address, 0))  # from a member's address: others are refused before decryption (SenderGuard)
         s.sendto(stranger.seal(b"\x00" * 64), (node.address, int(cluster.options["port"])))
 
 
