@@ -467,7 +467,7 @@ def test_tool_plain_and_json_listing(cluster, h, multi, capsys, monkeypatch):
     monkeypatch.setattr(ckpt, "initialize", lambda: BridgedHandle(cluster, 2))
     assert ckpttool.main(["--json"]) == 0
     assert '"multi"' in capsys.readouterr().out
-    assert ckpttool.main(["-s", "multi", "nope"]) == 2
+    assert ckpttool.main(["-s", "multi", "nope"]) == 1
 
 
 def test_negative_times_and_sizes_are_invalid(h, multi):

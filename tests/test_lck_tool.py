@@ -32,7 +32,7 @@ def test_plain_listing_shows_holders_then_waiters():
     assert lines[-1].startswith("... 1 more resources")
 
 
-def test_no_executive_exits_1(tmp_path, monkeypatch, capsys):
+def test_no_executive_exits_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OPENAIS_IPC_SOCKET", str(tmp_path / "none.sock"))
-    assert lcktool.main(["--json"]) == 1
+    assert lcktool.main(["--json"]) == 2
     assert "cannot reach the executive" in capsys.readouterr().err

@@ -35,5 +35,5 @@ def test_listing_and_plain_output() -> None:
 
 def test_unreachable_executive(monkeypatch, capsys) -> None:
     monkeypatch.setenv("OPENAIS_IPC_SOCKET", "/nonexistent/sock")
-    assert msgtool.main(["--json"]) == 1
+    assert msgtool.main(["--json"]) == 2
     assert "cannot reach" in capsys.readouterr().err

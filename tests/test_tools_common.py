@@ -34,7 +34,7 @@ def test_reach_returns_the_result_or_none_with_one_line_on_stderr(capsys):
     assert _common.reach("openais-x", gone) is None
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all(line.startswith("openais-x: cannot reach the executive: ") for line in err)
-    assert _common.unreachable("openais-x", OSError("x")) == _common.EXIT_UNREACHABLE == 1
+    assert _common.unreachable("openais-x", OSError("x")) == _common.EXIT_UNREACHABLE == 2
 
 
 def test_print_document_plain_or_json():
@@ -45,7 +45,7 @@ def test_print_document_plain_or_json():
     assert _common.print_document({"a": 1}, False, plain, out) == _common.EXIT_OK
     assert _common.print_document({"a": 1}, True, plain, out) == 0
     first, second = out.getvalue().splitlines()
-    assert first == "plain 1" and json.loads(second) == {"a": 1}
+    assert first == "plain 1" and json.loads(second) == {"version": 1, "a": 1}  # every document is versioned
 
 
 def test_print_document_writes_to_the_current_stdout(capsys):

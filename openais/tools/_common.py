@@ -1,7 +1,7 @@
 """What the service tools share: the ``--json`` flag, reaching the executive, exit statuses, printing.
 
 Every tool prints one document: plain text by default, the same document as
-one JSON line with ``--json``.  A tool that cannot reach the executive says
+one JSON line with ``--json``, carrying ``"version": 1`` like every tool's.  A tool that cannot reach the executive says
 so in one line on stderr (``<prog>: cannot reach the executive: <why>``) and
 exits :data:`EXIT_UNREACHABLE`; argparse exits :data:`EXIT_USAGE` on bad usage.
 A tool that tells an unreachable executive from one that refused the call
@@ -22,10 +22,12 @@ T = TypeVar("T")
 
 #: Exit status: done.
 EXIT_OK = 0
-#: Exit status: the executive cannot be reached (or refused the call).
-EXIT_UNREACHABLE = 1
-#: Exit status: bad usage (argparse's own).
+#: Exit status: the executive cannot be reached (or refused the call); 2 as for openais-cfgtool/clmtool/cpgtool.
+EXIT_UNREACHABLE = 2
+#: Exit status: bad usage (argparse's own, also 2).
 EXIT_USAGE = 2
+#: ``"version"`` of every ``--json`` document (stable; keys may be added, none removed or retyped).
+SCHEMA_VERSION = 1
 
 
 def tool_parser(prog: str, description: str, json_help: str = "print JSON") -> argparse.ArgumentParser:
@@ -71,6 +73,8 @@ def print_document(doc: Any, as_json: bool, write_plain: Callable[[Any, TextIO],
     """Print ``doc`` as one JSON line or with ``write_plain``; :data:`EXIT_OK`."""
     out = sys.stdout if out is None else out
     if as_json:
+        if isinstance(doc, dict) and "version" not in doc:
+            doc = {"version": SCHEMA_VERSION, **doc}
         json.dump(doc, out)
         out.write("\n")
     else:

@@ -16,8 +16,8 @@ the local replica as one object::
 as text; ``-x`` takes it as hex, ``--hex`` prints hex).  Reading the tool's
 way opens nothing, so it never changes openers or retention.
 
-Exit status 0 on success, 1 when the executive cannot be reached, 2 when the
-checkpoint or section does not exist.
+Exit status 0 on success, 1 when the checkpoint or section does not exist, 2
+when the executive cannot be reached (as every openais tool).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from openais.tools._common import EXIT_OK, EXIT_UNREACHABLE, print_document, rea
 
 PROG = "openais-ckpttool"
 #: Exit status: the checkpoint or section does not exist.
-EXIT_NOT_EXIST = 2
+EXIT_NOT_EXIST = 1
 
 _MODES = {ckpt.WR_ALL_REPLICAS: "all-replicas", ckpt.WR_ACTIVE_REPLICA: "active-replica",
           ckpt.WR_ACTIVE_REPLICA_WEAK: "active-replica-weak"}

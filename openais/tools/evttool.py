@@ -20,7 +20,7 @@ with ``data_hex`` beside it); a filter is ``prefix:TEXT``, ``suffix:TEXT``,
                     "publish_time": .., "retention_time": 60.0, "deadline_ns": .., "size": 3}]}],
      "retained_events": 1, "retained_bytes": 259, "handles": [...], "queues": {...}}
 
-Exit status 0 on success, 1 when the executive cannot be reached or a call fails, 2 on bad usage.
+Exit status 0 on success, 2 when the executive cannot be reached, a call fails, or on bad usage.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ and every group with its policy and members; ``--json`` prints one object::
 
 ``-q`` lists queues only, ``-g`` groups only.  The view is the local
 executive's replica, identical on every node; ``held_here`` counts the
-messages this node's executive keeps.  Exit status 0 on success, 1 when the
+messages this node's executive keeps.  Exit status 0 on success, 2 when the
 executive cannot be reached.
 """
 
