@@ -12,12 +12,16 @@ Prints JSON lines (one per measurement) like bench/run.py:
   16 MiB), closed by a sync ``message_send`` (stored only after all the
   others); ``cpg_msgs_per_s`` is CPG ``mcast`` at the same size in the same
   cluster (bench/cpg_client.py, own deliveries) and ``ratio_vs_cpg`` the
-  quotient.
+  quotient.  ``exec_cpu_us_per_msg`` is the CPU (user + system, from
+  /proc/<pid>/stat) the three executives spent per stored message over the
+  run, ``cpg_exec_cpu_us_per_msg`` the same for CPG's run, and
+  ``cpu_ratio_vs_cpg`` their quotient (steadier than rates on a shared host).
 - ``test=send_get_throughput``: the same with a reader of 4 threads taking
   every message out (``msgs_per_s`` = messages got per second).
 - ``test=send_receive``: round trip of a 64-byte ``message_send_receive``
   from node 1 to a queue on node 2 whose reader replies (median, p99 in us),
-  with CPG's mcast-to-own-delivery latency and the ratio.
+  with CPG's mcast-to-own-delivery latency and the ratio; ``exec_cpu_us_per_op``
+  and ``cpg_exec_cpu_us_per_op``: executive CPU per round trip / per CPG message.
 - ``test=rss_full_queue``: resident memory of node 2's executive idle and
   with one 32 MiB queue filled to ``QueueFull`` by 64 KiB messages.
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import select
 import statistics
 import subprocess
@@ -216,18 +221,37 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def _cpg(cluster, size: int, seconds: float) -> float:
+def _cpu_s(cluster) -> float:
+    """CPU seconds (user + system) the executives used so far: per-operation cost that a shared host's
+    scheduling noise does not distort the way it does wall-clock rates."""
+    total = 0.0
+    for proc in cluster.procs.values():
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _per_op_us(cpu_before: float, cpu_after: float, ops: int) -> float | None:
+    return round((cpu_after - cpu_before) / ops * 1e6, 1) if ops else None
+
+
+def _cpg(cluster, size: int, seconds: float) -> tuple[float, float | None]:
+    """CPG mcast rate at ``size`` and the executives' CPU per delivered message (us)."""
+    before = _cpu_s(cluster)
     out = subprocess.run([sys.executable, str(HERE / "cpg_client.py"), "send", str(size), str(seconds), "1"],
                          env=cluster.environ(1), capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
         raise RuntimeError(f"cpg client failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["msgs_per_s"]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["msgs_per_s"], _per_op_us(before, _cpu_s(cluster), result["delivered"])
 
 
-def _cpg_latency(cluster) -> float:
+def _cpg_latency(cluster) -> tuple[float, float | None]:
+    """CPG mcast-to-own-delivery median (us) and the executives' CPU per message (us)."""
+    before = _cpu_s(cluster)
     out = subprocess.run([sys.executable, str(HERE / "cpg_client.py"), "latency", "64", "500", "1"],
                          env=cluster.environ(1), capture_output=True, text=True, timeout=300)
-    return json.loads(out.stdout.strip().splitlines()[-1])["median_us"]
+    return json.loads(out.stdout.strip().splitlines()[-1])["median_us"], _per_op_us(before, _cpu_s(cluster), 500)
 
 
 def bench(sizes: tuple[int, ...], seconds: float, reps: int = 1) -> list[dict]:
@@ -243,19 +267,23 @@ def bench(sizes: tuple[int, ...], seconds: float, reps: int = 1) -> list[dict]:
         serial = 0
         for size, rep in ((size, rep) for size in sizes for rep in range(1, reps + 1)):
             secs = seconds if size < (1 << 20) else max(seconds, 3.0)
-            cpg_rate = _cpg(cluster, size, secs)  # measured beside each repetition: the machine may be shared
+            cpg_rate, cpg_cpu = _cpg(cluster, size, secs)  # measured beside each repetition: the machine may be shared
             base["rep"] = rep
             for target, node in (("local", 1), ("remote", 2)):
                 serial += 1
                 holder = _spawn(cluster, node, "hold", f"store{serial}")
+                before = _cpu_s(cluster)
                 stored = _run(cluster, 1, "store", f"store{serial}", str(size), str(secs))
+                cpu = _per_op_us(before, _cpu_s(cluster), stored["stored"])
                 holder.stdin.close()  # type: ignore[union-attr]
                 holder.wait(timeout=60)
                 rate = stored["stored"] / stored["seconds"]
                 rows.append({**base, "test": "send_throughput", "target": target, "size": size,
                              "stored": stored["stored"], "msgs_per_s": round(rate),
                              "mb_per_s": round(rate * size / 1e6, 2), "cpg_msgs_per_s": round(cpg_rate),
-                             "ratio_vs_cpg": round(rate / cpg_rate, 2) if cpg_rate else None})
+                             "ratio_vs_cpg": round(rate / cpg_rate, 2) if cpg_rate else None,
+                             "exec_cpu_us_per_msg": cpu, "cpg_exec_cpu_us_per_msg": cpg_cpu,
+                             "cpu_ratio_vs_cpg": round(cpu / cpg_cpu, 2) if cpu and cpg_cpu else None})
                 print(json.dumps(rows[-1]), flush=True)
                 name = f"bench{serial}"
                 drain = _spawn(cluster, node, "drain", name, "2.0")
@@ -272,11 +300,15 @@ def bench(sizes: tuple[int, ...], seconds: float, reps: int = 1) -> list[dict]:
         server = _spawn(cluster, 2, "serve", "rpc")
         for rep in range(1, reps + 1):
             base["rep"] = rep
-            cpg_lat = _cpg_latency(cluster)
+            cpg_lat, cpg_cpu = _cpg_latency(cluster)
+            before = _cpu_s(cluster)
             rtt = _run(cluster, 1, "rtt", "rpc", "500")
+            cpu = _per_op_us(before, _cpu_s(cluster), 500)
             rows.append({**base, "test": "send_receive", "size": 64, "median_us": round(rtt["median_us"], 1),
                          "p99_us": round(rtt["p99_us"], 1), "cpg_median_us": round(cpg_lat, 1),
-                         "ratio_vs_cpg": round(rtt["median_us"] / cpg_lat, 2)})
+                         "ratio_vs_cpg": round(rtt["median_us"] / cpg_lat, 2),
+                         "exec_cpu_us_per_op": cpu, "cpg_exec_cpu_us_per_op": cpg_cpu,
+                         "cpu_ratio_vs_cpg": round(cpu / cpg_cpu, 2) if cpu and cpg_cpu else None})
             print(json.dumps(rows[-1]), flush=True)
         server.stdin.close()  # type: ignore[union-attr]
         server.wait(timeout=30)

@@ -576,6 +576,7 @@ class _Mux:
     ROOM_WAIT = 0.05  #: seconds post() waits for room in the window before TryAgain
     WINDOW = 64
     WINDOW_BYTES = 2 << 20
+    POLL_EVERY = 8  #: past half the window, look for answers once per this many posts (one recv for several)
 
     def __init__(self, handle: MsgHandle) -> None:
         self._h = handle
@@ -590,6 +591,7 @@ class _Mux:
         self._buf = bytearray()
         self._scratch = bytearray(1 << 18)
         self._ids = itertools.count(1)
+        self._posts = 0
 
     def _next_id(self) -> int:
         rid = next(self._ids) & 0xFFFFFFFF
@@ -619,7 +621,8 @@ class _Mux:
     def post(self, msg_id: int, payload: bytes) -> None:
         """Send one request without waiting for its answer (waits for room in the window)."""
         self._h._check()
-        if len(self._posted) >= self.WINDOW // 2:  # take the answers in batches, not per send
+        self._posts += 1
+        if len(self._posted) >= self.WINDOW // 2 and not self._posts % self.POLL_EVERY:  # answers in batches
             self._poll()
         if self.deferred is not None:
             self.raise_deferred()

@@ -44,6 +44,11 @@ OK = int(SaAisError.OK)
 #: which stops the library's pipelined sends (its window fills): back-pressure, never a lost message.
 MAX_ASYNC_PER_CONN = 1024
 MAX_ASYNC_BYTES_PER_CONN = 8 << 20
+#: Once a connection's sends wait (parked), they are taken again only when this many (and this many bytes)
+#: of its sends are confirmed: the answers then go out in batches (one write, one burst of requests from
+#: the library) instead of one per delivered message.
+UNPARK_BATCH = 64
+UNPARK_BYTES = 1 << 20
 #: Sends of one connection waiting for room (a library keeps far fewer in flight), then TRY_AGAIN.
 MAX_PARKED_PER_CONN = 256
 #: message_get calls blocked on one queue, then NO_RESOURCES.
@@ -147,7 +152,7 @@ class MessageEngine(ServiceEngine):
             m.Exec.RETENTION: ExecHandler(self._exec(m.Retention, self.state.apply_retention)),
             m.Exec.UNLINK: ExecHandler(self._exec(m.Unlink, self.state.apply_unlink)),
             m.Exec.GROUP: ExecHandler(self._exec(m.Group, self.state.apply_group)),
-            m.Exec.SEND: ExecHandler(self._exec(m.Send, self.state.apply_send)),
+            m.Exec.SEND: ExecHandler(self._exec_send),
             m.Exec.CONSUMED: ExecHandler(self._exec(m.Consumed, self.state.apply_consumed)),
             m.Exec.REPLY: ExecHandler(self._exec(m.Reply, self.state.apply_reply)),
             m.Exec.WAIT_TIMEOUT: ExecHandler(self._exec(m.WaitTimeout, self.state.apply_wait_timeout)),
@@ -343,6 +348,15 @@ class MessageEngine(ServiceEngine):
             self._effects(apply(sender, msg))
 
         return handler
+
+    def _exec_send(self, sender: int, payload: bytes) -> None:
+        """The hot path: a delivered SEND, unpacked into a plain tuple (no message object)."""
+        try:
+            fields = m.Send.unpack(payload)
+        except MessageError as exc:
+            log.warning("dropping a malformed MSG cluster message from node %d: %s", sender, exc)
+            return
+        self._effects(self.state.send(sender, *fields))
 
     def _exec_fragment(self, sender: int, payload: bytes) -> None:
         try:
@@ -572,21 +586,21 @@ class MessageEngine(ServiceEngine):
         """Take one send; False (nothing done) when this connection has too many unconfirmed."""
         conn = local.conn
         try:
-            req = wire.SendRequest.decode(payload)
-            priority, _length = st.body_meta(req.body)
-            if req.body[9]:  # a sender name: check it is UTF-8 (the strict decoder does)
-                wire.Body.decode(req.body)
+            kind_value, invocation, ack, timeout, send_time, destination, body = wire.SendRequest.unpack(payload)
+            priority, _length = st.body_meta(body)
+            if body[9]:  # a sender name: check it is UTF-8 (the strict decoder does)
+                wire.Body.decode(body)
         except (MessageError, ValueError) as exc:
             why = str(exc)
             big = ("data" in why and "outside" in why) or "too big" in why
             conn.respond(self.id, Request.SEND, request_id, SaAisError.TOO_BIG if big else SaAisError.INVALID_PARAM)
             return True
-        if req.kind not in (0, 1, 2) or priority > wire.LOWEST_PRIORITY or req.ack & ~wire.MESSAGE_DELIVERED_ACK:
+        kind = st.SEND_KINDS.get(kind_value)
+        if kind is None or priority > wire.LOWEST_PRIORITY or ack & ~wire.MESSAGE_DELIVERED_ACK:
             conn.respond(self.id, Request.SEND, request_id, SaAisError.INVALID_PARAM)
             return True
-        kind = SendKind(req.kind)
         if kind is SendKind.ASYNC:  # checked at once by contract; a sync send is decided in agreed order
-            dest_error = self._destination_error(req.destination, kind)
+            dest_error = self._destination_error(destination, kind)
             if dest_error != OK:
                 conn.respond(self.id, Request.SEND, request_id, dest_error)
                 return True
@@ -599,8 +613,8 @@ class MessageEngine(ServiceEngine):
                 conn.respond(self.id, Request.SEND, request_id, SaAisError.TRY_AGAIN)
                 return True
             sender_id = (self.api.nodeid << 40) | (next(self._sender_ids) & ((1 << 40) - 1))
-        out = m.Send.pack(self._now(), conn.id, request_id, int(kind), req.invocation, req.ack, sender_id,
-                          req.send_time, req.destination, req.body)
+        out = m.Send.pack(time.time_ns(), conn.id, request_id, kind_value, invocation, ack, sender_id,
+                          send_time, destination, body)
         if kind is SendKind.ASYNC:
             self._emit(m.Exec.SEND, out)  # in order behind anything waiting; never refused once checked
             local.async_unconfirmed += 1
@@ -612,12 +626,12 @@ class MessageEngine(ServiceEngine):
             return True
         if kind is SendKind.SEND_RECEIVE:
             cancel = None
-            if req.timeout >= 0:
+            if timeout >= 0:
                 def timed_out(sid: int = sender_id) -> None:
                     if sid in self.state.waits:
                         self._emit(m.Exec.WAIT_TIMEOUT, m.WaitTimeout.pack(self._now(), sid))
 
-                cancel = self.api.call_later(req.timeout / 1e9, timed_out)
+                cancel = self.api.call_later(timeout / 1e9, timed_out)
             local.waits[request_id] = (sender_id, cancel)
         return True
 
@@ -824,8 +838,10 @@ class MessageEngine(ServiceEngine):
             t = type(e)
             if t is st.Store:
                 if e.node == me:
-                    self.stores.setdefault(e.qid, QueueStore()).add(
-                        make_item(e.priority, e.send_time, e.sender_id, e.body, st.body_meta(e.body)[1]))
+                    store = self.stores.get(e.qid)
+                    if store is None:
+                        store = self.stores[e.qid] = QueueStore()
+                    store.add(make_item(e.priority, e.send_time, e.sender_id, e.body, st.body_meta(e.body)[1]))
                     touched.add(e.qid)
             elif t is st.SendResult:
                 if e.node == me:
@@ -892,7 +908,8 @@ class MessageEngine(ServiceEngine):
             local.async_bytes -= local.async_sizes.pop(e.request, 0)
             if e.ack:
                 local.conn.dispatch(self.id, Callback.DELIVERED, wire.DeliveredCallback.pack(e.invocation, e.error))
-            if local.parked:
+            if (local.parked and local.async_unconfirmed <= MAX_ASYNC_PER_CONN - UNPARK_BATCH
+                    and (local.async_bytes <= MAX_ASYNC_BYTES_PER_CONN - UNPARK_BYTES or not local.async_unconfirmed)):
                 self._unpark(local)
             return
         if e.kind is SendKind.SEND_RECEIVE:

@@ -302,6 +302,10 @@ def body_meta(raw: Any) -> tuple[int, int]:
     return priority, length
 
 
+#: SendKind by wire value (an unknown value is absent).
+SEND_KINDS = {int(k): k for k in SendKind}
+
+
 def _empty_areas() -> list[list[int]]:
     return [[0, 0] for _ in range(4)]
 
@@ -534,7 +538,10 @@ class MsgState:
     def _charge(self, q: QueueState, node: int, priority: int, delta_bytes: int, delta_count: int,
                 out: list) -> None:
         before = q.used(priority)
-        area = q.holders.setdefault(node, _empty_areas())[priority]
+        areas = q.holders.get(node)
+        if areas is None:
+            areas = q.holders[node] = _empty_areas()
+        area = areas[priority]
         old_bytes = area[0]
         area[0] = max(0, old_bytes + delta_bytes)
         area[1] = max(0, area[1] + delta_count)
@@ -574,32 +581,39 @@ class MsgState:
 
     def apply_send(self, sender: int, msg: m.Send) -> list:
         """A send: choose the queue(s), check room, store at the holder node, answer the sender."""
-        self._tick(msg.time)
+        return self.send(sender, *msg)
+
+    def send(self, sender: int, time_ns: int, conn: int, request: int, kind_value: int, invocation: int, ack: int,
+             sender_id: int, send_time: int, destination: str, body: Any) -> list:
+        """:meth:`apply_send` on the fields of a :class:`m.Send` (the hot path: ``m.Send.unpack`` tuples)."""
+        if time_ns > self.now:
+            self.now = time_ns
         out: list = []
-        kind = SendKind(msg.kind) if msg.kind in (0, 1, 2) else SendKind.SYNC
+        kind = SEND_KINDS.get(kind_value, SendKind.SYNC)
         try:
-            priority, length = body_meta(msg.body)
+            priority, length = body_meta(body)
         except ValueError:
-            out.append(SendResult(sender, msg.conn, msg.request, kind, msg.invocation, msg.ack,
-                                  SaAisError.INVALID_PARAM))
+            out.append(SendResult(sender, conn, request, kind, invocation, ack, SaAisError.INVALID_PARAM))
             return out
-        error, targets = self._choose(sender, msg.destination, priority, length, kind)
+        error, targets = self._choose(sender, destination, priority, length, kind)
         if error == OK:
+            reply_id = sender_id if kind is SendKind.SEND_RECEIVE else 0
             for q in targets:
-                self._store(q, priority, length, msg, out)
+                self._store(q, priority, length, send_time, reply_id, body, out)
             if kind is SendKind.SEND_RECEIVE:
-                self.waits[msg.sender_id] = Wait(msg.sender_id, sender, msg.conn, msg.request, targets[0].qid)
+                self.waits[sender_id] = Wait(sender_id, sender, conn, request, targets[0].qid)
                 return out
-        out.append(SendResult(sender, msg.conn, msg.request, kind, msg.invocation, msg.ack, error))
+        out.append(SendResult(sender, conn, request, kind, invocation, ack, error))
         return out
 
-    def _store(self, q: QueueState, priority: int, length: int, msg: m.Send, out: list) -> None:
+    def _store(self, q: QueueState, priority: int, length: int, send_time: int, reply_id: int, body: Any,
+               out: list) -> None:
         node = q.home
-        out.append(Store(node, q.qid, priority, msg.send_time,
-                         msg.sender_id if msg.kind == SendKind.SEND_RECEIVE else 0, msg.body))
+        out.append(Store(node, q.qid, priority, send_time, reply_id, body))
         self._charge(q, node, priority, length + METADATA_SIZE, 1, out)
         if q.status is Status.OPEN and q.receive_cb:
             out.append(Received(q.home, q.opener_conn, q.opener_handle))
+
     def _choose(self, sender: int, dest: str, p: int, length: int,
                 kind: SendKind) -> tuple[SaAisError, list[QueueState]]:
         return choose(self, sender, dest, p, length, kind)
