@@ -5,6 +5,11 @@ delivers only ``REGULAR(members=(me,), joined=())`` (no TRANSITIONAL before a no
 REGULAR, as the simulator's alternation check requires).
 Later rings deliver TRANSITIONAL (old members still with me) then REGULAR.
 
+Pause detection (totem.md §2.3, §2.9): a PAUSE_CHECK timer runs every ``token/5`` ms and stamps
+the time; a join that arrives more than ``token/2`` ms after the last stamp was queued while the
+process was descheduled, so it is stale and dropped (counted as ``joins_after_pause``).  Joins
+are resent every ``join`` ms, so the fresh ones that follow the next stamp are acted on.
+
 Token callbacks: ``add_token_callback(fn)`` registers ``fn(now)``, called on every accepted
 ORF token visit *before* this node originates messages, so a packing layer can flush into
 ``submit`` and have the frames leave on this very visit.
@@ -64,6 +69,8 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
         if self.started:
             return
         self.started = True
+        self.pause_stamp = now
+        self.arm(now, TimerName.PAUSE_CHECK, self.cfg.token / 5)
         self.gather_enter(now)
 
     def receive(self, now: float, packet: bytes) -> None:
@@ -124,6 +131,9 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
             self.on_merge_timer(now)
         elif name == TimerName.SEND_JOIN:
             self.on_send_join_timer(now)
+        elif name == TimerName.PAUSE_CHECK:
+            self.pause_stamp = now
+            self.arm(now, TimerName.PAUSE_CHECK, self.cfg.token / 5)
 
     def submit(self, now: float, payload: bytes, guarantee: Guarantee = Guarantee.AGREED) -> None:
         """Queue one frame for ordering; raises MessageTooBig or QueueFull."""

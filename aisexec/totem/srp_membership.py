@@ -55,8 +55,15 @@ class MembershipMixin:
 
     # ------------------------------------------------------------ joins
     def on_join(self, now: float, j: Join) -> None:
-        """Process a received join (§2.3), including the stale-join filter and leave messages."""
+        """Process a received join (§2.3), including the stale-join filter and leave messages.
+
+        A join handled more than ``token/2`` after the last pause stamp waited out a process pause
+        (§2.9): it is stale and dropped; its sender resends it within ``join`` ms.
+        """
         self.count("joins_received")
+        if now - self.pause_stamp > self.cfg.token / 2000.0:
+            self.count("joins_after_pause")
+            return
         me = self._nodeid
         leave = j.sender == 0
         if leave:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from aisexec.totem.api import ConfigChange, ConfKind, Delivery, MembState, TimerName
+from aisexec.totem.api import ConfigChange, ConfKind, Delivery, Guarantee, MembState, TimerName
 from aisexec.totem.wire import MalformedPacket, Mcast, OrfToken, decode
+
+_SAFE = Guarantee.SAFE
 
 
 class RecoveryMixin:
@@ -21,6 +23,9 @@ class RecoveryMixin:
                 trans_entries.append(entry)
         self.transitional = tuple(trans)
         self.deliver_set = frozenset(trans)
+        # the highest old-ring seq some transitional member delivered in the old regular configuration:
+        # everything up to it is delivered there by all of them (virtual synchrony), SAFE messages too
+        self.trans_high_delivered = max((e.high_delivered for e in trans_entries), default=0)
         self.recovery_queue.clear()
         if not all(e.received_flg for e in trans_entries):
             low_aru = min(e.aru for e in trans_entries)
@@ -82,7 +87,11 @@ class RecoveryMixin:
                     osq[inner.seq] = (inner.sender, inner.guarantee, inner.payload, m[2], False)
         high = max(osq, default=0)
         delivered = self.old_high_delivered
-        while delivered + 1 in osq:  # step 2: contiguous old-ring messages, old regular configuration
+        stable = self.trans_high_delivered
+        # step 2: contiguous old-ring messages, in the old regular configuration, but no SAFE message that
+        # no transitional member delivered there: nobody knows that every old member has it, so EVS
+        # delivers it (and, for total order, everything after it) in the transitional configuration
+        while delivered + 1 in osq and (delivered + 1 <= stable or osq[delivered + 1][1] != _SAFE):
             delivered += 1
             self.deliver_old(osq[delivered], delivered)
         me = self._nodeid
@@ -90,9 +99,12 @@ class RecoveryMixin:
         if self.regular_delivered:  # a node's very first configuration is REGULAR only (simulator's §9.6 check)
             self.emit(ConfigChange(ConfKind.TRANSITIONAL, trans, tuple(sorted(set(self.old_memb) - set(trans))), (),
                                    self.ring_id))
-        for seq in range(delivered + 1, high + 1):  # step 4: after holes, only from the deliver set
+        holed = False
+        for seq in range(delivered + 1, high + 1):  # step 4: the rest; after a hole only from the deliver set
             m = osq.get(seq)
-            if m is not None and m[0] in self.deliver_set:
+            if m is None:
+                holed = True
+            elif not holed or m[0] in self.deliver_set:
                 self.deliver_old(m, seq)
         members = tuple(sorted(self.my_memb))
         self.emit(ConfigChange(ConfKind.REGULAR, members, (), tuple(sorted(set(members) - set(trans))), self.ring_id))

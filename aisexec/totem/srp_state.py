@@ -22,7 +22,7 @@ STAT_KEYS = (
     "messages_originated", "messages_delivered", "mcasts_received", "mcasts_duplicate", "mcasts_foreign",
     "joins_received", "gather_entered", "consensus_timeouts", "commit_tokens_created", "rings_installed",
     "recovery_messages", "hold_cancels_sent", "merge_detects_sent", "fail_to_recv", "leaves_received",
-    "heartbeat_losses", "seq_wrap_reconfigurations",
+    "heartbeat_losses", "seq_wrap_reconfigurations", "joins_after_pause",
 )
 
 # A stored message: (sender, guarantee, payload, raw packet bytes, encapsulated)
@@ -48,6 +48,8 @@ class SrpState:
         self.seq_limit = SEQ_LIMIT
         self.token_seq_limit = SEQ_LIMIT
         self.join_send_pending = False
+        #: last time the PAUSE_CHECK timer ran (totem.md §2.9); joins seen long after it are stale
+        self.pause_stamp = 0.0
         # membership
         self.memb_state = MembState.GATHER
         self.ring_id = RingId(nodeid, ring_seq)
@@ -79,6 +81,7 @@ class SrpState:
         self.old_last_released = 0
         self.commit_members: tuple[int, ...] = ()
         self.transitional: tuple[int, ...] = ()
+        self.trans_high_delivered = 0
         self.deliver_set: frozenset[int] = frozenset()
         self.recovery_queue: deque[bytes] = deque()
         self.first_token_sent = False

@@ -110,7 +110,7 @@ def fake_factory(nodes: int):
 
 @pytest.mark.parametrize("seed", range(12))
 def test_fault_free_runs_are_clean(seed: int) -> None:
-    scenario = generate(seed, (2, 8), faults=False)
+    scenario = generate(seed, (2, 8), faults=False, safe_ratio=0.0)
     result = run_scenario(scenario, fake_factory(scenario.nodes))
     assert result.ok, [str(v) for v in result.violations]
     assert result.submitted > 0
@@ -119,7 +119,7 @@ def test_fault_free_runs_are_clean(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_fragmented_traffic_through_pg_arrives_intact(seed: int) -> None:
-    scenario = generate(seed, (2, 5), faults=False, use_pg=True)
+    scenario = generate(seed, (2, 5), faults=False, safe_ratio=0.0, use_pg=True)
     scenario.large_ratio = 0.5
     scenario.large_sizes = (3000, 300_000)
     result = run_scenario(scenario, fake_factory(scenario.nodes))
@@ -128,15 +128,15 @@ def test_fragmented_traffic_through_pg_arrives_intact(seed: int) -> None:
 
 
 def test_same_seed_gives_identical_trace_hash() -> None:
-    first = run_scenario(generate(3, (4, 4), faults=False, use_pg=True), fake_factory(4))
-    again = run_scenario(generate(3, (4, 4), faults=False, use_pg=True), fake_factory(4))
-    other = run_scenario(generate(4, (4, 4), faults=False, use_pg=True), fake_factory(4))
+    first = run_scenario(generate(3, (4, 4), faults=False, safe_ratio=0.0, use_pg=True), fake_factory(4))
+    again = run_scenario(generate(3, (4, 4), faults=False, safe_ratio=0.0, use_pg=True), fake_factory(4))
+    other = run_scenario(generate(4, (4, 4), faults=False, safe_ratio=0.0, use_pg=True), fake_factory(4))
     assert first.trace_hash == again.trace_hash
     assert first.trace_hash != other.trace_hash
 
 
 def _ran(seed: int = 1, nodes: int = 3) -> Simulation:
-    scenario = generate(seed, (nodes, nodes), faults=False, use_pg=False)
+    scenario = generate(seed, (nodes, nodes), faults=False, safe_ratio=0.0, use_pg=False)
     sim = Simulation(scenario, fake_factory(nodes))
     sim.run()
     assert check_all(sim) == []
@@ -218,7 +218,7 @@ def test_checker_allows_ring_id_reuse_only_after_the_rep_lost_its_ring_id_file()
 
 
 def test_restart_without_ring_id_file_starts_a_new_epoch() -> None:
-    scenario = generate(2, (3, 3), faults=False, use_pg=False)
+    scenario = generate(2, (3, 3), faults=False, safe_ratio=0.0, use_pg=False)
     scenario.actions += [(0.3, ("crash", 1)), (0.6, ("restart", 1, False))]
     scenario.actions.sort(key=lambda item: item[0])
     sim = Simulation(scenario, fake_factory(3))
@@ -238,7 +238,7 @@ def test_partition_drops_packets_between_groups() -> None:
 
 
 def test_crash_and_restart_keep_the_persisted_ring_seq() -> None:
-    scenario = generate(2, (3, 3), faults=False, use_pg=False)
+    scenario = generate(2, (3, 3), faults=False, safe_ratio=0.0, use_pg=False)
     scenario.actions += [
         (0.3, ("crash", 3)),
         (0.6, ("restart", 3, True)),
@@ -256,7 +256,7 @@ def test_crash_and_restart_keep_the_persisted_ring_seq() -> None:
 
 
 def test_paused_node_sees_its_input_late_but_in_order() -> None:
-    scenario = generate(3, (3, 3), faults=False, use_pg=False)
+    scenario = generate(3, (3, 3), faults=False, safe_ratio=0.0, use_pg=False)
     scenario.actions.append((0.2, ("pause", 2, 0.5)))
     scenario.actions.sort(key=lambda item: item[0])
     sim = Simulation(scenario, fake_factory(3))

@@ -11,6 +11,9 @@ class Network:
     Reachability is a partition map (node -> group) plus a set of cut directed links.
     ``loss``/``dup`` are probabilities; ``delay`` is a (min, max) range in seconds whose
     spread also reorders packets.  Loopback (src == dst) is instant and lossless.
+    ``data_cut`` holds directed links that lose every data message (multicast) but still carry
+    tokens and membership traffic: the first half of a "holes" episode, where a group keeps
+    ordering messages that the other group never gets, before the two are partitioned.
     """
 
     def __init__(self, rng: random.Random, nodes: list[int]) -> None:
@@ -18,6 +21,7 @@ class Network:
         self.nodes = list(nodes)
         self.group: dict[int, int] = dict.fromkeys(nodes, 0)
         self.cut: set[tuple[int, int]] = set()
+        self.data_cut: set[tuple[int, int]] = set()
         self.loss = 0.0
         self.dup = 0.0
         self.delay = (0.0002, 0.001)
@@ -39,17 +43,26 @@ class Network:
         """Join every partition and restore every cut link."""
         self.group = dict.fromkeys(self.nodes, 0)
         self.cut.clear()
+        self.data_cut.clear()
+
+    def lose_data(self, sources: list[int], targets: list[int]) -> None:
+        """From now on, data messages from ``sources`` to ``targets`` are lost (tokens still pass)."""
+        self.data_cut.update((s, t) for s in sources for t in targets)
 
     def set_faults(self, loss: float, dup: float, delay: tuple[float, float]) -> None:
         """Set the loss/duplication probabilities and delay range."""
         self.loss, self.dup, self.delay = loss, dup, delay
 
-    def arrivals(self, src: int, dst: int) -> list[float]:
-        """Delays (seconds) of each copy of one packet from ``src`` to ``dst``; empty if lost."""
+    def arrivals(self, src: int, dst: int, data: bool = False) -> list[float]:
+        """Delays (seconds) of each copy of one packet from ``src`` to ``dst``; empty if lost.
+
+        ``data``: the packet is a data message (subject to ``data_cut``).
+        """
         self.sent += 1
         if src == dst:
             return [0.0]
-        if not self.reachable(src, dst) or (self.loss and self.rng.random() < self.loss):
+        if (not self.reachable(src, dst) or (data and (src, dst) in self.data_cut)
+                or (self.loss and self.rng.random() < self.loss)):
             self.dropped += 1
             return []
         low, high = self.delay

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
-from aisexec.totem.api import ConfigChange, Delivery, TimerName
+from aisexec.totem.api import ConfigChange, ConfKind, Delivery, TimerName
 from aisexec.totem.pg import PgEndpoint
 
 _APP_HEADER = struct.Struct("!IIII")  # sender, counter, incarnation, length of the filler
@@ -35,7 +35,8 @@ class SimNode:
 
     ``trace`` holds tuples, in order, for the invariant checker:
     ``("start", inc, ring_seq, persisted)``, ``("crash", inc)``, ``("conf", inc, ConfigChange, epoch)``,
-    ``("msg", inc, (sender, counter), ring_id, seq, sender_of_frame, epoch)``, ``("bad", inc, sender)``.
+    ``("msg", inc, (sender, counter), ring_id, seq, sender_of_frame, epoch, guarantee)``, ``("bad", inc, sender)``
+    (``guarantee``: of the frame that completed the message).
     ``epoch`` on ``conf`` (``("conf", inc, change, epoch)``) and ``msg`` entries is the ring-id epoch of the ring's
     rep when this node adopted the ring (see ``ring_id_epoch``): a ring id is unique only within one epoch of its rep.
     """
@@ -60,6 +61,11 @@ class SimNode:
         self.epoch_of: Any = lambda rep: 0
         #: ring id -> the rep's ``ring_id_epoch`` when this node last adopted (persisted) that ring id.
         self.ring_epochs: dict[Any, int] = {}
+        #: receive-buffer model: when the last queued packet is drained; packets waiting out a pause
+        self.rx_busy_until = 0.0
+        self.rx_deferred = 0
+        #: situations reached (pg chains across changes, ...), summed into ``SimResult.coverage``
+        self.coverage: Counter[str] = Counter()
 
     def adopted(self, ring_id: Any) -> None:
         """The core just adopted and persisted ``ring_id``: remember which epoch of its rep minted it."""
@@ -78,25 +84,41 @@ class SimNode:
                 if isinstance(event, ConfigChange):
                     self.trace.append(("conf", inc, event, self.epoch_for(event.ring_id)))
                 else:
-                    self._record_message(event.payload, event.sender, event.ring_id, event.seq)
+                    self._record_message(event.payload, event.sender, event.ring_id, event.seq, event.guarantee)
             return
         ring_seq: dict[int, tuple] = {}
+        pg = self.pg
         for event in events:
             if isinstance(event, Delivery):
-                ring_seq[event.sender] = (event.ring_id, event.seq)
-            for item in self.pg.on_events([event]):
+                ring_seq[event.sender] = (event.ring_id, event.seq, event.guarantee)
+            else:
+                self._note_chains(event)
+            for item in pg.on_events([event]):
                 if isinstance(item, ConfigChange):
                     self.trace.append(("conf", inc, item, self.epoch_for(item.ring_id)))
                 else:
                     sender, message = item
-                    ring_id, seq = ring_seq[sender]
-                    self._record_message(message, sender, ring_id, seq)
+                    ring_id, seq, guarantee = ring_seq[sender]
+                    self._record_message(message, sender, ring_id, seq, guarantee)
 
-    def _record_message(self, payload: bytes, frame_sender: int, ring_id: Any, seq: int) -> None:
+    def _note_chains(self, change: ConfigChange) -> None:
+        """Count the fragment chains a configuration change cuts, as sender and as receiver."""
+        assert self.pg is not None
+        partial = self.pg.assembler.partial_senders
+        own = sum(1 for c in self.pg.packer._in_flight.values() if 0 < c.seen < c.total)
+        kind = "transitional" if change.kind == ConfKind.TRANSITIONAL else "regular"
+        if partial:
+            self.coverage[f"pg_chain_at_{kind}"] += len(partial)
+            if kind == "transitional":
+                self.coverage["pg_chain_at_transitional_kept"] += sum(1 for s in partial if s in change.members)
+        if own:
+            self.coverage[f"pg_own_chain_at_{kind}"] += own
+
+    def _record_message(self, payload: bytes, frame_sender: int, ring_id: Any, seq: int, guarantee: int = 0) -> None:
         parsed = parse_app_message(payload)
         if parsed is None:
             self.trace.append(("bad", self.incarnation, frame_sender))
             return
         sender, counter, _ = parsed
         epoch = self.epoch_for(ring_id)
-        self.trace.append(("msg", self.incarnation, (sender, counter), ring_id, seq, frame_sender, epoch))
+        self.trace.append(("msg", self.incarnation, (sender, counter), ring_id, seq, frame_sender, epoch, guarantee))

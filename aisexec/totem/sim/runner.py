@@ -5,22 +5,27 @@ from __future__ import annotations
 import hashlib
 import heapq
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aisexec.totem.api import MULTICAST, MessageTooBig, QueueFull, Ready
+from aisexec.totem.api import MULTICAST, Guarantee, MessageTooBig, QueueFull, Ready
 from aisexec.totem.config import TotemConfig
 from aisexec.totem.pg import PgEndpoint
 from aisexec.totem.sim.invariants import Violation, check_all
 from aisexec.totem.sim.network import Network
 from aisexec.totem.sim.node import SimNode, app_message
+from aisexec.totem.sim.online import OnlineChecker
 from aisexec.totem.sim.scenario import Scenario, generate
 from aisexec.totem.srp_state import PENDING_CAPACITY
 
 CoreFactory = Callable[[int, TotemConfig, int, random.Random], Any]
 
-_PACKET, _TIMER, _ACTION, _SUBMIT = 0, 1, 2, 3
+_PACKET, _TIMER, _ACTION, _SUBMIT, _DEFERRED = 0, 1, 2, 3, 4
+#: Receive buffer of a paused node when the scenario sets none (packets; a kernel buffer of ~200 KiB).
+PAUSED_RCVBUF = 1024
+_T_MCAST = 1  # wire.T_MCAST, as the byte the network looks at
 
 
 def default_core_factory() -> CoreFactory:
@@ -45,6 +50,8 @@ class SimResult:
     delivered: int
     submitted: int
     log: list[str] = field(default_factory=list)
+    #: how often the run reached situations worth reaching (SAFE in a transitional configuration, ...)
+    coverage: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -75,6 +82,11 @@ class Simulation:
         self.max_events = 3_000_000
         self.stable_from = scenario.stable_from
         self.accepted_all: set[tuple[int, int]] = set()
+        #: ids of the messages submitted with SAFE delivery
+        self.safe_ids: set[tuple[int, int]] = set()
+        self.safe_rng = random.Random(scenario.seed ^ 0x5AFE)
+        self.online = OnlineChecker(self)
+        self.rx_dropped = 0
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -108,6 +120,9 @@ class Simulation:
         if self.scenario.use_pg:
             withdraw = getattr(node.core, "withdraw_pending", None)
             node.pg = PgEndpoint(nodeid, node.core.max_payload, max_count=64, withdraw=withdraw)
+        node.rx_busy_until = 0.0
+        node.rx_deferred = 0
+        self.online.node_started(nodeid)
         node.trace.append(("start", node.incarnation, ring_seq, persist))
         self._note(f"start n{nodeid} inc={node.incarnation} ring_seq={ring_seq}")
         node.core.start(self.now)
@@ -130,8 +145,9 @@ class Simulation:
 
     # -- the core's outputs -------------------------------------------------------------------
 
-    def _drain(self, node: SimNode) -> None:
+    def _drain(self, node: SimNode, token_visit: bool = False) -> None:
         ready: Ready = node.core.take_ready()
+        self.online.on_ready(node, ready, token_visit)
         if ready.ring_seq_to_persist is not None:
             node.persisted_ring_seq = ready.ring_seq_to_persist
             adopted = getattr(node.core, "ring_id", None)
@@ -146,10 +162,11 @@ class Simulation:
             targets = [n for n in self.nodes if n != node.nodeid] if dest == MULTICAST else [dest]
             if dest == MULTICAST and self.loopback:
                 targets.append(node.nodeid)
+            data = len(packet) > 3 and packet[3] == _T_MCAST
             for target in targets:
                 if target not in self.nodes:
                     continue
-                for delay in self.net.arrivals(node.nodeid, target):
+                for delay in self.net.arrivals(node.nodeid, target, data):
                     self._push(self.now + delay, _PACKET, (target, node.nodeid, packet))
         if ready.events:
             for event in ready.events:
@@ -180,10 +197,15 @@ class Simulation:
             node.counter += 1
             size = self.scenario.message_size(self.rng)
             node.outbox.append(app_message(nodeid, node.counter, node.incarnation, size))
+            if self.scenario.safe_ratio and self.safe_rng.random() < self.scenario.safe_ratio:
+                self.safe_ids.add((nodeid, node.counter))
         message = node.outbox[0]
+        safe = (nodeid, node.counter) in self.safe_ids
         try:
             if node.pg is not None:
-                node.pg.send(message)
+                node.pg.send(message, safe=safe)
+            elif safe:
+                node.core.submit(self.now, message, Guarantee.SAFE)
             else:
                 node.core.submit(self.now, message)
         except QueueFull:
@@ -230,14 +252,38 @@ class Simulation:
         node = self.nodes[nodeid]
         if not node.alive:
             return
+        if kind == _DEFERRED:
+            node.rx_deferred -= 1
+            kind = _PACKET
         if node.paused_until > self.now:
+            if kind == _PACKET:
+                # a paused process's socket buffer fills up; what does not fit is lost
+                limit = self.scenario.rcvbuf or PAUSED_RCVBUF
+                if node.rx_deferred >= limit:
+                    self.rx_dropped += 1
+                    return
+                node.rx_deferred += 1
+                kind = _DEFERRED
             self._push(node.paused_until, kind, data)  # a paused process sees everything late, in order
             return
         if kind == _SUBMIT:
             self._submit(nodeid)
         elif kind == _PACKET:
-            node.core.receive(self.now, data[2])
-            self._drain(node)
+            rcvbuf = self.scenario.rcvbuf
+            if rcvbuf:
+                cost = self.scenario.rx_cost
+                busy = node.rx_busy_until - self.now
+                if busy > rcvbuf * cost:
+                    self.rx_dropped += 1
+                    return
+                node.rx_busy_until = self.now + max(busy, 0.0) + cost
+            self._receive(node, data[2])
+            if self.scenario.replay_tokens and self.online.recent.get(nodeid):
+                if self.online.replay_rng.random() < self.scenario.replay_tokens and data[2][3:4] == b"\x00":
+                    old = self.online.replay_candidate(node)
+                    if old is not None:
+                        self.online.coverage["replayed_tokens"] += 1
+                        self._receive(node, old)
         else:
             _, incarnation, name, gen = data
             if incarnation != node.incarnation or node.timer_gen.get(name) != gen:
@@ -245,6 +291,12 @@ class Simulation:
             node.timer_gen[name] = gen + 1
             node.core.timer_expired(self.now, name)
             self._drain(node)
+
+    def _receive(self, node: SimNode, packet: bytes) -> None:
+        before = self.online.before_packet(node, packet)
+        node.core.receive(self.now, packet)
+        self.online.after_packet(node, packet, before)
+        self._drain(node, token_visit=before is not None and before[0] == "token")
 
     def _act(self, action: tuple) -> None:
         verb, *args = action
@@ -255,6 +307,8 @@ class Simulation:
             self.net.cut.add((args[0], args[1]))
         elif verb == "heal":
             self.net.heal()
+        elif verb == "dataloss":
+            self.net.lose_data(args[0], args[1])
         elif verb == "faults":
             self.net.set_faults(*args)
         elif verb == "crash":
@@ -271,6 +325,15 @@ class Simulation:
                 node.core.leave(self.now)
                 self._drain(node)
                 self.crash_node(args[0])
+
+    def coverage(self) -> Counter[str]:
+        """What the application layer saw: SAFE messages, pg chains cut at each kind of change, drops."""
+        out: Counter[str] = Counter()
+        for node in self.nodes.values():
+            out.update(node.coverage)
+        out["safe_submitted"] = len(self.safe_ids)
+        out["rx_dropped"] = self.rx_dropped
+        return +out
 
     def trace_hash(self) -> str:
         """Hash of every node's trace: equal seeds must give equal hashes."""
@@ -297,11 +360,13 @@ def run_scenario(scenario: Scenario, core_factory: CoreFactory | None = None, lo
 
         violations.append(Violation("exception", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
     if not violations:
-        violations = check_all(sim)
+        violations = sim.online.final() + check_all(sim)
     submitted = sum(len(n.accepted) for n in sim.nodes.values())
     delivered = sum(1 for n in sim.nodes.values() for t in n.trace if t[0] == "msg")
+    coverage = sim.online.coverage + sim.coverage()
     return SimResult(
-        scenario.seed, scenario.nodes, violations, sim.trace_hash(), sim.events, delivered, submitted, sim.log[-60:]
+        scenario.seed, scenario.nodes, violations, sim.trace_hash(), sim.events, delivered, submitted, sim.log[-60:],
+        coverage,
     )
 
 
