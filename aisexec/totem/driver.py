@@ -52,6 +52,7 @@ class TotemDriver:
     ) -> None:
         self.core = core
         self.guard = guard  #: a SenderGuard (aisexec/totem/senderguard.py), or None to take every sender
+        self._known_raw: dict[bytes, str] = {}  # envelope sender id bytes -> admitted address (fast path)
         self.transport = transport
         self.crypto = crypto
         self.store = store
@@ -149,11 +150,14 @@ class TotemDriver:
         stats = self.stats
         guard = self.guard
         guard_now = self._clock() if guard is not None else 0.0
+        known_raw = self._known_raw  # raw envelope sender id -> the address the guard admitted it at
+        heard: set[int] = set()
         for datagram, source in batch:
-            if datagram[_SENDER] == me_id and datagram[_EPOCH] == my_epoch:
+            raw = datagram[_SENDER]
+            if raw == me_id and datagram[_EPOCH] == my_epoch:
                 continue  # our own multicast looped back by the kernel: dropped without opening it
-            if guard is not None:
-                claimed = int.from_bytes(datagram[_SENDER], "big")
+            if guard is not None and known_raw.get(raw) != source[0]:
+                claimed = int.from_bytes(raw, "big")
                 if addresses.get(claimed) != source[0] and guard.refuses(claimed, source[0], guard_now):
                     stats["refused_sender"] = stats.get("refused_sender", 0) + 1
                     continue  # refused before decryption: its packets never touch that node id's crypto state
@@ -167,12 +171,14 @@ class TotemDriver:
                     self._duplicate_nodeid(source)
                 continue  # our own multicast looped back by the kernel
             if addresses.get(sender) != source[0]:
-                if guard is not None and not guard.admit(sender, source[0], guard_now):
-                    stats["refused_sender"] = stats.get("refused_sender", 0) + 1
-                    continue
+                if guard is not None:
+                    if not guard.admit(sender, source[0], guard_now):
+                        stats["refused_sender"] = stats.get("refused_sender", 0) + 1
+                        continue
+                    known_raw[raw] = source[0]
                 self.transport.learn(sender, source)
             elif guard is not None:
-                guard.heard(sender, guard_now)
+                heard.add(sender)
             if target and target != me:
                 stats["not_for_me"] += 1
                 continue
@@ -180,6 +186,8 @@ class TotemDriver:
                 stats["malformed"] += 1
                 continue
             (tokens if packet[_TYPE_OFFSET] in _TOKEN_TYPES else data).append(packet)
+        for sender in heard:  # once per sender and batch: keeps each admitted address's claim fresh
+            guard.heard(sender, guard_now)
         if self._faults is not None:
             data = self._faults.filter(data)
             tokens = self._faults.filter(tokens)
