@@ -647,7 +647,9 @@ class AmfHandle(Handle):
         self._call(Request.QUIESCING_COMPLETE, InvocationReq.pack(_common.check_invocation(invocation),
                                                                    _error_code(error)))
 
-    stopping_complete = csi_quiescing_complete
+    def stopping_complete(self, invocation: int, error: SaAisError = SaAisError.OK) -> None:
+        """The A.01 name of :meth:`csi_quiescing_complete`."""
+        self.csi_quiescing_complete(invocation, error)
 
     def response(self, invocation: int, error: SaAisError = SaAisError.OK) -> None:
         """``saAmfResponse``: answer a callback."""
@@ -690,7 +692,11 @@ class AmfHandle(Handle):
         when = _common.check_u64(error_detection_time, "error_detection_time")
         self._call(Request.ERROR_REPORT, ErrorReportReq.pack(comp, when, rec, _common.check_u64(ntf_identifier, "ntf")))
 
-    error_report = component_error_report
+    def error_report(self, erroneous_component: str, error_detection_time: int,
+                     recommended_recovery: RecommendedRecovery, ntf_identifier: int = 0) -> None:
+        """The short name of :meth:`component_error_report`."""
+        self.component_error_report(erroneous_component, error_detection_time, recommended_recovery,
+                                    ntf_identifier)
 
     def component_error_clear(self, comp_name: str, ntf_identifier: int = 0) -> None:
         """``saAmfComponentErrorClear``."""
