@@ -88,7 +88,11 @@ def test_the_minority_stops_and_the_majority_takes_over_without_two_actives(tmp_
         final = wait_for(lambda: (r := roles(cluster, 1)) and r == roles(cluster, 3)
                          and list(r.values()).count("ACTIVE") == 1 and r, "one consistent state")
         assert list(final.values()).count("ACTIVE") == 1
+        # the quorate side's assignment wins the merge: su2 stays ACTIVE, no second failover back to node 1
+        assert final.get("su2") == "ACTIVE", final
         time.sleep(1.0)
+        assert roles(cluster, 2).get("su2") == "ACTIVE"
+        assert "AMF merge: the assignments of node 2's side win (it was quorate)" in cluster.log(1)
     records = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
     spans = active_intervals(records)
     assert len({comp for comp, _a, _b in spans}) >= 2, spans  # the work did move

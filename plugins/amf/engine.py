@@ -7,8 +7,9 @@ operations).  Exec handlers feed :class:`plugins.amf.state.AmfState` and
 carry out the effects that concern this node: CLC-CLI commands, callbacks
 to its components, answers to its connections.  Node loss is applied at the
 transitional configuration (every survivor at the same point); a ring that
-gained members runs a state transfer whose merge takes the started side's
-assignments and each node's own presence states.
+gained members runs a state transfer whose merge takes the assignments of the
+side that was quorate before the merge (else of the started side with the
+lowest node id) and each node's own presence states.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ class AmfEngine(LibraryMixin, ServiceEngine):
         self._callback_timers: dict[int, Callable[[], None]] = {}
         self._term_conn: dict[str, int] = {}
         self.excluded = False  # the model digest differs from the lowest member's
+        self._side_quorate = True  # the last quorum decision told to this engine (True: no quorum service)
+        self._quorum_pending = False  # a sync round runs and the quorum service has not decided it yet
         self._adjust_timers: dict[Any, tuple[Any, Callable[[], None]]] = {}
         self.hostname = socket.gethostname()
         self.lib_handlers = {
@@ -144,6 +147,7 @@ class AmfEngine(LibraryMixin, ServiceEngine):
         self.state = AmfState(m)
         if hasattr(api, "quorate"):
             self.state.quorate = api.quorate
+            self.state.quorum_undecided = lambda: self._quorum_pending
             self.state.no_quorum_policy = str((getattr(api.config, "amf", None) or {}).get("no_quorum_policy")
                                               or "stop")
             api.on_quorum_change(self._quorum_changed)
@@ -157,6 +161,8 @@ class AmfEngine(LibraryMixin, ServiceEngine):
 
     def _quorum_changed(self, quorate: bool) -> None:
         """Without quorum no new ACTIVE (and, by no_quorum_policy stop, no ACTIVE at all); with it, assign."""
+        self._side_quorate = quorate
+        self._quorum_pending = False
         if self.state is not None and not self.excluded:
             log.log(25 if quorate else 30, "AMF: quorum %s; %s", "present" if quorate else "lost",
                     "assigning" if quorate else f"no_quorum_policy {self.state.no_quorum_policy}")
@@ -231,9 +237,12 @@ class AmfEngine(LibraryMixin, ServiceEngine):
             return
         self._members = tuple(members)
         self._sync_records = []
+        # the quorum service decides this configuration after AMF's sync (it reports to every member at
+        # the same point): until then a lost quorum gives nothing up ("stop" waits for the decision)
+        self._quorum_pending = bool(getattr(self.api, "quorum_configured", lambda: False)())
         self._sync_full = bool(set(members) - set(transitional)) or not transitional
         if self._sync_full:
-            record = SyncRecord.pack(self.api.nodeid, self.hostname, self.state.m.digest,
+            record = SyncRecord.pack(self.api.nodeid, self.hostname, self.state.m.digest, self._side_quorate,
                                      json.dumps(to_doc(self.state.rt)).encode())
             self.transfer.start(ring_id, [record])
         else:
@@ -282,7 +291,8 @@ class AmfEngine(LibraryMixin, ServiceEngine):
             self.timers.set("startup", st.rt.startup_deadline)
 
     def _merge(self, records: list[Any]) -> tuple[tuple[int, ...], list[tuple]]:
-        """The merged runtime: the started side's (lowest node id) assignments, each node's own presence."""
+        """The merged runtime: the assignments of the side that was quorate (else the started side with the
+        lowest node id), each node's own presence."""
         st = self.state
         assert st is not None
         low = min(records, key=lambda r: r.nodeid)
@@ -297,8 +307,14 @@ class AmfEngine(LibraryMixin, ServiceEngine):
             return (), []
         self.excluded = False
         docs = {r.nodeid: json.loads(bytes(r.runtime)) for r in good}
+        # The base is a side that was quorate before the merge (it kept or took the ACTIVE work while the
+        # other side gave it up), then any started side; the lowest node id among equals.
         started = [r.nodeid for r in good if docs[r.nodeid]["started"]]
-        base_id = min(started) if started else min(docs)
+        quorate = [r.nodeid for r in good if docs[r.nodeid]["started"] and r.quorate]
+        base_id = min(quorate) if quorate else min(started) if started else min(docs)
+        if quorate and min(started) != base_id:
+            log.warning("AMF merge: the assignments of node %d's side win (it was quorate); node %d's side "
+                        "was not", base_id, min(started))
         base = docs[base_id]
         rt = from_doc(json.loads(json.dumps(base)))
         rt.next_invocation = max(d["next_invocation"] for d in docs.values())  # never reuse one across sides

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 
-from openais.message import U8, U32, U64, Bytes, Message, Optional, Str
+from openais.message import U8, U32, U64, Bool, Bytes, Message, Optional, Str
 
 _NAME = 1024
 
@@ -124,6 +124,8 @@ class SyncRecord(Message):
     nodeid = U32()
     hostname = Str(max_len=256)
     digest = Str(max_len=64)
+    #: whether the sender's side of the partition was quorate when the ring changed (the merge prefers it)
+    quorate = Bool()
     runtime = Bytes(max_len=64 << 20)
 
 

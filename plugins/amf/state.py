@@ -64,6 +64,9 @@ class AmfState(LifecycleMixin, RecoveryMixin, AssignMixin, AdminMixin):
         self.quorate: Callable[[], bool] = lambda: True
         #: ``amf { no_quorum_policy }``: "stop" removes ACTIVE work without quorum, "freeze" keeps what runs
         self.no_quorum_policy = "stop"
+        #: ``fn() -> bool``: True while a new configuration's quorum is still being decided (its sync round):
+        #: no new ACTIVE then, but nothing given up either (every member is undecided at the same points)
+        self.quorum_undecided: Callable[[], bool] = lambda: False
 
     @staticmethod
     def fresh_runtime(model: Model) -> Runtime:
@@ -121,7 +124,7 @@ class AmfState(LifecycleMixin, RecoveryMixin, AssignMixin, AdminMixin):
             return int(Ready.OUT_OF_SERVICE)
         if Adm.SHUTTING_DOWN in admins:
             return int(Ready.STOPPING)
-        if not self.partition_may_assign() and self.no_quorum_policy == "stop":
+        if not self.partition_may_assign() and self.no_quorum_policy == "stop" and not self.quorum_undecided():
             return int(Ready.OUT_OF_SERVICE)  # without quorum: give the work up so the quorate side takes it
         return int(Ready.IN_SERVICE)
 
