@@ -298,9 +298,10 @@ class Handle:
             try:
                 if len(self._pipelined) >= PIPELINE_WINDOW // 2 or self._rbuf:  # reap in batches, not per call
                     self._reap()
-                error = self._take_deferred()
-                if error is not None:
-                    raise error
+                if self._deferred is not None:
+                    error = self._take_deferred()
+                    if error is not None:
+                        raise error
                 size = _wire.REQUEST.size + len(payload)
                 if self._pipelined and self._pipelined_bytes + size > PIPELINE_BYTES:
                     self._reap()
@@ -379,7 +380,8 @@ class Handle:
             raise InvalidParam(f"dispatch flags must be DISPATCH_ONE, DISPATCH_ALL or DISPATCH_BLOCKING, not {flags}")
         # A pipelined request's error reaches dispatch through the dispatch channel (the executive
         # sends a PIPELINE_ERROR frame with the answer): raised before and after the callbacks run.
-        self._raise_kept()
+        if self._deferred is not None:
+            self._raise_kept()
         with self._dispatch_lock:
             if flags == DISPATCH_BLOCKING:
                 while not self._finalized:
@@ -395,7 +397,8 @@ class Handle:
                 self._dispatch_frame(block=False)
             else:
                 self._dispatch_all()
-        self._raise_kept()
+        if self._deferred is not None:
+            self._raise_kept()
 
     def _raise_kept(self) -> None:
         if self._deferred is not None:

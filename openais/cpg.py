@@ -204,7 +204,8 @@ class CpgHandle(Handle):
 
         ``timeout``: seconds a send may wait while the executive takes no data (then ``Timeout``).
         """
-        timeout = checked_timeout(timeout)
+        if timeout is not None:
+            timeout = checked_timeout(timeout)
         if len(data) > MAX_MESSAGE:
             raise TooBig(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
         try:
@@ -217,7 +218,7 @@ class CpgHandle(Handle):
         # Pipelined: up to PIPELINE_WINDOW messages in flight; TryAgain when the executive is backed
         # up; an error the executive found for an earlier message is raised by the next call,
         # dispatch, flush or finalize.
-        self._send_pipelined(Request.MCAST, request, *(() if timeout is None else (timeout,)))
+        self._send_pipelined(Request.MCAST, request, timeout)
 
     def membership(self, group: str, *, timeout: float | None = None) -> list[Member]:
         """Current members of ``group`` as this node knows them (empty if nobody joined it)."""

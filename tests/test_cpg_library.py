@@ -27,7 +27,7 @@ class BridgedHandle(cpg.CpgHandle):
         self.cluster = cluster
         self.conn = cluster.connect(nodeid, cpg.SERVICE_ID, pid=pid)
 
-    def _send_pipelined(self, msg_id: int, payload: bytes) -> None:
+    def _send_pipelined(self, msg_id: int, payload: bytes, timeout: float | None = None) -> None:
         self._call(msg_id, payload)
 
     def _call(self, msg_id: int, payload: bytes, timeout: float | None = None) -> bytes:

@@ -21,7 +21,7 @@ class BridgedHandle(evs.EvsHandle):
         self.cluster = cluster
         self.conn = cluster.connect(nodeid, evs.SERVICE_ID, pid=nodeid)
 
-    def _send_pipelined(self, msg_id: int, payload: bytes) -> None:
+    def _send_pipelined(self, msg_id: int, payload: bytes, timeout: float | None = None) -> None:
         self._call(msg_id, payload)
 
     def _call(self, msg_id: int, payload: bytes, timeout: float | None = None) -> bytes:
