@@ -268,7 +268,9 @@ class OrderingMixin:
         if dest == self._nodeid:
             # one-node ring: the token comes straight back; pace it by the hold timer when idle
             self.held_token = tok
-            busy = bool(self.pending) or bool(self.recovery_queue) or self.memb_state == MembState.RECOVERY
+            # a SAFE message waiting for its second visit keeps the token going too (else each waits a hold)
+            busy = (bool(self.pending) or bool(self.recovery_queue) or self.memb_state == MembState.RECOVERY
+                    or self.my_high_delivered < self.my_aru)
             self.cancel(_TOKEN_RETRANSMIT)
             self.arm(now, TimerName.HOLD, 0 if busy and not hold else cfg.hold)
             return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aisexec.totem.api import ConfKind, MembState
+from aisexec.totem.api import ConfKind, Guarantee, MembState
 from tests.totem.srp_harness import Loop
 
 
@@ -19,6 +19,25 @@ def test_single_node_forms_ring_with_initial_configs():
     net.collect(1)
     net.run(2.0)
     assert net.deliveries(1) == [b"hello"]
+
+
+def test_single_node_delivers_safe_without_waiting_for_the_hold_timer():
+    """A one-node ring paces an idle token by the hold timer; a SAFE message (two visits) must not wait for it."""
+    net = Loop([1])
+    net.start()
+    net.run(1.0)
+    core = net.cores[1]
+    hold = core.cfg.hold / 1000.0
+    assert hold >= 0.05
+    for k in range(3):
+        sent = net.now
+        core.submit(net.now, f"safe-{k}".encode(), Guarantee.SAFE)
+        net.collect(1)
+        deadline = sent + hold / 4
+        while f"safe-{k}".encode() not in net.deliveries(1) and net.now < deadline:
+            net.run(net.now + 0.001)
+        assert f"safe-{k}".encode() in net.deliveries(1), f"SAFE message {k} still waits after {hold / 4:.3f} s"
+        net.run(net.now + 2 * hold)  # idle again: the token is held between messages
 
 
 def test_three_nodes_agree_on_ring_and_order():
