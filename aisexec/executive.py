@@ -22,7 +22,7 @@ from aisexec.ipc.limits import IpcLimits
 from aisexec.ipc.server import IpcServer
 from aisexec.plugins import LoadedService
 from aisexec.servicelayer import ServiceLayer
-from aisexec.totem.api import ConfigChange, RingId
+from aisexec.totem.api import ConfigChange, MembState, RingId
 from aisexec.totemlink import TotemLink, resolve_nodeid
 
 log = logging.getLogger("aisexec.main")
@@ -114,7 +114,7 @@ class Executive:
 
     def ring_operational(self) -> bool:
         """True while the Totem core is OPERATIONAL (not gathering, committing or recovering)."""
-        return self.link is not None and self.link.core.state.name == "OPERATIONAL"
+        return self.link is not None and self.link.core.state is MembState.OPERATIONAL
 
     def ring_status(self) -> dict:
         """Ring state for tools."""
