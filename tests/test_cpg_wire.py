@@ -121,7 +121,7 @@ def _offline_handle(calls: list) -> cpg.CpgHandle:
     handle._deliver_fn = lambda *args: calls.append(("deliver", *args))
     handle._confchg_fn = lambda *args: calls.append(("confchg", *args))
     handle._call = lambda msg_id, payload, timeout=None: calls.append(("call", msg_id, payload)) or b""
-    handle._send_pipelined = lambda msg_id, payload: calls.append(("call", msg_id, payload))
+    handle._send_pipelined = lambda msg_id, payload, timeout=None: calls.append(("call", msg_id, payload))
     return handle
 
 

@@ -68,7 +68,7 @@ def test_handle_validates_before_sending_and_decodes_callbacks():
     handle._deliver_fn = lambda *args: calls.append(("deliver", *args))
     handle._confchg_fn = lambda *args: calls.append(("confchg", *args))
     handle._call = lambda msg_id, payload, timeout=None: calls.append(("call", msg_id, payload)) or b""
-    handle._send_pipelined = lambda msg_id, payload: calls.append(("send", msg_id, payload))
+    handle._send_pipelined = lambda msg_id, payload, timeout=None: calls.append(("send", msg_id, payload))
     with pytest.raises(InvalidParam):
         handle.join("abc")  # one str, not a list
     with pytest.raises(InvalidParam):
@@ -109,7 +109,7 @@ def test_mcast_of_something_not_bytes_like_is_invalid_param():
     from openais.errors import InvalidParam
 
     handle = evs.EvsHandle.__new__(evs.EvsHandle)
-    handle._send_pipelined = lambda msg_id, payload: None
+    handle._send_pipelined = lambda msg_id, payload, timeout=None: None
     for call in (lambda: handle.mcast_joined("text"), lambda: handle.mcast_groups(["g"], "text")):
         with pytest.raises(InvalidParam):
             call()
