@@ -4,18 +4,29 @@ Every cluster message starts with one :class:`Header`, ``service (u16), msg_id (
 flags (u16)``, network order.  Service id :data:`SYNC_SERVICE_ID` carries the
 sync engine's own control messages.  A message flagged :data:`FLAG_SYNC` is
 sync traffic (state a service multicasts from its sync hooks) and reaches its
-handler at once; any other message delivered while a sync round runs is held
-and handed over, in delivery order, right after the round completes (or,
-when the round is aborted, before the next one starts), so no service
-handles new cluster messages before its state is synchronised.  All members
-hold and release at the same point of the agreed order, so they stay
-identical.
+handler at once.  Any other message of a service the running sync round still
+holds (:meth:`aisexec.sync.SyncEngine.holds`: every service until the round's
+plan is known, then each until its priority tier is active) is held, and
+handed over, in delivery order, at the point the round releases that service;
+the messages of a released service (or of one outside the plan) are
+dispatched at once, so CPG is served while a bulk service such as CKPT still
+streams its state.  When a round is aborted everything held is handed over
+before the next one starts.  No service handles new cluster messages before
+its state is synchronised, and all members hold and release at the same
+point of the agreed order, so they stay identical.
+
+Nothing held is ever dropped: a held message was accepted by some node (a
+client may wait for its answer).  The IPC layer refuses a held service's
+requests (``cluster_ready(service)``), so what is held is only what was in
+flight and engines' own cleanups; past :data:`HELD_WARNING` held messages the
+router logs a warning, once per round, and counts it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aisexec.plugins import LoadedService
@@ -40,8 +51,8 @@ class Header(Message):
 #: The header's struct: the delivery path unpacks it directly (three u16, nothing to validate).
 HEADER = Header.fixed
 assert HEADER is not None
-#: Most messages held during one sync round before the oldest are dropped (and counted).
-MAX_HELD_MESSAGES = 100_000
+#: Held messages past which the router warns (once per round; nothing is dropped).
+HELD_WARNING = 100_000
 
 
 def encode(service: int, msg_id: int, payload: bytes, flags: int = 0) -> bytes:
@@ -58,11 +69,12 @@ def decode_header(message: bytes) -> tuple[int, int, int]:
 
 @dataclass(slots=True)
 class RoutingStats:
-    """Counters for tools and tests."""
+    """Counters for tools and tests (every field only grows: the metrics export them as counters)."""
 
     delivered: int = 0
     held: int = 0
-    held_dropped: int = 0
+    held_released: int = 0
+    held_over_warning: int = 0
     malformed: int = 0
     unknown_service: int = 0
     unknown_message: int = 0
@@ -81,13 +93,19 @@ class ClusterRouter:
         self._engines = engines
         self._sync = sync
         self._log = logger or logging.getLogger("aisexec.serv")
-        self._held: deque[tuple[int, bytes]] = deque()
+        self._held: deque[tuple[int, int, bytes]] = deque()  # (service, sender, message), delivery order
+        self._warned = False
         self.stats = RoutingStats()
+        sync.release_listeners.append(self._release_free)
 
     @property
     def held_count(self) -> int:
-        """Messages waiting for the running sync round to complete."""
+        """Messages waiting for the running sync round to release their service."""
         return len(self._held)
+
+    def held_for(self, service: int) -> int:
+        """Messages of ``service`` held now."""
+        return sum(1 for s, _, _ in self._held if s == service)
 
     def deliver(self, sender: int, message: bytes) -> None:
         """One complete cluster message delivered by the ring, in agreed order."""
@@ -105,20 +123,46 @@ class ClusterRouter:
                 self.stats.malformed += 1
                 self._log.warning("dropping sync message from node %d: %s", sender, exc)
             return
-        if self._sync.in_progress and not flags & FLAG_SYNC:
-            if len(self._held) >= MAX_HELD_MESSAGES:
-                self._held.popleft()
-                self.stats.held_dropped += 1
-            self._held.append((sender, message))
-            self.stats.held += 1
+        if not flags & FLAG_SYNC and self._sync.holds(service):
+            self._hold(service, sender, message)
             return
         self._dispatch(sender, service, msg_id, payload)
 
+    def _hold(self, service: int, sender: int, message: bytes) -> None:
+        held = self._held
+        held.append((service, sender, message))
+        self.stats.held += 1
+        if len(held) > HELD_WARNING:
+            self.stats.held_over_warning += 1
+            if not self._warned:
+                self._warned = True
+                self._log.warning("%d cluster messages held by a sync round (service %d now; none is dropped)",
+                                  len(held), service)
+
     def release_held(self) -> None:
-        """Hand over every held message (sync completed or was aborted)."""
-        while self._held:
-            sender, message = self._held.popleft()
-            service, msg_id, _ = decode_header(message)
+        """Hand over every held message, in delivery order (sync completed or was aborted)."""
+        self._release(lambda _service: True)
+        self._warned = False
+
+    def _release_free(self) -> None:
+        """The round released services: hand over their held messages, in delivery order."""
+        holds = self._sync.holds
+        self._release(lambda service: not holds(service))
+
+    def _release(self, free: Callable[[int], bool]) -> None:
+        if not self._held:
+            return
+        keep: deque[tuple[int, int, bytes]] = deque()
+        # handlers never deliver (the ring does), so nothing is added to the queue while it is walked
+        held, self._held = self._held, keep
+        while held:
+            entry = held.popleft()
+            service, sender, message = entry
+            if not free(service):
+                keep.append(entry)
+                continue
+            self.stats.held_released += 1
+            _, msg_id, _ = decode_header(message)
             self._dispatch(sender, service, msg_id, message[HEADER.size :])
 
     def config_change(self, change: ConfigChange) -> None:

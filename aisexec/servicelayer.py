@@ -16,8 +16,11 @@ from typing import Any, Protocol
 from aisexec.plugins import LoadedService
 from aisexec.routing import FLAG_SYNC, SYNC_SERVICE_ID, ClusterRouter, encode
 from aisexec.service import EngineHost, ServiceEngine
-from aisexec.sync import SyncEngine
+from aisexec.sync import PRIORITY_BULK, PRIORITY_NORMAL, SyncEngine
 from aisexec.totem.api import ConfigChange, ConfKind, QueueFull, RingId
+
+#: Bytes of the ring's send queue new requests leave free while a bulk service streams its sync state.
+BULK_RESERVE = 3 << 19  # 1.5 MiB of the 4 MiB the executive queues at most
 
 #: Sync rounds are logged under SYNC (``--debug``: each service's init, activate and abort).
 sync_log = logging.getLogger("aisexec.sync")
@@ -61,6 +64,8 @@ class _SyncAdapter:
     def __init__(self, layer: ServiceLayer, entry: LoadedService) -> None:
         self.service_id = entry.engine.id
         self.name = entry.engine.name
+        #: the engine's ``sync_priority`` (lower syncs first; ``aisexec.sync.PRIORITY_BULK`` for large state)
+        self.sync_priority = int(getattr(entry.engine, "sync_priority", PRIORITY_NORMAL))
         self._layer = layer
         self._hook = entry.host.hook
 
@@ -81,6 +86,34 @@ class _SyncAdapter:
     def sync_abort(self) -> None:
         sync_log.debug("sync of ring %s: %s aborted", self._layer.sync.ring_id, self.name)
         self._hook.sync_abort()
+
+
+class EngineApi:
+    """The api one engine is given (``exec_init``): its node's :class:`ServiceLayer`, readiness its own.
+
+    Every attribute is the layer's (methods are looked up once, then kept),
+    except :meth:`ready`, which for a service taking part in sync rounds
+    answers for that service: True as soon as the running round released it
+    (its priority tier is active), even while a bulk service still syncs.
+    """
+
+    def __init__(self, layer: ServiceLayer, service_id: int, syncs: bool) -> None:
+        self._layer = layer
+        self._service_id = service_id if syncs else None
+        self.nodeid = layer.nodeid
+        self.config = layer.config
+
+    def ready(self) -> bool:
+        """In an operational ring, and this service's state (without sync hooks: every service's) is synchronised."""
+        return self._layer.ready(self._service_id)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        value = getattr(self._layer, name)
+        if callable(value):
+            setattr(self, name, value)  # a bound method of the layer: found directly from now on
+        return value
 
 
 def _no_trace(*_args: object) -> None:
@@ -127,7 +160,7 @@ class ServiceLayer:
         self._on_sync_complete = on_sync_complete
         self._quorum_provider: QuorumProvider | None = None
         self._quorum_listeners: list[Callable[[bool], None]] = []
-        participants = [_SyncAdapter(self, s) for s in services if _has_sync_hooks(s.host)]
+        participants = self._participants = [_SyncAdapter(self, s) for s in services if _has_sync_hooks(s.host)]
         self._sync_names = ", ".join(p.name for p in participants) or "none"
         self.sync = SyncEngine(nodeid, participants, self._send_sync, on_complete=self._sync_completed)
         self.router = ClusterRouter(self._services, self.sync, self.log)
@@ -137,9 +170,10 @@ class ServiceLayer:
     # -- lifecycle ----------------------------------------------------------
 
     def exec_init(self) -> None:
-        """Call every engine's ``exec_init`` with this layer as its api."""
-        for entry in self._services.values():
-            entry.host.hook.exec_init(api=self)
+        """Call every engine's ``exec_init`` with this layer as its api (an :class:`EngineApi` of it)."""
+        syncing = {p.service_id for p in self._participants}
+        for sid, entry in self._services.items():
+            entry.host.hook.exec_init(api=EngineApi(self, sid, sid in syncing))
 
     def exec_stopping(self) -> None:
         """Call every engine's ``exec_stopping`` (clean stop, before leaving the ring); errors are logged."""
@@ -205,13 +239,18 @@ class ServiceLayer:
         """Id of the current regular ring."""
         return self._ring_id
 
-    def ready(self) -> bool:
+    def ready(self, service_id: int | None = None) -> bool:
         """In an operational ring and the sync round of its configuration completed.
 
         False from the moment the ring leaves OPERATIONAL (token lost, a join
-        seen) until the next configuration's sync completes.
+        seen) until the next configuration's sync completes.  With
+        ``service_id``: until the round released that service (its priority
+        tier is active), which for all but bulk services comes before the
+        round completes.
         """
-        if not (self._synced and self._members):
+        if not self._members:
+            return False
+        if not self._synced and (service_id is None or not self.sync.in_progress or self.sync.holds(service_id)):
             return False
         operational = getattr(self._host, "ring_operational", None)
         return True if operational is None else bool(operational())
@@ -281,13 +320,40 @@ class ServiceLayer:
         entry = self._services.get(service_id)
         return None if entry is None else (entry.engine, entry.host)
 
-    def cluster_ready(self) -> bool:
-        """False while a sync round runs (cluster requests get TRY_AGAIN)."""
-        return not self.sync.in_progress
+    def cluster_ready(self, service_id: int | None = None) -> bool:
+        """May a request of ``service_id`` that needs the cluster be taken now?  (Else TRY_AGAIN.)
+
+        False while the running sync round holds that service's messages:
+        from the REGULAR configuration until the service's priority tier is
+        active (at once for a service outside the round's plan).  Without a
+        service id: False while any sync round runs.
+        """
+        if service_id is None:
+            return not self.sync.in_progress
+        return not self.sync.holds(service_id)
 
     def has_room(self, size: int) -> bool:
-        """True when the ring can queue ``size`` more bytes now."""
+        """True when the ring can queue ``size`` more bytes now (the admission test of new requests).
+
+        While a bulk service (``aisexec.sync.PRIORITY_BULK``) streams its sync
+        state, new requests must leave :data:`BULK_RESERVE` bytes of the send
+        queue free, so the bulk transfer keeps its share of the ring instead of
+        being starved by the services already released; its own chunks, sent
+        from its sync hooks, are not subject to this.
+        """
+        if self._bulk_syncing():
+            size += BULK_RESERVE
         return self._host.has_room(size)
+
+    def _bulk_syncing(self) -> bool:
+        sync = self.sync
+        if not sync.in_progress:
+            return False
+        current = sync.current_service
+        if current is None:
+            return False
+        priority = sync.priority_of(current)
+        return priority is not None and priority >= PRIORITY_BULK
 
     # -- internals ----------------------------------------------------------
 

@@ -2,17 +2,32 @@
 
 Sans-IO, like the Totem core.  After each REGULAR configuration:
 
-1. every node multicasts its list of sync-capable service ids (round 0);
-   when the lists of all members are in, the union, in ascending id order,
-   is the plan for this round (a node without one of the services passes
-   through it at once, so mixed installations cannot deadlock);
+1. every node multicasts its list of sync-capable services, each with its
+   *sync priority* (round 0); when the lists of all members are in, the
+   union ordered by (priority, id) is the plan for this round (a service's
+   priority is the highest any member declared; a node without one of the
+   services passes through it at once, so mixed installations cannot
+   deadlock);
 2. per service of the plan: ``sync_init``, then ``sync_process`` whenever
    the driver pumps (it multicasts a bounded share and returns True while
    more remains), then a *barrier* message carrying the ring id and the
    service id; when every member's barrier for this ring and service has
    been delivered, ``sync_activate`` and on to the next service;
-3. after the last service the round is complete and the service layer
-   resumes.
+3. the services of one priority form a *tier*: once the last of a tier is
+   activated, the tier is *released* (:meth:`SyncEngine.holds` turns False
+   for its services and the release listeners run, so the router hands over
+   their held messages and the IPC layer takes their requests again) while
+   the next tiers still synchronise; services outside the plan are released
+   as soon as the plan is known;
+4. after the last service the round is complete (``on_complete``), which
+   releases the last tier.
+
+Priorities are small integers, lower first: :data:`PRIORITY_NORMAL` (the
+default) and :data:`PRIORITY_BULK` for a service whose state may be large
+(CKPT), so every other service is served again while bulk state streams.
+Within a tier services still go in id order and nothing of the tier is
+released before all of it is active, as when every service was one tier.
+All of it happens at the same point of the agreed order on every member.
 
 A configuration change during a round calls ``sync_abort`` on the service
 in progress and starts over; barriers of any other ring are ignored.  The
@@ -23,12 +38,12 @@ through the ``send`` callable given to it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from aisexec.totem.api import ConfigChange, ConfKind, RingId
-from openais.message import U16, U32, U64, List, Message, MessageError
+from openais.message import U8, U16, U32, U64, List, Message, MessageError
 
 
 class SyncMsg(enum.IntEnum):
@@ -38,12 +53,25 @@ class SyncMsg(enum.IntEnum):
     BARRIER = 2
 
 
+#: Sync priority of an ordinary service (the default).
+PRIORITY_NORMAL = 0
+#: Sync priority of a service whose state may be large: it synchronises after the others.
+PRIORITY_BULK = 10
+
+
+class ServiceEntry(Message):
+    """One sync-capable service of a node and the priority that node gives it."""
+
+    service_id = U16()
+    priority = U8()
+
+
 class ServiceList(Message):
-    """Round 0: the sender's sync-capable service ids for ring ``(ring_rep, ring_seq)``, ascending."""
+    """Round 0: the sender's sync-capable services for ring ``(ring_rep, ring_seq)``, ascending ids."""
 
     ring_rep = U32()
     ring_seq = U64()
-    service_ids = List(U16(), max_count=1 << 16)
+    services = List(ServiceEntry, max_count=1 << 16)
 
 
 class Barrier(Message):
@@ -63,9 +91,10 @@ def encode(msg: ServiceList | Barrier) -> bytes:
     return _TYPE_BYTE[type(msg)] + msg.encode()
 
 
-def encode_service_list(ring_id: RingId, service_ids: Iterable[int]) -> bytes:
-    """Round 0 message: the sender's sync-capable service ids for ``ring_id``."""
-    return encode(ServiceList(ring_id.rep, ring_id.seq, sorted(set(service_ids))))
+def encode_service_list(ring_id: RingId, services: Iterable[int] | Mapping[int, int]) -> bytes:
+    """Round 0 message: the sender's sync-capable services (ids, or ids to priorities) for ``ring_id``."""
+    prio = dict(services) if isinstance(services, Mapping) else dict.fromkeys(services, PRIORITY_NORMAL)
+    return encode(ServiceList(ring_id.rep, ring_id.seq, [ServiceEntry(k, prio[k]) for k in sorted(prio)]))
 
 
 def encode_barrier(ring_id: RingId, service_id: int) -> bytes:
@@ -73,8 +102,12 @@ def encode_barrier(ring_id: RingId, service_id: int) -> bytes:
     return encode(Barrier(ring_id.rep, ring_id.seq, service_id))
 
 
-def decode(payload: bytes | memoryview) -> tuple[SyncMsg, RingId, tuple[int, ...]]:
-    """Decode a sync control message into (type, ring id, service ids); MessageError when malformed."""
+def decode(payload: bytes | memoryview) -> tuple[SyncMsg, RingId, tuple]:
+    """Decode a sync control message; MessageError when malformed.
+
+    Returns (type, ring id, what): for a barrier ``what`` is ``(service_id,)``,
+    for a service list the ``(service_id, priority)`` pairs, ascending ids.
+    """
     view = memoryview(payload)
     if not view:
         raise MessageError("SyncMessage", "type", "truncated")
@@ -84,14 +117,19 @@ def decode(payload: bytes | memoryview) -> tuple[SyncMsg, RingId, tuple[int, ...
     msg = cls.decode(view[1:])
     if isinstance(msg, Barrier):
         return SyncMsg.BARRIER, RingId(msg.ring_rep, msg.ring_seq), (msg.service_id,)
-    ids = tuple(msg.service_ids)
-    if list(ids) != sorted(set(ids)):
-        raise MessageError("ServiceList", "service_ids", "not ascending and unique")
-    return SyncMsg.SERVICE_LIST, RingId(msg.ring_rep, msg.ring_seq), ids
+    entries = tuple((e.service_id, e.priority) for e in msg.services)
+    ids = [sid for sid, _ in entries]
+    if ids != sorted(set(ids)):
+        raise MessageError("ServiceList", "services", "ids not ascending and unique")
+    return SyncMsg.SERVICE_LIST, RingId(msg.ring_rep, msg.ring_seq), entries
 
 
 class SyncParticipant(Protocol):
-    """What the engine needs of one service (the executive adapts EngineHost to it)."""
+    """What the engine needs of one service (the executive adapts EngineHost to it).
+
+    A participant may also have ``sync_priority`` (int, :data:`PRIORITY_NORMAL`
+    when absent), read at the start of every round.
+    """
 
     service_id: int
 
@@ -106,6 +144,11 @@ class SyncParticipant(Protocol):
 
     def sync_abort(self) -> None:
         """Discard the round's state."""
+
+
+def _priority(participant: SyncParticipant) -> int:
+    """A participant's ``sync_priority``, kept within what the service list carries (0-255)."""
+    return max(0, min(255, int(getattr(participant, "sync_priority", PRIORITY_NORMAL))))
 
 
 class Phase(enum.Enum):
@@ -133,6 +176,9 @@ class SyncEngine:
     ``send(payload) -> bool`` multicasts a sync control message and returns
     False when the ring cannot take it now (the engine retries on the next
     ``pump``).  ``on_complete(ring_id)`` is called once per completed round.
+    Every callable in :attr:`release_listeners` is called (no arguments)
+    whenever services are released during a round (:meth:`holds` turned
+    False for some), at the same point of the agreed order on every member.
     """
 
     def __init__(
@@ -152,11 +198,16 @@ class SyncEngine:
         self._transitional: tuple[int, ...] = ()
         self._plan: list[int] = []
         self._index = 0
-        self._lists: dict[int, tuple[int, ...]] = {}
+        self._lists: dict[int, tuple[tuple[int, int], ...]] = {}
+        self._priority: dict[int, int] = {}
+        self._plan_known = False
+        self._holding: set[int] = set()  # plan services not released yet (once the plan is known)
         self._barriers: set[int] = set()
         self._outbox: bytes | None = None
         self._activated: list[tuple[RingId, int]] = []
         self._pumping = False
+        #: ``fn()`` called whenever services are released during a round (the router's held messages).
+        self.release_listeners: list[Callable[[], None]] = []
         self.stats = SyncStats()
 
     # -- inputs ---------------------------------------------------------
@@ -165,6 +216,26 @@ class SyncEngine:
     def in_progress(self) -> bool:
         """True from a REGULAR configuration until its round completes."""
         return self.phase is not Phase.IDLE
+
+    def holds(self, service_id: int) -> bool:
+        """True while this round must hold ``service_id``'s cluster messages (and refuse its requests).
+
+        Every service is held from the REGULAR configuration until the plan is
+        known; then a service outside the plan is free at once and one in the
+        plan from the moment its tier (every service of its priority) is active.
+        """
+        if self.phase is Phase.IDLE:
+            return False
+        return not self._plan_known or service_id in self._holding
+
+    @property
+    def plan(self) -> tuple[int, ...]:
+        """This round's services in sync order (empty until every service list is in)."""
+        return tuple(self._plan)
+
+    def priority_of(self, service_id: int) -> int | None:
+        """The sync priority this round gives ``service_id`` (None when it is not in the plan)."""
+        return self._priority.get(service_id)
 
     @property
     def current_service(self) -> int | None:
@@ -188,8 +259,12 @@ class SyncEngine:
         self.phase = Phase.SERVICE_LIST
         self._lists = {}
         self._plan = []
+        self._priority = {}
+        self._plan_known = False
+        self._holding = set()
         self._index = 0
-        self._outbox = encode_service_list(change.ring_id, self._participants)
+        self._outbox = encode_service_list(change.ring_id, {
+            sid: _priority(p) for sid, p in self._participants.items()})
         self.pump()
 
     def on_message(self, sender: int, payload: bytes) -> None:
@@ -204,9 +279,10 @@ class SyncEngine:
                 return
             self._lists[sender] = ids
             if len(self._lists) == len(self.members):
-                self._plan = sorted(set().union(*self._lists.values()))
-                self._index = 0
-                self._start_service()
+                self._make_plan()
+                self._released()  # the services outside the plan are free from here on
+                if self.phase is Phase.SERVICE_LIST:
+                    self._start_service()
             return
         if self.phase is Phase.SERVICE_LIST or ids[0] != self.current_service:
             self.stats.stale_messages += 1
@@ -242,6 +318,22 @@ class SyncEngine:
 
     # -- internals ------------------------------------------------------
 
+    def _make_plan(self) -> None:
+        """Every list is in: the union in (priority, id) order; a service's priority is the highest declared."""
+        priority: dict[int, int] = {}
+        for entries in self._lists.values():
+            for sid, prio in entries:
+                priority[sid] = max(prio, priority.get(sid, prio))
+        self._priority = priority
+        self._plan = sorted(priority, key=lambda sid: (priority[sid], sid))
+        self._holding = set(priority)
+        self._index = 0
+        self._plan_known = True
+
+    def _released(self) -> None:
+        for listener in list(self.release_listeners):
+            listener()
+
     def _start_service(self) -> None:
         if self._index < len(self._plan):
             self._barriers = set()
@@ -260,14 +352,23 @@ class SyncEngine:
             participant.sync_activate()
         self._activated.append((self.ring_id, service_id))  # type: ignore[arg-type]
         self._index += 1
+        tier = self._priority[service_id]  # type: ignore[index]
+        if self._index < len(self._plan) and self._priority[self._plan[self._index]] != tier:
+            # a tier ends and another follows (after the last one, _complete releases everything)
+            self._holding.difference_update([s for s in self._plan if self._priority[s] == tier])
+            self._released()
+            if self.phase is Phase.IDLE:
+                return  # a listener's work ended the round (not from agreed order; defensive)
         self._start_service()
 
     def _complete(self) -> None:
         self.phase = Phase.IDLE
+        self._holding = set()
         self.stats.rounds_completed += 1
         self._outbox = None
         if self._on_complete is not None:
             self._on_complete(self.ring_id)  # type: ignore[arg-type]
+        self._released()  # the last tier (the router already let go of everything in on_complete)
 
     def abort(self) -> None:
         """Abort the running round, if any (``sync_abort`` on the service in progress)."""
@@ -283,6 +384,7 @@ class SyncEngine:
         self.phase = Phase.IDLE
         self._outbox = None
         self._barriers = set()
+        self._holding = set()
 
     def take_activations(self) -> list[tuple[RingId, int]]:
         """Return and clear the (ring id, service id) activations since the last call (tests, tools)."""

@@ -184,7 +184,7 @@ class ServiceCluster:
         if len(payload) > handler.max_size:
             conn.respond(conn.service, msg_id, rid, TOO_BIG)
             return rid
-        if handler.needs_cluster and (not layer.cluster_ready() or not layer.has_room(len(payload))):
+        if handler.needs_cluster and (not layer.cluster_ready(conn.service) or not layer.has_room(len(payload))):
             conn.respond(conn.service, msg_id, rid, TRY_AGAIN)
             return rid
         try:

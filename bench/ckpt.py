@@ -12,9 +12,14 @@ Rows (``test``):
               cluster and ``ratio`` writes/s over it
 ``read``      median and p99 of a local 64-byte read, with a CPG ``membership`` round trip of the same
               process (``cpg_median_us``) and ``ratio`` of the medians
-``sync``      seconds from restarting node 3 until its replica holds a checkpoint of ``--sync-mb`` MB,
-              and CPG messages delivered meanwhile by a sender on node 1
-``rss``       RSS of each executive after the sync, against the checkpoint's size
+``sync``      seconds from restarting node 3 until its replica holds a checkpoint of ``--sync-mb`` MB
+              (``seconds_from_join``: from its first 3-node ring), once without and once with a CPG sender
+              on node 1; with it, the sender's deliveries per second before the restart
+              (``cpg_before_msgs_per_s``) and between the join and the replica's completion
+              (``cpg_during_sync_msgs_per_s``), the longest stretch of that window without a delivery
+              (``cpg_during_sync_longest_gap_s``) and the lowest rate of one 0.1 s bucket in it
+``rss``       RSS of each executive after the sync, and its peak (``VmHWM``: node 3 restarted for the last
+              sync, so its peak is that sync's), above its idle RSS, against the checkpoint's size
 
 The machine running this may be shared: the figures are noisy; compare ratios.
 The script is also its own client (``python bench/ckpt.py client MODE ...``).
@@ -152,17 +157,37 @@ def client_fill(megabytes: int) -> dict:
     return {"seconds": time.monotonic() - t0, "bytes": total}
 
 
+#: Width of the buckets in which the CPG client counts its deliveries (seconds).
+CPG_BUCKET = 0.1
+
+
 def client_cpg_count(seconds: float) -> dict:
-    """Multicast 1 KiB CPG messages for ``seconds``; count own deliveries (the ring serving CPG)."""
+    """Multicast 1 KiB CPG messages for ``seconds``; count own deliveries (the ring serving CPG).
+
+    Deliveries are also counted per :data:`CPG_BUCKET` of ``time.monotonic()``
+    (the clock every process of the host shares), so the orchestrator can give
+    the CPG rate inside the sync window and its longest gap.
+    """
     import openais
     from openais import cpg
 
     me = os.getpid()
     got = [0]
+    start = time.monotonic()
+    buckets: dict[int, int] = {}
+    try_again = [0]
 
     def deliver(group, nodeid, pid, data):
         if pid == me:
             got[0] += 1
+            b = int((time.monotonic() - start) / CPG_BUCKET)
+            buckets[b] = buckets.get(b, 0) + 1
+
+    def pump() -> None:
+        try:
+            h.dispatch(openais.DISPATCH_ALL)
+        except openais.TryAgain:  # a pipelined mcast refused earlier (the ring was full)
+            try_again[0] += 1
 
     import signal
 
@@ -177,13 +202,30 @@ def client_cpg_count(seconds: float) -> dict:
                 h.mcast(b"c" * 1024)
                 sent += 1
             except openais.TryAgain:
+                try_again[0] += 1
                 select.select([h], [], [], 0.005)
-            h.dispatch(openais.DISPATCH_ALL)
+            pump()
         drain = time.monotonic() + 10
-        while got[0] < sent and time.monotonic() < drain:
+        while got[0] < sent - try_again[0] and time.monotonic() < drain:
             select.select([h], [], [], 0.05)
-            h.dispatch(openais.DISPATCH_ALL)
-    return {"sent": sent, "delivered": got[0]}
+            pump()
+    return {"sent": sent, "delivered": got[0], "try_again": try_again[0], "start": start, "bucket": CPG_BUCKET,
+            "buckets": [buckets.get(i, 0) for i in range(max(buckets, default=-1) + 1)]}
+
+
+def cpg_window(cpg: dict, t_from: float, t_to: float) -> dict:
+    """CPG deliveries inside [t_from, t_to] (monotonic): msgs/s, and the longest run of empty buckets (s)."""
+    width = cpg["bucket"]
+    first = max(0, int((t_from - cpg["start"]) / width))
+    last = int((t_to - cpg["start"]) / width)
+    counts = [cpg["buckets"][i] if i < len(cpg["buckets"]) else 0 for i in range(first, last + 1)]
+    gap = run = 0
+    for n in counts:
+        run = run + 1 if n == 0 else 0
+        gap = max(gap, run)
+    span = max(t_to - t_from, 1e-9)
+    return {"msgs": sum(counts), "msgs_per_s": round(sum(counts) / span), "longest_gap_s": round(gap * width, 2),
+            "min_per_s": round(min(counts, default=0) / width)}
 
 
 def client_wait_sync(name: str, expected: int, members: int) -> dict:
@@ -238,9 +280,10 @@ def _run(cluster: LocalCluster, index: int, *args: str, script: str = __file__, 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _rss_kb(pid: int) -> int:
+def _rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """``VmRSS`` (or ``VmHWM``, the peak) of ``pid`` in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
 
@@ -311,15 +354,26 @@ def run_nodes(nodes: int, seconds: float, writers: int, sync_mb: int, emit, test
                 cpg_proc.terminate()
                 cpg_out = json.loads(cpg_proc.communicate(timeout=60)[0].strip().splitlines()[-1])
             joined = waited["joined"]
-            emit(_row(nodes=nodes, test="sync", megabytes=sync_mb, cpg_traffic=with_cpg,
-                      seconds_from_start=round(waited["done"] - t0, 2),
-                      seconds_from_join=None if joined is None else round(waited["done"] - joined, 2),
-                      cpg_sent=cpg_out and cpg_out["sent"], cpg_delivered=cpg_out and cpg_out["delivered"]))
+            row = _row(nodes=nodes, test="sync", megabytes=sync_mb, cpg_traffic=with_cpg,
+                       seconds_from_start=round(waited["done"] - t0, 2),
+                       seconds_from_join=None if joined is None else round(waited["done"] - joined, 2))
+            if cpg_out is not None:
+                row.update(cpg_sent=cpg_out["sent"], cpg_delivered=cpg_out["delivered"],
+                           cpg_try_again=cpg_out["try_again"])
+                before = cpg_window(cpg_out, cpg_out["start"] + 0.2, t0)
+                row["cpg_before_msgs_per_s"] = before["msgs_per_s"]
+                if joined is not None:
+                    during = cpg_window(cpg_out, joined, waited["done"])
+                    row.update(cpg_during_sync_msgs_per_s=during["msgs_per_s"],
+                               cpg_during_sync_longest_gap_s=during["longest_gap_s"],
+                               cpg_during_sync_min_per_s=during["min_per_s"])
+            emit(row)
         base = min(idle.values())
         for i, proc in sorted(cluster.procs.items()):
-            rss = _rss_kb(proc.pid)
-            emit(_row(nodes=nodes, test="rss", node=i, rss_kb=rss, idle_rss_kb=idle.get(i, base),
-                      checkpoint_kb=expected >> 10, ratio=round((rss - idle.get(i, base)) / (expected >> 10), 3)))
+            rss, peak = _rss_kb(proc.pid), _rss_kb(proc.pid, "VmHWM")
+            emit(_row(nodes=nodes, test="rss", node=i, rss_kb=rss, peak_rss_kb=peak, idle_rss_kb=idle.get(i, base),
+                      checkpoint_kb=expected >> 10, ratio=round((rss - idle.get(i, base)) / (expected >> 10), 3),
+                      peak_ratio=round((peak - idle.get(i, base)) / (expected >> 10), 3)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ class TestRouter:
     def engine_for(self, service_id):
         return self.engines.get(service_id)
 
-    def cluster_ready(self):
+    def cluster_ready(self, service_id=None):
         return self.ready
 
     def has_room(self, size):

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from aisexec.sync import Barrier, ServiceList, SyncEngine, decode, encode, encode_barrier, encode_service_list
+from aisexec.sync import (
+    PRIORITY_BULK,
+    PRIORITY_NORMAL,
+    Barrier,
+    ServiceEntry,
+    ServiceList,
+    SyncEngine,
+    decode,
+    encode,
+    encode_barrier,
+    encode_service_list,
+)
 from aisexec.totem.api import ConfigChange, ConfKind, RingId
 from openais.message import MessageError
 
@@ -166,10 +177,108 @@ def test_send_refused_is_retried_on_pump():
 
 def test_codec_round_trip_and_strictness():
     assert decode(encode_barrier(RingId(3, 9), 8)) == (2, RingId(3, 9), (8,))
-    _kind, ring, ids = decode(encode_service_list(RingId(1, 4), [8, 1, 8]))
-    assert ids == (1, 8) and ring == RingId(1, 4)
+    _kind, ring, entries = decode(encode_service_list(RingId(1, 4), [8, 1, 8]))
+    assert entries == ((1, PRIORITY_NORMAL), (8, PRIORITY_NORMAL)) and ring == RingId(1, 4)
+    _kind, _ring, entries = decode(encode_service_list(RingId(1, 4), {8: 0, 3: PRIORITY_BULK}))
+    assert entries == ((3, PRIORITY_BULK), (8, 0))
+    e = ServiceEntry
     for bad in (b"", b"\x02" * 5, encode_barrier(RingId(1, 1), 1) + b"x", encode_service_list(RingId(1, 1), [1])[:-1],
-                b"\x09" + b"\x00" * 14, encode(ServiceList(1, 1, [3, 2])), encode(ServiceList(1, 1, [2, 2]))):
+                b"\x09" + b"\x00" * 14, encode(ServiceList(1, 1, [e(3, 0), e(2, 0)])),
+                encode(ServiceList(1, 1, [e(2, 0), e(2, 1)]))):
         with pytest.raises(MessageError):
             decode(bad)
     assert encode(Barrier(3, 9, 8)) == encode_barrier(RingId(3, 9), 8)
+
+
+# -- priorities and tiers ----------------------------------------------------------------------------
+
+
+def make_prio(nodes, services_by_node, chunks=None):
+    """Like make(), with (service id, priority) pairs and optional per-service chunk counts."""
+    bus = Bus()
+    logs = {n: [] for n in nodes}
+    done = {n: [] for n in nodes}
+    for n in nodes:
+        parts = []
+        for sid, prio in services_by_node[n]:
+            r = Recorder(sid, logs[n], chunks=(chunks or {}).get(sid, 2))
+            r.sync_priority = prio
+            parts.append(r)
+        engine = SyncEngine(n, parts, bus.sender(n), on_complete=done[n].append)
+        engine.release_listeners.append(lambda n=n, engine=engine: logs[n].append(
+            ("release", tuple(s for s in (1, 3, 8, 64) if not engine.holds(s)))))
+        bus.engines[n] = engine
+    return bus, logs, done
+
+
+def test_plan_orders_by_priority_then_id_and_bulk_goes_last():
+    bus, logs, done = make_prio([1, 2, 3], {n: [(3, PRIORITY_BULK), (8, 0), (1, 0)] for n in (1, 2, 3)})
+    for engine in bus.engines.values():
+        engine.on_config_change(regular([1, 2, 3], 4))
+    bus.run()
+    for n in (1, 2, 3):
+        assert [e[1] for e in logs[n] if e[0] == "activate"] == [1, 8, 3]
+        assert bus.engines[n].plan == (1, 8, 3)
+        assert done[n] == [RingId(1, 4)]
+    assert logs[1] == logs[2] == logs[3]  # every member decided the same, in the same order
+
+
+def test_members_disagreeing_on_a_priority_take_the_highest():
+    bus, logs, _done = make_prio([1, 2], {1: [(3, PRIORITY_BULK), (8, 0)], 2: [(3, 0), (8, 0)]})
+    for engine in bus.engines.values():
+        engine.on_config_change(regular([1, 2], 4))
+    bus.run()
+    for n in (1, 2):
+        assert [e[1] for e in logs[n] if e[0] == "activate"] == [8, 3]
+        assert bus.engines[n].priority_of(3) == PRIORITY_BULK
+
+
+def test_a_tier_is_released_once_all_of_it_is_active_while_bulk_still_syncs():
+    services = [(1, 0), (8, 0), (3, PRIORITY_BULK)]
+    bus, logs, done = make_prio([1, 2], {1: services, 2: services}, chunks={3: 40})
+    for engine in bus.engines.values():
+        engine.on_config_change(regular([1, 2], 4))
+        assert all(engine.holds(s) for s in (1, 3, 8, 64))  # plan unknown: everything held
+    for _ in range(2):  # both service lists
+        bus.run_step()
+    for n in (1, 2):
+        engine = bus.engines[n]
+        assert not engine.holds(64)  # outside the plan: free once the plan is known
+        assert engine.holds(1) and engine.holds(8) and engine.holds(3)
+        assert logs[n][0] == ("release", (64,)) and logs[n][1][:2] == ("init", 1)
+    for _ in range(60):
+        bus.run_step()
+        if ("activate", 8) in logs[1]:
+            break
+    for n in (1, 2):
+        engine = bus.engines[n]
+        assert engine.in_progress and engine.current_service == 3
+        assert not engine.holds(1) and not engine.holds(8) and engine.holds(3)
+        # service 1 alone is no release: its tier (1 and 8) is released right after 8's activation
+        activations = logs[n].index(("activate", 8))
+        assert logs[n][activations + 1] == ("release", (1, 8, 64))
+        assert ("release", (1, 64)) not in logs[n]
+    bus.run()
+    for n in (1, 2):
+        assert not any(bus.engines[n].holds(s) for s in (1, 3, 8))
+        assert logs[n][-1] == ("release", (1, 3, 8, 64)) and done[n] == [RingId(1, 4)]
+    assert logs[1] == logs[2]
+
+
+def test_abort_frees_everything():
+    services = [(1, 0), (3, PRIORITY_BULK)]
+    bus, logs, _done = make_prio([1, 2], {1: services, 2: services}, chunks={3: 40})
+    for engine in bus.engines.values():
+        engine.on_config_change(regular([1, 2], 4))
+    for _ in range(20):
+        bus.run_step()
+    assert bus.engines[1].current_service == 3 and bus.engines[1].holds(3)
+    bus.engines[1].on_config_change(transitional([1], 8))
+    assert ("abort", 3) in logs[1] and not bus.engines[1].holds(3) and not bus.engines[1].in_progress
+
+
+def test_out_of_range_priorities_are_clamped_to_what_the_list_carries():
+    bus, _logs, _done = make_prio([1], {1: [(3, 999), (8, -5)]})
+    bus.engines[1].on_config_change(regular([1], 4))
+    bus.run()
+    assert bus.engines[1].plan == (8, 3) and bus.engines[1].priority_of(3) == 255

@@ -125,8 +125,8 @@ class Router(Protocol):
     def engine_for(self, service_id: int) -> tuple[ServiceEngine, EngineHost] | None:
         """The engine serving ``service_id`` and its host, or None."""
 
-    def cluster_ready(self) -> bool:
-        """False while a sync round runs."""
+    def cluster_ready(self, service_id: int | None = None) -> bool:
+        """False while a sync round holds ``service_id`` (without one: while any sync round runs)."""
 
     def has_room(self, size: int) -> bool:
         """True when the ring can queue ``size`` more bytes."""
@@ -155,6 +155,7 @@ class _Channel:
         self._wake = gevent.event.Event()
         self._on_failure = on_failure
         self._owner = owner
+        self._budget = owner._server.budget if owner is not None else None
         self._writer = gevent.spawn(self._write_loop)
 
     @property
@@ -172,9 +173,17 @@ class _Channel:
             return False
         owner = self._owner
         if owner is not None:
-            if not owner.admit_output(size) or self._closed:
-                return False
-            owner.charge_out(size)
+            # owner.admit_output + owner.charge_out, inlined: this runs for every frame to a client.
+            budget = self._budget
+            used = budget.used + size
+            if used > budget.ordinary:
+                if not owner.admit_output(size) or self._closed:
+                    return False
+                used = budget.used + size
+            budget.used = used
+            if used > budget.peak:
+                budget.peak = used
+            owner.held_out += size
         self.buffer += data
         if not self._flush_scheduled and not self._sending:
             self._flush_scheduled = True
@@ -792,8 +801,8 @@ class IpcServer:
             del buf
         conn.close()
 
-    def _cluster_can_take(self, size: int) -> bool:
-        return self.router.cluster_ready() and self.router.has_room(size + PIPELINE_SLACK)
+    def _cluster_can_take(self, size: int, service: int | None = None) -> bool:
+        return self.router.cluster_ready(service) and self.router.has_room(size + PIPELINE_SLACK)
 
     def _park(self, conn: IpcConnection, size: int) -> bool:
         """Hold this connection's reader until the ring can take ``size`` bytes; False on timeout."""
@@ -801,7 +810,7 @@ class IpcServer:
         deadline = time.monotonic() + PARK_LIMIT
         while not conn.closed and time.monotonic() < deadline:
             gevent.sleep(PARK_POLL)
-            if self._cluster_can_take(size):
+            if self._cluster_can_take(size, conn.service):
                 return True
         return False
 
@@ -818,7 +827,7 @@ class IpcServer:
         if len(payload) > handler.max_size:
             conn.respond(service, msg_id, request_id, SaAisError.TOO_BIG)
             return
-        if handler.needs_cluster and not self._cluster_can_take(len(payload)):
+        if handler.needs_cluster and not self._cluster_can_take(len(payload), service):
             if not (handler.pipelined and self._park(conn, len(payload))):
                 self.counters["try_again"] += 1
                 conn.respond(service, msg_id, request_id, SaAisError.TRY_AGAIN)

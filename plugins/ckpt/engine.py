@@ -21,6 +21,7 @@ from aisexec.clustertimers import ClusterTimers
 from aisexec.objects import ObjectTable
 from aisexec.outbox import Reassembler
 from aisexec.service import ExecHandler, LibHandler, ServiceEngine
+from aisexec.sync import PRIORITY_BULK
 from aisexec.totem.api import ConfKind, RingId
 from openais import ckpt as wire
 from openais.ckpt import MAX_IO_SIZE, Callback, Request
@@ -49,6 +50,8 @@ class CheckpointEngine(RequestHandlers, ServiceEngine):
     id = wire.SERVICE_ID
     name = "CKPT"
     version = "1.0"
+    #: Checkpoints may be large: CKPT synchronises after every other service, which serve meanwhile.
+    sync_priority = PRIORITY_BULK
 
     def __init__(self) -> None:
         self.api: Any = None
@@ -305,7 +308,7 @@ class CheckpointEngine(RequestHandlers, ServiceEngine):
             return
         merged, notes = rnd.result(self.state.by_uid)
         self.last_sync = {"ring": f"{rnd.ring.rep}.{rnd.ring.seq}", "sent_bytes": rnd.transfer.sent_bytes,
-                          "checkpoints": len(merged), "bad_records": rnd.bad_records}
+                          "checkpoints": len(merged), "bad_records": rnd.bad_records + rnd.receiver.errors}
         for note in notes:
             log.warning("CKPT merge: %s", note)
         self.merge_notes.extend(notes)

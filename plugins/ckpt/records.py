@@ -19,11 +19,12 @@ from plugins.ckpt.state import Checkpoint, Section
 
 #: Largest piece of section data in one record.
 DATA_PIECE = 256 * 1024
+_DATA_KIND = bytes((Rec.DATA,))
 
 log = logging.getLogger("aisexec.ckpt")
 
 
-def checkpoint_records(ck: Checkpoint) -> Iterator[bytes]:
+def checkpoint_records(ck: Checkpoint) -> Iterator[bytes | bytearray]:
     """The records of one checkpoint (data copied a piece at a time, when the piece is produced)."""
     yield bytes((Rec.CHECKPOINT,)) + RecCheckpoint.pack(
         ck.uid, ck.name, int(ck.unlinked), ck.attrs, -1 if ck.active is None else ck.active, ck.changes,
@@ -35,10 +36,14 @@ def checkpoint_records(ck: Checkpoint) -> Iterator[bytes]:
             current = ck.sections.get(sid)
             if current is not sec:
                 break  # deleted meanwhile (never during a sync round; defensive for the store)
-            yield bytes((Rec.DATA,)) + RecData.pack(ck.uid, sid, offset, bytes(sec.data[offset:offset + DATA_PIECE]))
+            # one copy of the data: the header (RecData's data is its tail), then the piece straight from the section
+            record = bytearray(_DATA_KIND)
+            record += RecData.pack(ck.uid, sid, offset, b"")
+            record += memoryview(sec.data)[offset:offset + DATA_PIECE]
+            yield record
 
 
-def state_records(checkpoints: dict[int, Checkpoint], include_unlinked: bool = True) -> Iterator[bytes]:
+def state_records(checkpoints: dict[int, Checkpoint], include_unlinked: bool = True) -> Iterator[bytes | bytearray]:
     """Records of every checkpoint (lazily)."""
     for ck in list(checkpoints.values()):
         if ck.unlinked and not include_unlinked:
@@ -58,6 +63,13 @@ class RecordBuilder:
         self.checkpoints: dict[int, Checkpoint] = {}
         self.openers: list[RecOpeners] = []
         self.errors = 0
+
+    def data_target(self, uid: int, section_id: bytes, offset: int) -> memoryview:
+        """Where a DATA record's bytes for ``(uid, section_id)`` from ``offset`` go (KeyError, ValueError)."""
+        sec = self.checkpoints[uid].sections[section_id]
+        if offset > len(sec.data):
+            raise ValueError(f"offset {offset} past the section's {len(sec.data)} bytes")
+        return memoryview(sec.data)[offset:]
 
     def add(self, record: bytes | memoryview) -> None:
         """Take one record."""

@@ -9,6 +9,14 @@ records through :class:`aisexec.statesync.StateTransfer`); every member also
 sends the number of handles it has open per checkpoint.  A joining node thus
 receives one copy, and the nodes that already have it skip those records.
 
+The transfer is *paced* (:class:`PacedApi`): this node keeps at most
+:data:`SYNC_WINDOW` bytes of its share in flight (multicast, not yet
+delivered back to it), so the services released before CKPT (CKPT syncs
+last, see ``aisexec.sync.PRIORITY_BULK``; CPG above all) keep getting their
+messages onto the ring while the checkpoints stream; the service layer, for
+its part, keeps new requests from filling the whole send queue meanwhile
+(``aisexec.servicelayer.BULK_RESERVE``), so neither side starves the other.
+
 At the end (:meth:`SyncRound.result`) the copies of the different groups are
 merged (:func:`plugins.ckpt.records.merge`); if any group had completed a sync
 before (``running``), copies of groups that never did (nodes fresh from their
@@ -24,9 +32,36 @@ from typing import Any
 from aisexec.statesync import StateTransfer
 from aisexec.totem.api import QueueFull, RingId
 from openais.message import MessageError
-from plugins.ckpt.messages import Exec, Rec, RecOpeners, SyncHeader
+from plugins.ckpt.messages import Exec, RecOpeners, SyncHeader
 from plugins.ckpt.records import RecordBuilder, merge
 from plugins.ckpt.state import Checkpoint
+from plugins.ckpt.syncrx import SyncReceiver
+
+#: Most bytes of this node's share in flight at once (sent, not yet delivered back).
+SYNC_WINDOW = 2 << 20
+
+
+class PacedApi:
+    """The api a round's :class:`StateTransfer` sends through: raises QueueFull past the window."""
+
+    def __init__(self, api: Any, window: int = SYNC_WINDOW) -> None:
+        self._api = api
+        self.window = window
+        self.in_flight = 0
+        self.paced = 0  #: chunks held back by the window (tools, tests)
+
+    def mcast(self, service: int, msg_id: int, payload: bytes, safe: bool = False) -> None:
+        """Multicast one chunk, or raise QueueFull (the transfer keeps it and retries on the next pump)."""
+        size = len(payload)
+        if self.in_flight and self.in_flight + size > self.window:
+            self.paced += 1
+            raise QueueFull()
+        self._api.mcast(service, msg_id, payload, safe)
+        self.in_flight += size
+
+    def delivered(self, size: int) -> None:
+        """One of this node's chunks came back (agreed order): it is off the ring."""
+        self.in_flight = max(0, self.in_flight - size)
 
 
 class SyncRound:
@@ -46,8 +81,10 @@ class SyncRound:
         self._opener_records = opener_records
         self.headers: dict[int, SyncHeader] = {}
         self._header_sent = False
-        self.transfer = StateTransfer(api, service_id, Exec.SYNC_DATA)
+        self.paced = PacedApi(api)
+        self.transfer = StateTransfer(self.paced, service_id, Exec.SYNC_DATA)
         self.transfer.start(self.ring, self._records())
+        self.receiver = SyncReceiver(self.ring)
         self.builders: dict[int, RecordBuilder] = {}
         self.openers: list[tuple[int, RecOpeners]] = []
         self.bad_records = 0
@@ -100,25 +137,23 @@ class SyncRound:
 
     def on_data(self, sender: int, payload: bytes | memoryview) -> None:
         """A chunk of ``sender``'s share: its records go to that sender's copy (unless it is ours)."""
+        if sender == self.me:
+            self.paced.delivered(len(payload))
+        own = sender in self.headers and self.me in self.headers and \
+            self._group_sender(sender) == self._group_sender(self.me)
+        builder = None if own else self.builders.get(sender)
+        if builder is None and not own:
+            builder = self.builders[sender] = RecordBuilder()
         try:
-            records = self.transfer.receive(sender, payload)
+            records = self.receiver.receive(sender, payload, builder)
         except MessageError:
             self.bad_records += 1
             raise
-        if not records:
-            return
-        own = sender in self.headers and self.me in self.headers and \
-            self._group_sender(sender) == self._group_sender(self.me)
-        for record in records:
-            if record[:1] == bytes((Rec.OPENERS,)):
-                try:
-                    self.openers.append((sender, RecOpeners.decode(memoryview(record)[1:])))
-                except MessageError:
-                    self.bad_records += 1
-                continue
-            if own:
-                continue
-            self.builders.setdefault(sender, RecordBuilder()).add(record)
+        for record in records:  # OPENERS: every member's, own group or not
+            try:
+                self.openers.append((sender, RecOpeners.decode(memoryview(record)[1:])))
+            except MessageError:
+                self.bad_records += 1
 
     # -- the end ------------------------------------------------------------------------------------
 
@@ -161,3 +196,4 @@ class SyncRound:
     def abort(self) -> None:
         """Forget the round."""
         self.transfer.abort()
+        self.receiver.abort()
