@@ -9,9 +9,13 @@ Rows (JSON lines, like bench/run.py): ``test`` is one of
 ``cpg_throughput``   CPG 64 B messages per second from one sender to 3 members
 ``lock_latency``     uncontended lock (EX) latency, ``where`` = local (resource used only here) or
                      remote (the resource is also open and used from another node); plus unlock latency
-``pairs``            lock+unlock pairs per second with ``clients`` clients spread over the 3 nodes,
-                     ``contended`` false (one resource each) or true (all on one resource);
-                     ``exec_cpu_us_per_pair``: each executive's CPU time per pair (nodes 1..3)
+``pairs``            lock+unlock pairs per second with ``clients`` clients (one process each, each
+                     waiting for every answer) spread round-robin over the 3 nodes, ``contended`` false
+                     (one resource each) or true (all on one resource); ``exec_cpu_us_per_pair``: each
+                     executive's CPU time per pair (nodes 1..3); ``client_cpu_us_per_pair``: the clients'
+                     own CPU per pair; ``machine_idle_pct``: the whole machine's idle share meanwhile
+                     (near 0: CPU-bound); ``ring_rotations_per_s`` and ``ring_msgs_per_rotation``: how
+                     many LCK messages (2 per pair) each turn of the token carried
 ``rss``              executive RSS (node 1 and node 2) idle and with ``resources`` open resources
 
 Each LCK row carries ``ratio_vs_cpg``: lock latency median / CPG latency median, and pair rate / CPG 64 B
@@ -86,11 +90,13 @@ def client_pairs(name: str, seconds: float) -> None:
             time.sleep(0.001)
         pairs = 0
         stop = start_at + seconds
+        cpu0 = time.process_time()
         while time.monotonic() < stop:
             lock = _retry(res.lock, lck.LockMode.EX)
             _retry(lock.unlock)
             pairs += 1
-        print(json.dumps({"pairs": pairs, "seconds": time.monotonic() - start_at}))
+        print(json.dumps({"pairs": pairs, "seconds": time.monotonic() - start_at,
+                          "cpu_s": time.process_time() - cpu0}))
 
 
 def client_hold(name: str) -> None:
@@ -177,8 +183,33 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def pairs(cluster: LocalCluster, clients: int, contended: bool, seconds: float) -> float:
-    """Lock+unlock pairs per second of ``clients`` clients spread over nodes 1..3."""
+def _machine_cpu() -> tuple[int, int]:
+    """(all, idle + iowait) jiffies of the whole machine (``/proc/stat``)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
+_RING_PROBE = """
+import json
+from openais import cfg
+with cfg.initialize() as h:
+    print(json.dumps(h.ring_status().stats.get("totem", {}).get("tokens_received", 0)))
+"""
+
+
+def _tokens(cluster: LocalCluster) -> int:
+    """Tokens node 1 has received (one per rotation of the ring)."""
+    out = subprocess.run([sys.executable, "-c", _RING_PROBE], env=_env(cluster, 1), capture_output=True, text=True,
+                         timeout=60)
+    return int(out.stdout.strip() or 0) if out.returncode == 0 else 0
+
+
+def pairs(cluster: LocalCluster, clients: int, contended: bool, seconds: float) -> tuple[float, dict]:
+    """Lock+unlock pairs per second of ``clients`` clients (one process each) spread over nodes 1..3.
+
+    Also returns what the run cost: the clients' own CPU per pair, the machine's idle share while
+    they ran, and ring rotations (tokens node 1 received) per second.
+    """
     procs = []
     for i in range(clients):
         name = "contended" if contended else f"own-{clients}-{i}"
@@ -186,15 +217,30 @@ def pairs(cluster: LocalCluster, clients: int, contended: bool, seconds: float) 
     for proc in procs:
         if proc.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
             raise RuntimeError("a pairs client did not start")
+    tokens0 = _tokens(cluster)
     start_at = time.monotonic() + 0.2
     for proc in procs:
         proc.stdin.write(f"{start_at}\n")  # type: ignore[union-attr]
         proc.stdin.flush()  # type: ignore[union-attr]
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    machine0 = _machine_cpu()
+    time.sleep(seconds)
+    machine1 = _machine_cpu()
     total = 0
+    client_cpu = 0.0
     for proc in procs:
         out, _ = proc.communicate(timeout=seconds + 120)
-        total += json.loads(out.strip().splitlines()[-1])["pairs"]
-    return total / seconds
+        result = json.loads(out.strip().splitlines()[-1])
+        total += result["pairs"]
+        client_cpu += result["cpu_s"]
+    rotations = (_tokens(cluster) - tokens0) / seconds
+    done = max(total, 1)
+    return total / seconds, {
+        "client_cpu_us_per_pair": round(client_cpu / done * 1e6, 1),
+        "machine_idle_pct": round(100 * (machine1[1] - machine0[1]) / max(1, machine1[0] - machine0[0]), 1),
+        "ring_rotations_per_s": round(rotations),
+        "ring_msgs_per_rotation": round(2 * total / seconds / rotations, 2) if rotations else None,
+    }
 
 
 def run(quick: bool) -> Iterator[dict]:
@@ -241,12 +287,12 @@ def run(quick: bool) -> Iterator[dict]:
         for contended in (False, True):
             for clients in (1, 4, 16):
                 cpu0 = {i: _cpu_s(pid) for i, pid in pids.items()}
-                rate = pairs(cluster, clients, contended, seconds)
+                rate, cost = pairs(cluster, clients, contended, seconds)
                 done = max(rate * seconds, 1.0)
                 yield {**base(), "test": "pairs", "clients": clients, "contended": contended,
                              "pairs_per_s": round(rate), "ratio_vs_cpg": round(rate / cpg_rate, 3),
                              "exec_cpu_us_per_pair": [round((_cpu_s(pids[i]) - cpu0[i]) / done * 1e6, 1)
-                                                      for i in sorted(pids)]}
+                                                      for i in sorted(pids)], **cost}
         yield {**base(), "test": "rss", "resources": 0, "rss_kb_node1": _rss_kb(pids[1]),
                      "rss_kb_node2": _rss_kb(pids[2])}
         openers = []

@@ -23,6 +23,7 @@ import enum
 import itertools
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -218,6 +219,12 @@ class UnlockCallback(Message):
     error = U32()
 
 
+#: The fixed layout of :class:`LockAnswer` (the blocking ``lock()`` decodes it with one struct call).
+_LOCK_ANSWER = LockAnswer.fixed
+_STATUS = {int(s): s for s in LockStatus}
+_GRANTED = int(LockStatus.GRANTED)
+
+
 # -- validation ---------------------------------------------------------------------------------------
 
 
@@ -231,6 +238,8 @@ def _timeout_ns(timeout: object) -> int:
 
 
 def _mode(mode: object) -> LockMode:
+    if mode is LockMode.EX or mode is LockMode.PR:  # the usual argument: nothing to convert
+        return mode  # type: ignore[return-value]
     if isinstance(mode, bool) or not isinstance(mode, int) or mode not in (1, 2):
         raise InvalidParam(f"lock mode must be LockMode.PR or LockMode.EX, not {mode!r}")
     return LockMode(mode)
@@ -345,10 +354,13 @@ class Resource(ObjectHandle):
         _common.check_u64(waiter_signal, "waiter_signal")
         wait = _timeout_ns(timeout)
         payload = LockRequest.pack(self.object_id, mode, flags, waiter_signal, wait, None)
-        answer = LockAnswer.decode(self.handle._call(Request.LOCK, payload, timeout=None))
-        lock = Lock(self, answer.lock_id, mode, flags, LockStatus(answer.status))
-        if lock.status == LockStatus.GRANTED:
-            self._locks[lock.lock_id] = lock
+        try:
+            lock_id, status = _LOCK_ANSWER.unpack(self.handle._call(Request.LOCK, payload, timeout=None))
+            lock = Lock(self, lock_id, mode, flags, _STATUS[status])
+        except (struct.error, KeyError):
+            raise Library("malformed answer to a lock request") from None
+        if status == _GRANTED:
+            self._locks[lock_id] = lock
         return lock
 
     def lock_async(self, invocation: int, mode: LockMode, flags: int = 0, waiter_signal: int = 0) -> Lock:
@@ -445,7 +457,8 @@ class LckHandle(Handle):
                     self._reading = True
                     self._cond.release()
                     try:
-                        frames = self._read_frames(left)
+                        # no deadline: one blocking read (finalize's shutdown wakes it), no select first
+                        frames = self._read_frames(None if deadline is None else left)
                     finally:
                         self._cond.acquire()
                         self._reading = False
@@ -461,16 +474,27 @@ class LckHandle(Handle):
             raise AisError.from_code(error)
         return answer
 
-    def _read_frames(self, wait: float) -> list[tuple[int, int, int, int, bytes]]:
-        """Read what the response socket has within ``wait`` seconds; return the complete frames."""
+    def _read_frames(self, wait: float | None) -> list[tuple[int, int, int, int, bytes]]:
+        """Read what the response socket has within ``wait`` seconds; return the complete frames.
+
+        ``wait`` None: block in one read until something comes (a call without a deadline: one
+        system call per answer instead of a select and a read; ``finalize`` shuts the socket down,
+        which ends the read).
+        """
         sock = self._response
         try:
-            readable, _, _ = select.select([sock], [], [], max(wait, 0.0))
-            if readable:
-                chunk = sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            if wait is None and sock.gettimeout() is None:  # a blocking socket (as __init__ leaves it)
+                chunk = sock.recv(1 << 16)
                 if not chunk:
                     raise ConnectionError("the executive closed the connection")
                 self._rbuf += chunk
+            else:
+                readable, _, _ = select.select([sock], [], [], _POLL if wait is None else max(wait, 0.0))
+                if readable:
+                    chunk = sock.recv(1 << 16, socket.MSG_DONTWAIT)
+                    if not chunk:
+                        raise ConnectionError("the executive closed the connection")
+                    self._rbuf += chunk
             frames, used = _wire.split_responses(self._rbuf, self._max_frame)
             del self._rbuf[:used]
             return frames

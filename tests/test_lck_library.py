@@ -445,3 +445,24 @@ def test_huge_and_infinite_timeouts_mean_forever(h):
     assert res.lock(EX, timeout=1e300).status == LockStatus.GRANTED
     with pytest.raises(openais.InvalidParam):
         res.lock(PR, timeout=float("nan"))
+
+
+def test_a_call_without_deadline_reads_once_without_select(served, monkeypatch):
+    """lock()/unlock() without a deadline block in one read; a call with one still polls (select)."""
+    import select as select_module
+
+    calls = []
+    real = select_module.select
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    with lck.initialize(path=served) as h:
+        res = h.resource_open("r", lck.RESOURCE_CREATE)
+        monkeypatch.setattr(lck.select, "select", counting)
+        for _ in range(5):
+            res.lock(EX).unlock()
+        assert calls == []
+        res.lock(EX).unlock(timeout=5.0)
+        assert calls, "a call with a deadline waits in select"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import struct
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -57,6 +58,16 @@ _BAD_FLAGS = int(SaAisError.BAD_FLAGS)
 _TIMEOUT = int(SaAisError.TIMEOUT)
 _NOT_EXIST = int(SaAisError.NOT_EXIST)
 _NO_RESOURCES = int(SaAisError.NO_RESOURCES)
+_PR, _EX = int(wire.LockMode.PR), int(wire.LockMode.EX)
+_LOCK_FLAGS = wire.LOCK_NO_QUEUE | wire.LOCK_ORPHAN
+_REQ_LOCK, _REQ_UNLOCK = Request.LOCK, Request.UNLOCK
+_EXEC_LOCK, _EXEC_UNLOCK = int(Exec.LOCK), int(Exec.UNLOCK)
+# The hot paths' fixed layouts: packed and unpacked by one struct call (exactly as strict as the
+# messages' own decoders: a payload of any other length is refused).
+_LOCK_MSG = m.LockMsg.fixed
+_UNLOCK_MSG = m.UnlockMsg.fixed
+_LOCK_ANSWER = wire.LockAnswer.fixed
+assert _LOCK_MSG is not None and _UNLOCK_MSG is not None and _LOCK_ANSWER is not None
 
 
 class _Res:
@@ -298,31 +309,31 @@ class LockEngine(ServiceEngine):
         try:
             res_handle, mode, flags, waiter_signal, timeout_ns, invocation = wire.LockRequest.unpack(payload)
         except MessageError:
-            conn.respond(self.id, Request.LOCK, request_id, _INVALID_PARAM)
+            conn.respond(self.id, _REQ_LOCK, request_id, _INVALID_PARAM)
             return
-        if mode not in (wire.LockMode.PR, wire.LockMode.EX) or timeout_ns < wire.NO_TIMEOUT or (
+        if (mode != _EX and mode != _PR) or timeout_ns < wire.NO_TIMEOUT or (
                 invocation is not None and timeout_ns != wire.NO_TIMEOUT):
-            conn.respond(self.id, Request.LOCK, request_id, _INVALID_PARAM)
+            conn.respond(self.id, _REQ_LOCK, request_id, _INVALID_PARAM)
             return
-        if flags & ~(wire.LOCK_NO_QUEUE | wire.LOCK_ORPHAN):
-            conn.respond(self.id, Request.LOCK, request_id, _BAD_FLAGS)
+        if flags & ~_LOCK_FLAGS:
+            conn.respond(self.id, _REQ_LOCK, request_id, _BAD_FLAGS)
             return
-        if self._own_resource(conn, Request.LOCK, request_id, res_handle) is None:
+        if self._own_resource(conn, _REQ_LOCK, request_id, res_handle) is None:
             return
         if timeout_ns == 0:
-            conn.respond(self.id, Request.LOCK, request_id, _TIMEOUT)
+            conn.respond(self.id, _REQ_LOCK, request_id, _TIMEOUT)
             return
-        if self._not_ready(conn, Request.LOCK, request_id):
+        if self._not_ready(conn, _REQ_LOCK, request_id):
             return
         lock_id = self._new_lock_id()
         token = next(self._tokens)
-        msg = m.LockMsg.pack(token, res_handle, lock_id, mode, flags, waiter_signal, time.time_ns())
-        if not self._mcast(conn, Request.LOCK, request_id, Exec.LOCK, msg):
+        msg = _LOCK_MSG.pack(token, res_handle, lock_id, mode, flags, waiter_signal, time.time_ns())
+        if not mcast_request(self.api, self.id, conn, _REQ_LOCK, request_id, _EXEC_LOCK, msg, too_big=_TRY_AGAIN):
             return
-        pending = _Pending(Request.LOCK, conn, request_id, invocation, res_handle, lock_id)
+        pending = _Pending(_REQ_LOCK, conn, request_id, invocation, res_handle, lock_id)
         self.pending[token] = pending
         if invocation is not None:
-            conn.respond(self.id, Request.LOCK, request_id, _OK, wire.LockAnswer.pack(lock_id, 0))
+            conn.respond(self.id, _REQ_LOCK, request_id, _OK, _LOCK_ANSWER.pack(lock_id, 0))
         elif 0 < timeout_ns < MAX_TIMER_NS:
             pending.cancel = self.api.call_later(timeout_ns / 1e9, lambda: self._lock_timed_out(token))
 
@@ -335,33 +346,33 @@ class LockEngine(ServiceEngine):
 
     def _new_lock_id(self) -> int:
         """A lock id of this node: nodeid in the high 32 bits, never one live in the table."""
+        locks = self.state.locks
         while True:
             lock_id = (self.nodeid << 32) | (next(self._lock_ids) & 0xFFFFFFFF)
-            if lock_id & 0xFFFFFFFF and lock_id not in self.state.locks:
+            if lock_id & 0xFFFFFFFF and lock_id not in locks:
                 return lock_id
 
     def _lib_unlock(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
             res_handle, lock_id, invocation = wire.UnlockRequest.unpack(payload)
         except MessageError:
-            conn.respond(self.id, Request.UNLOCK, request_id, _INVALID_PARAM)
+            conn.respond(self.id, _REQ_UNLOCK, request_id, _INVALID_PARAM)
             return
-        if self._own_resource(conn, Request.UNLOCK, request_id, res_handle) is None:
+        if self._own_resource(conn, _REQ_UNLOCK, request_id, res_handle) is None:
             return
-        if self._not_ready(conn, Request.UNLOCK, request_id):
+        if self._not_ready(conn, _REQ_UNLOCK, request_id):
             return
         if lock_id in self._unlocking:  # an unlock of it is already on its way
-            conn.respond(self.id, Request.UNLOCK, request_id, _NOT_EXIST)
+            conn.respond(self.id, _REQ_UNLOCK, request_id, _NOT_EXIST)
             return
         token = next(self._tokens)
-        if not self._mcast(conn, Request.UNLOCK, request_id, Exec.UNLOCK,
-                           m.UnlockMsg.pack(token, res_handle, lock_id)):
+        if not mcast_request(self.api, self.id, conn, _REQ_UNLOCK, request_id, _EXEC_UNLOCK,
+                             _UNLOCK_MSG.pack(token, res_handle, lock_id), too_big=_TRY_AGAIN):
             return
-        pending = _Pending(Request.UNLOCK, conn, request_id, invocation, res_handle, lock_id)
-        self.pending[token] = pending
+        self.pending[token] = _Pending(_REQ_UNLOCK, conn, request_id, invocation, res_handle, lock_id)
         self._unlocking.add(lock_id)
         if invocation is not None:
-            conn.respond(self.id, Request.UNLOCK, request_id, _OK)
+            conn.respond(self.id, _REQ_UNLOCK, request_id, _OK)
 
     def _lib_purge(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
@@ -429,28 +440,28 @@ class LockEngine(ServiceEngine):
         if msg is not None:
             self._apply(self.state.close(sender, msg.token, msg.res_handle))
 
-    def _unpack(self, cls: type, sender: int, payload: bytes) -> tuple | None:
-        """The hot paths' decode: as strict as :meth:`_decode`, into a plain tuple."""
-        try:
-            return cls.unpack(payload)
-        except MessageError as exc:
-            self._malformed(sender, cls.__name__, exc)
-            return None
-
     def _exec_lock(self, sender: int, payload: bytes) -> None:
-        msg = self._unpack(m.LockMsg, sender, payload)
-        if msg is None:
+        try:
+            token, res_handle, lock_id, mode, flags, waiter_signal, since = _LOCK_MSG.unpack(payload)
+        except struct.error as exc:
+            self._malformed(sender, "LockMsg", exc)
             return
-        token, res_handle, lock_id, mode, flags, waiter_signal, since = msg
-        if mode not in (wire.LockMode.PR, wire.LockMode.EX):
+        if mode != _EX and mode != _PR:
             self._malformed(sender, "LockMsg", ValueError(f"mode {mode}"))
             return
-        self._apply(self.state.lock(sender, token, res_handle, lock_id, mode, flags, waiter_signal, since))
+        effects = self.state.lock(sender, token, res_handle, lock_id, mode, flags, waiter_signal, since)
+        if sender == self.nodeid or len(effects) != 1 or type(effects[0]) is not Answer:
+            self._apply(effects)  # else: another node's request, answered there (nothing to do here)
 
     def _exec_unlock(self, sender: int, payload: bytes) -> None:
-        msg = self._unpack(m.UnlockMsg, sender, payload)
-        if msg is not None:
-            self._apply(self.state.unlock(sender, *msg))
+        try:
+            token, res_handle, lock_id = _UNLOCK_MSG.unpack(payload)
+        except struct.error as exc:
+            self._malformed(sender, "UnlockMsg", exc)
+            return
+        effects = self.state.unlock(sender, token, res_handle, lock_id)
+        if sender == self.nodeid or len(effects) != 1:
+            self._apply(effects)  # one effect: the answer to the sender's own request
 
     def _exec_withdraw(self, sender: int, payload: bytes) -> None:
         msg = self._decode(m.WithdrawMsg, sender, payload)
@@ -490,10 +501,10 @@ class LockEngine(ServiceEngine):
         if pending.cancel is not None:
             pending.cancel()
         conn, error, kind, rid = pending.conn, int(effect.error), pending.kind, pending.request_id
-        if kind is Request.LOCK:
+        if kind is _REQ_LOCK:
             if pending.invocation is None:
                 if error == _OK:
-                    conn.respond(self.id, kind, rid, _OK, wire.LockAnswer.pack(effect.lock_id, effect.status))
+                    conn.respond(self.id, kind, rid, _OK, _LOCK_ANSWER.pack(effect.lock_id, effect.status))
                 else:
                     conn.respond(self.id, kind, rid, error)
             else:
@@ -501,7 +512,7 @@ class LockEngine(ServiceEngine):
                     error = _NOT_EXIST if error in (_BAD_HANDLE, _TIMEOUT) else error
                 conn.dispatch(self.id, Callback.LOCK_GRANT, wire.GrantCallback.pack(
                     pending.invocation, effect.lock_id, effect.status if error == _OK else 0, error))
-        elif kind is Request.UNLOCK:
+        elif kind is _REQ_UNLOCK:
             self._unlocking.discard(pending.lock_id)
             if pending.invocation is None:
                 conn.respond(self.id, kind, rid, error)

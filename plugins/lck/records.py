@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import attrgetter
+from typing import NamedTuple
 
 from openais.errors import SaAisError
 from openais.lck import LockMode
@@ -30,9 +31,12 @@ NO_SET: frozenset = frozenset()
 # -- effects ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """Answer pending request ``token`` of node ``node``: an error, and for lock requests a status."""
+class Answer(NamedTuple):
+    """Answer pending request ``token`` of node ``node``: an error, and for lock requests a status.
+
+    A named tuple, not a dataclass: every node builds one for every delivered request (most are
+    another node's and only looked at), so it must cost no more than a tuple.
+    """
 
     node: int
     token: int

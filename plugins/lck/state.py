@@ -53,9 +53,15 @@ from plugins.lck.tablesync import TableSync
 from plugins.lck.waitfor import would_deadlock
 
 _OK = SaAisError.OK
-_PR, _EX = LockMode.PR, LockMode.EX
+_PR, _EX = int(LockMode.PR), int(LockMode.EX)
 _ORPHAN_FLAG = int(LockFlags.ORPHAN)
 _NO_QUEUE_FLAG = int(LockFlags.NO_QUEUE)
+_GRANTED = int(LockStatus.GRANTED)
+_DEADLOCK = int(LockStatus.DEADLOCK)
+_NOT_QUEUED = int(LockStatus.NOT_QUEUED)
+_ORPHANED = int(LockStatus.ORPHANED)
+_NO_MORE = int(LockStatus.NO_MORE)
+_DUPLICATE_EX = int(LockStatus.DUPLICATE_EX)
 
 
 # -- the state ----------------------------------------------------------------------------------------
@@ -167,32 +173,34 @@ class LockState(TableSync):
 
     def lock(self, node: int, token: int, res_handle: int, lock_id: int, mode: int, flags: int,
              waiter_signal: int, since: int) -> list[Effect]:
-        """A lock request (LOCK delivered from ``node``): the grant rule of the contract."""
+        """A lock request (LOCK delivered from ``node``): the grant rule of the contract.
+
+        The hot path of the service (every node applies every request): the uncontended grant
+        builds one record and one answer, nothing else.
+        """
         opener = self.openers.get((node, res_handle))
         if opener is None:
             return [Answer(node, token, SaAisError.BAD_HANDLE, 0, lock_id)]
-        if lock_id in self.locks:
+        locks = self.locks
+        if lock_id in locks:
             return [Answer(node, token, SaAisError.NO_RESOURCES, 0, lock_id)]
+        if len(locks) >= self.max_locks:
+            return [Answer(node, token, _OK, _NO_MORE, lock_id)]
+        held = opener.locks
+        if mode == _EX and held and any(r.granted and r.mode == _EX for r in held.values()):
+            return [Answer(node, token, _OK, _DUPLICATE_EX, lock_id)]
         res = self.resources[opener.name]
-
-        def status(value: LockStatus) -> list[Effect]:
-            return [Answer(node, token, _OK, int(value), lock_id)]
-
-        if len(self.locks) >= self.max_locks:
-            return status(LockStatus.NO_MORE)
-        if mode == _EX and any(r.granted and r.mode == _EX for r in opener.locks.values()):
-            return status(LockStatus.DUPLICATE_EX)
         rec = LockRec(lock_id, res.name, opener.key, opener.owner, opener.pid, mode, flags, waiter_signal,
                       token, since)
-        if not res.queue and res.compatible(mode) and self.partition_may_grant():
+        if not res.queue and not res.n_ex and (mode == _PR or not res.n_pr) and self.partition_may_grant():
             self._grant(res, rec, opener)
-            return status(LockStatus.GRANTED)
+            return [Answer(node, token, _OK, _GRANTED, lock_id)]
         if flags & _ORPHAN_FLAG and any(r.orphan for r in res.conflicting(mode)):
-            return status(LockStatus.ORPHANED)
+            return [Answer(node, token, _OK, _ORPHANED, lock_id)]
         if flags & _NO_QUEUE_FLAG:
-            return status(LockStatus.NOT_QUEUED)
+            return [Answer(node, token, _OK, _NOT_QUEUED, lock_id)]
         if would_deadlock(self, res, rec):
-            return status(LockStatus.DEADLOCK)
+            return [Answer(node, token, _OK, _DEADLOCK, lock_id)]
         self._enqueue(res, rec, opener)
         return [Queued(lock_id)]
 
@@ -202,13 +210,15 @@ class LockState(TableSync):
         if rec is None or rec.opener != (node, res_handle):
             return [Answer(node, token, SaAisError.NOT_EXIST)]
         res = self.resources[rec.resource]
-        effects: list[Effect] = []
+        self.openers[rec.opener].locks.pop(lock_id, None)  # type: ignore[index]
         if rec.granted:
             self._release(res, rec)
+            if not res.queue:  # the uncontended release: nobody to serve
+                return [Answer(node, token, _OK)]
+            effects: list[Effect] = []
         else:
             self._dequeue(res, rec)
-            effects.append(Answer(node, rec.token, SaAisError.NOT_EXIST, 0, lock_id))
-        self.openers[rec.opener].locks.pop(lock_id, None)  # type: ignore[index]
+            effects = [Answer(node, rec.token, SaAisError.NOT_EXIST, 0, lock_id)]
         self._serve(res, effects)
         effects.append(Answer(node, token, _OK))
         return effects
@@ -242,18 +252,22 @@ class LockState(TableSync):
 
     def _grant(self, res: Resource, rec: LockRec, opener: Opener) -> None:
         rec.granted = True
+        lock_id = rec.lock_id
         if res.granted is NO_LOCKS:
             res.granted = {}
-        res.granted[rec.lock_id] = rec
+        res.granted[lock_id] = rec
         if rec.mode == _EX:
             res.n_ex += 1
         else:
             res.n_pr += 1
-        self.locks[rec.lock_id] = rec
+        self.locks[lock_id] = rec
         if opener.locks is NO_LOCKS:
             opener.locks = {}
-        opener.locks[rec.lock_id] = rec
-        self._count_granted(rec.owner, 1)
+        opener.locks[lock_id] = rec
+        owner = rec.owner
+        if owner is not None:
+            counts = self.granted_by_owner
+            counts[owner] = counts.get(owner, 0) + 1
 
     def _count_granted(self, owner: Owner | None, delta: int) -> None:
         if owner is None:
@@ -329,13 +343,20 @@ class LockState(TableSync):
             res.n_pr -= 1
         self.locks.pop(rec.lock_id, None)
         rec.granted = False
-        self._count_granted(rec.owner, -1)
+        owner = rec.owner
+        if owner is not None:
+            counts = self.granted_by_owner
+            count = counts.get(owner, 0) - 1
+            if count:
+                counts[owner] = count
+            else:
+                del counts[owner]
 
     def _serve(self, res: Resource, effects: list[Effect]) -> None:
         """Grant from the head of the queue while the head is compatible with every granted lock."""
-        if not self.partition_may_grant():
-            return
         queue = res.queue
+        if not queue or not self.partition_may_grant():
+            return
         granted_now = []
         while queue and res.compatible(queue[0].mode):
             rec = queue[0]
@@ -343,7 +364,7 @@ class LockState(TableSync):
             opener = self.openers[rec.opener]  # type: ignore[index]
             self._grant(res, rec, opener)
             granted_now.append(rec)
-            effects.append(Answer(rec.owner[0], rec.token, _OK, int(LockStatus.GRANTED), rec.lock_id))  # type: ignore[index]
+            effects.append(Answer(rec.owner[0], rec.token, _OK, _GRANTED, rec.lock_id))  # type: ignore[index]
         if queue:
             effects.extend(GrantedOver(rec.lock_id) for rec in granted_now)
 
