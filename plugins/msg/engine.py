@@ -17,10 +17,15 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import struct
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import gevent
+import greenlet
 
 from aisexec.clustertimers import ClusterTimers
 from aisexec.objects import ObjectTable
@@ -49,6 +54,9 @@ MAX_ASYNC_BYTES_PER_CONN = 8 << 20
 #: the library) instead of one per delivered message.
 UNPARK_BATCH = 64
 UNPARK_BYTES = 1 << 20
+#: A send the caller waits for queues behind this node's earlier messages while they take fewer bytes
+#: than this (the ring is briefly behind); beyond it TRY_AGAIN.
+MAX_QUEUED_SYNC_BYTES = 8 << 20
 #: Sends of one connection waiting for room (a library keeps far fewer in flight), then TRY_AGAIN.
 MAX_PARKED_PER_CONN = 256
 #: message_get calls blocked on one queue, then NO_RESOURCES.
@@ -56,7 +64,7 @@ MAX_GETTERS_PER_QUEUE = 1024
 #: message_send_receive calls of one connection waiting for their reply, then TRY_AGAIN.
 MAX_WAITS_PER_CONN = 1024
 #: Seconds a node collects the gets of its queues into one CONSUMED message.
-CONSUMED_DELAY = 0.002
+CONSUMED_DELAY = 0.01
 #: Bytes of moved messages per MOVE message.
 MOVE_CHUNK = 256 * 1024
 #: Cluster messages above this many bytes travel as FRAGMENT pieces (the ring takes 1 MiB)...
@@ -67,9 +75,25 @@ FRAGMENT_PIECE = 256 * 1024
 MAX_REASSEMBLY = 2 << 20
 #: Seconds between retries when the ring is full.
 RETRY = 0.002
+#: Sends of one connection read in one turn of the hub travel as one SEND_BATCH of at most this many
+#: bytes and sends (a larger message goes alone).
+BATCH_BYTES = 64 * 1024
+BATCH_SENDS = 1024
 #: Messages a sync round accounts for: queued ones are forgotten when it starts.
 SYNC_REPLACES = (m.Exec.CONSUMED, m.Exec.MOVE, m.Exec.MOVE_DONE, m.Exec.EXPIRE)
 _LIB_MAX = wire.MAX_MESSAGE_SIZE + 4096
+_GOT = struct.Struct("!qQ")  # wire.GotMessage without its body (the body follows as is)
+_ASYNC = int(SendKind.ASYNC)
+_SEND_RECEIVE = int(SendKind.SEND_RECEIVE)
+
+
+def _hub_soon(fn: Callable[[], None]) -> bool:
+    """Run ``fn`` at the end of this turn of the gevent hub; False when no hub runs this code (then the
+    caller does the work at once: the in-process test cluster calls handlers from the main greenlet)."""
+    if greenlet.getcurrent().parent is None:
+        return False
+    gevent.get_hub().loop.run_callback(fn)
+    return True
 
 
 @dataclass(slots=True)
@@ -97,6 +121,16 @@ class LocalConn:
     open_timers: dict = field(default_factory=dict)  # request id -> cancel, of sync opens with a timeout
 
 
+@dataclass(slots=True)
+class PendingBatch:
+    """Sends of one connection to one destination waiting for the end of the hub turn (one SEND_BATCH)."""
+
+    conn: int
+    destination: bytes
+    entries: list = field(default_factory=list)  # (kind, request, invocation, ack, sender_id, send_time, body)
+    size: int = 0
+
+
 class MessageEngine(ServiceEngine):
     """MSG (service id 6): message queues and queue groups."""
 
@@ -121,6 +155,12 @@ class MessageEngine(ServiceEngine):
         self._consumed: dict[st.QueueId, tuple[list[int], list[int]]] = {}
         self._consumed_timer: Any = None
         self._sender_ids = itertools.count(1)
+        self._batches: list[PendingBatch] = []  # in the order they were begun
+        self._open_batch: dict[int, PendingBatch] = {}  # connection id -> its batch still taking sends
+        self._batch_flush_due = False
+        #: ``defer(fn)`` runs ``fn`` at the end of the current hub turn and returns True, or returns False
+        #: (then every send leaves at once, in a batch of its own).  Tests may replace it.
+        self.defer: Callable[[Callable[[], None]], bool] = _hub_soon
         self.lib_handlers = {
             Request.QUEUE_OPEN: LibHandler(self._lib_open, needs_cluster=True, max_size=2048),
             Request.QUEUE_CLOSE: LibHandler(self._lib_close, needs_cluster=True, max_size=64),
@@ -153,6 +193,7 @@ class MessageEngine(ServiceEngine):
             m.Exec.UNLINK: ExecHandler(self._exec(m.Unlink, self.state.apply_unlink)),
             m.Exec.GROUP: ExecHandler(self._exec(m.Group, self.state.apply_group)),
             m.Exec.SEND: ExecHandler(self._exec_send),
+            m.Exec.SEND_BATCH: ExecHandler(self._exec_send_batch),
             m.Exec.CONSUMED: ExecHandler(self._exec(m.Consumed, self.state.apply_consumed)),
             m.Exec.REPLY: ExecHandler(self._exec(m.Reply, self.state.apply_reply)),
             m.Exec.WAIT_TIMEOUT: ExecHandler(self._exec(m.WaitTimeout, self.state.apply_wait_timeout)),
@@ -170,6 +211,13 @@ class MessageEngine(ServiceEngine):
     def exec_init(self, api: Any) -> None:
         """Keep the api; build the outbox, the cluster timers and the state transfer."""
         self.api = api
+        soon = getattr(api, "call_soon", None)
+        if soon is not None:
+            def defer(fn: Callable[[], None]) -> bool:
+                soon(fn)
+                return True
+
+            self.defer = defer
         self.outbox = Outbox(api, self.id, retry=RETRY, fragment_id=m.Exec.FRAGMENT, fragment_size=FRAGMENT_PIECE,
                              split_over=FRAGMENT_OVER, sequenced=True)
         self.timers = ClusterTimers(api, self._on_expire)
@@ -236,6 +284,7 @@ class MessageEngine(ServiceEngine):
         a message this node was sending in fragments starts over, whole, first in line.
         """
         assert self.outbox is not None and self.transfer is not None
+        self._flush_batches()
         self.outbox.restart(drop=SYNC_REPLACES)
         self.fragments.clear()
         self._consumed = {}  # the share counts what this node really holds
@@ -303,6 +352,8 @@ class MessageEngine(ServiceEngine):
         """Multicast an internal message (kept in order, retried when the ring is full)."""
         assert self.outbox is not None
         self._flush_consumed()
+        if self._batches:
+            self._flush_batches()
         self.outbox.send(exec_id, payload)
 
     def _consume(self, qid: st.QueueId, priority: int, charge: int) -> None:
@@ -328,10 +379,48 @@ class MessageEngine(ServiceEngine):
         for qid, (prios, charges) in batch.items():
             self.outbox.send(m.Exec.CONSUMED, m.Consumed.pack(self._now(), qid[0], qid[1], prios, charges))
 
-    def _send(self, conn: Any, request: int, request_id: int, exec_id: int, payload: bytes) -> bool:
-        """Multicast for a library request; answer TRY_AGAIN (False) when it cannot go now."""
+    def _batch_send(self, conn_id: int, destination: str, entry: tuple, size: int) -> None:
+        """Queue one send of connection ``conn_id`` for the SEND_BATCH that leaves at the end of this turn."""
+        batch = self._open_batch.get(conn_id)
+        dest = destination.encode("utf-8")
+        if batch is not None and (batch.destination != dest or batch.size + size > BATCH_BYTES
+                                  or len(batch.entries) >= BATCH_SENDS):
+            batch = None
+        if batch is None:
+            batch = self._open_batch[conn_id] = PendingBatch(conn_id, dest)
+            self._batches.append(batch)
+        batch.entries.append(entry)
+        batch.size += size
+        if not self._batch_flush_due:
+            self._batch_flush_due = True
+            if not self.defer(self._flush_batches):
+                self._flush_batches()
+
+    def _flush_batches(self) -> None:
+        """Multicast the pending SEND_BATCH messages, in the order they were begun (after CONSUMED)."""
+        self._batch_flush_due = False
+        if not self._batches:
+            return
         assert self.outbox is not None
         self._flush_consumed()
+        batches, self._batches = self._batches, []
+        self._open_batch.clear()
+        now = time.time_ns()
+        for b in batches:
+            self.outbox.send(m.Exec.SEND_BATCH, m.pack_send_batch(now, b.conn, b.destination, b.entries))
+
+    def _send(self, conn: Any, request: int, request_id: int, exec_id: int, payload: bytes,
+              consumed_first: bool = True) -> bool:
+        """Multicast for a library request; answer TRY_AGAIN (False) when it cannot go now.
+
+        Batched CONSUMED go first (a later decision about room sees them) unless ``consumed_first`` is
+        False: a REPLY decides nothing about room, and is not held up behind them.
+        """
+        assert self.outbox is not None
+        if consumed_first:
+            self._flush_consumed()
+        if self._batches:
+            self._flush_batches()
         error = self.outbox.offer(exec_id, payload)
         if error != OK:
             conn.respond(self.id, request, request_id, error)
@@ -357,6 +446,15 @@ class MessageEngine(ServiceEngine):
             log.warning("dropping a malformed MSG cluster message from node %d: %s", sender, exc)
             return
         self._effects(self.state.send(sender, *fields))
+
+    def _exec_send_batch(self, sender: int, payload: bytes) -> None:
+        """The hot path: a delivered SEND_BATCH, decoded once, its sends applied in order."""
+        try:
+            time_ns, conn, destination, entries = m.decode_send_batch(payload)
+        except MessageError as exc:
+            log.warning("dropping a malformed MSG send batch from node %d: %s", sender, exc)
+            return
+        self._effects(self.state.send_batch(sender, time_ns, conn, destination, entries))
 
     def _exec_fragment(self, sender: int, payload: bytes) -> None:
         try:
@@ -612,18 +710,22 @@ class MessageEngine(ServiceEngine):
             if len(local.waits) >= MAX_WAITS_PER_CONN:
                 conn.respond(self.id, Request.SEND, request_id, SaAisError.TRY_AGAIN)
                 return True
-            sender_id = (self.api.nodeid << 40) | (next(self._sender_ids) & ((1 << 40) - 1))
-        out = m.Send.pack(time.time_ns(), conn.id, request_id, kind_value, invocation, ack, sender_id,
-                          send_time, destination, body)
+            sender_id = (self.api.nodeid << 40) | (next(self._sender_ids) & ((1 << 40) - 1) or 1)
+        entry = (kind_value, request_id, invocation, ack, sender_id, send_time, body)
         if kind is SendKind.ASYNC:
-            self._emit(m.Exec.SEND, out)  # in order behind anything waiting; never refused once checked
+            # in order behind anything waiting; never refused once checked
+            self._batch_send(conn.id, destination, entry, len(payload))
             local.async_unconfirmed += 1
             local.async_bytes += len(payload)
             local.async_sizes[request_id] = len(payload)
             conn.respond(self.id, Request.SEND, request_id, OK)
             return True
-        if not self._send(conn, Request.SEND, request_id, m.Exec.SEND, out):
+        assert self.outbox is not None
+        if self.outbox.queued_bytes + len(payload) > MAX_QUEUED_SYNC_BYTES:  # the ring is far behind
+            conn.respond(self.id, Request.SEND, request_id, SaAisError.TRY_AGAIN)
             return True
+        self._batch_send(conn.id, destination, entry, len(payload))
+        self._flush_batches()  # the caller waits: no reason to wait for the end of the turn
         if kind is SendKind.SEND_RECEIVE:
             cancel = None
             if timeout >= 0:
@@ -672,7 +774,7 @@ class MessageEngine(ServiceEngine):
             return
         out = m.Reply.pack(self._now(), conn.id, request_id, req.is_async, req.invocation, req.ack, req.sender_id,
                            req.send_time, req.body)
-        if self._send(conn, Request.REPLY, request_id, m.Exec.REPLY, out) and req.is_async:
+        if self._send(conn, Request.REPLY, request_id, m.Exec.REPLY, out, consumed_first=False) and req.is_async:
             conn.respond(self.id, Request.REPLY, request_id, OK)
 
     def _lib_get(self, conn: Any, request_id: int, payload: bytes) -> None:
@@ -712,9 +814,9 @@ class MessageEngine(ServiceEngine):
         item = store.pop() if store is not None else None
         if item is None:
             return False
-        lq.conn.respond(self.id, Request.GET, request_id, OK,
-                        wire.GotMessage.pack(item.send_time, item.sender_id, item.body))
-        self._consume(lq.qid, item.priority, item.charge)
+        priority, send_time, sender_id, body, charge = item
+        lq.conn.respond(self.id, Request.GET, request_id, OK, _GOT.pack(send_time, sender_id) + body)
+        self._consume(lq.qid, priority, charge)
         return True
 
     def _serve_getters(self, qid: st.QueueId) -> None:
@@ -805,8 +907,9 @@ class MessageEngine(ServiceEngine):
         batch: list = []
         size = 0
         for item in store.items() if store is not None else []:
-            batch.append(m.Stored(item.priority, item.send_time, item.sender_id, item.body))
-            size += len(item.body) + 32
+            priority, send_time, sender_id, body, _charge = item
+            batch.append(m.Stored(priority, send_time, sender_id, body))
+            size += len(body) + 32
             if size >= MOVE_CHUNK:
                 self._emit(m.Exec.MOVE, m.Move.pack(self._now(), qid[0], qid[1], target, batch))
                 batch, size = [], 0
@@ -836,7 +939,17 @@ class MessageEngine(ServiceEngine):
         touched: set[st.QueueId] = set()
         for e in effects:
             t = type(e)
-            if t is st.Store:
+            if t is st.StoreMany:
+                if e.node == me and e.items:
+                    store = self.stores.get(e.qid)
+                    if store is None:
+                        store = self.stores[e.qid] = QueueStore()
+                    store.add_many(e.items)
+                    touched.add(e.qid)
+            elif t is st.BatchResult:
+                if e.node == me:
+                    self._batch_result(e)
+            elif t is st.Store:
                 if e.node == me:
                     store = self.stores.get(e.qid)
                     if store is None:
@@ -917,6 +1030,38 @@ class MessageEngine(ServiceEngine):
             if entry is not None and entry[1] is not None:
                 entry[1]()
         local.conn.respond(self.id, Request.SEND, e.request, e.error)
+
+    def _batch_result(self, e: st.BatchResult) -> None:
+        """The sends of one of this node's SEND_BATCH messages were decided: answer, confirm, unpark."""
+        local = self._conn(e.conn)
+        if local is None:
+            return
+        conn = local.conn
+        errors = e.errors
+        sizes = local.async_sizes
+        confirmed = 0
+        for i, entry in enumerate(e.entries):
+            error = OK if errors is None else errors[i]
+            kind = entry.kind
+            if kind == _ASYNC:
+                confirmed += 1
+                local.async_bytes -= sizes.pop(entry.request, 0)
+                if entry.ack:
+                    conn.dispatch(self.id, Callback.DELIVERED, wire.DeliveredCallback.pack(entry.invocation, error))
+            elif kind == _SEND_RECEIVE:
+                if error == OK:
+                    continue  # the reply answers it
+                wait = local.waits.pop(entry.request, None)
+                if wait is not None and wait[1] is not None:
+                    wait[1]()
+                conn.respond(self.id, Request.SEND, entry.request, error)
+            else:
+                conn.respond(self.id, Request.SEND, entry.request, error)
+        if confirmed:
+            local.async_unconfirmed = max(0, local.async_unconfirmed - confirmed)
+            if (local.parked and local.async_unconfirmed <= MAX_ASYNC_PER_CONN - UNPARK_BATCH
+                    and (local.async_bytes <= MAX_ASYNC_BYTES_PER_CONN - UNPARK_BYTES or not local.async_unconfirmed)):
+                self._unpark(local)
 
     def _reply_delivered(self, e: st.ReplyDelivered) -> None:
         local = self._conn(e.conn)

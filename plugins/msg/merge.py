@@ -110,6 +110,7 @@ def merge(state: MsgState, shares: dict[int, list[bytes]], members: tuple[int, .
     for q in state.queues.values():
         side = sides.get(chosen_from.get(q.qid, 0), {q.home})
         q.holders = {n: a for n, a in stores.get(q.qid, {}).items() if n in alive and n in side}
+        q.retotal()
         if q.status is Status.OPEN and q.open_pending is not None and all(n == q.home for n in q.holders):
             state._opened(q, out)
         elif q.status is Status.OPEN and any(n != q.home for n in q.holders):

@@ -11,9 +11,11 @@ Messages larger than the ring takes travel as ``Exec.FRAGMENT`` pieces: the shar
 from __future__ import annotations
 
 import enum
+import struct
+from typing import Any, NamedTuple
 
-from openais.message import I64, U8, U32, U64, Bool, Bytes, List, Message, Str, Tail
-from openais.msg import MAX_MESSAGE_SIZE, MAX_NAME, MAX_NUM_QUEUES_PER_GROUP
+from openais.message import I64, U8, U32, U64, Bool, Bytes, List, Message, MessageError, Str, Tail
+from openais.msg import MAX_MESSAGE_SIZE, MAX_NAME, MAX_NUM_QUEUES_PER_GROUP, SendKind
 
 
 class Exec(enum.IntEnum):
@@ -36,6 +38,7 @@ class Exec(enum.IntEnum):
     FRAGMENT = 15
     SYNC = 16
     TRACK = 17
+    SEND_BATCH = 18
 
 
 class GroupOp(enum.IntEnum):
@@ -127,6 +130,133 @@ class Send(Message):
     send_time = I64()
     destination = Str(max_len=MAX_NAME, min_len=1)
     body = Tail(max_len=MAX_MESSAGE_SIZE + 1024, view=True)
+
+
+#: Most sends one SEND_BATCH carries.
+MAX_BATCH = 4096
+_BATCH_HEAD = struct.Struct("!qQH")  # time, conn, destination length (the destination's UTF-8 follows)
+_ENTRY_HEAD = struct.Struct("!BIQBQqI")  # kind, request, invocation, ack, sender_id, send_time, body length
+_BODY_HEAD = struct.Struct("!IIBB")  # openais.msg.Body: type, version, priority, sender-name flag
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+#: A send's head and its body's head when the body has no sender name (then ``_BODY_FIXED`` + data).
+_FAST = struct.Struct("!BIQBQqIIIBBI")
+_BODY_FIXED = _BODY_HEAD.size + 4
+_KINDS = frozenset(int(k) for k in SendKind)
+_SEND_RECEIVE = int(SendKind.SEND_RECEIVE)
+
+
+class SendEntry(NamedTuple):
+    """One send of a :func:`decode_send_batch`: its fields, its body (a view) and the body's priority and length."""
+
+    kind: int
+    request: int
+    invocation: int
+    ack: int
+    sender_id: int  #: 0 unless ``kind`` is SEND_RECEIVE (then the reply id, never 0)
+    send_time: int
+    body: Any  #: the library's encoded :class:`openais.msg.Body`, unchanged
+    priority: int
+    length: int  #: bytes of message data
+
+
+def pack_send_batch(time: int, conn: int, destination: bytes, entries: list[tuple]) -> bytes:
+    """SEND_BATCH: consecutive sends of connection ``conn`` to one ``destination`` (UTF-8), in call order.
+
+    ``entries``: (kind, request, invocation, ack, sender_id, send_time, body) each.  One cluster
+    message instead of one per send: every node decodes it once and applies its sends in order, exactly
+    as if they had been delivered one by one at this point of the agreed order.
+    """
+    parts: list[Any] = [_BATCH_HEAD.pack(time, conn, len(destination)), destination]
+    entry = _ENTRY_HEAD.pack
+    for kind, request, invocation, ack, sender_id, send_time, body in entries:
+        parts.append(entry(kind, request, invocation, ack, sender_id, send_time, len(body)))
+        parts.append(body)
+    return b"".join(parts)
+
+
+def _bad(reason: str) -> MessageError:
+    return MessageError("SendBatch", None, reason)
+
+
+def body_meta(raw: Any, offset: int = 0, end: int | None = None) -> tuple[int, int]:
+    """(priority, data length) of the encoded :class:`openais.msg.Body` in ``raw[offset:end]``; ValueError
+    when it is malformed (the checks of ``Body.decode``, but the sender name's UTF-8, without building it)."""
+    end = len(raw) if end is None else end
+    try:
+        _t, _v, priority, flag = _BODY_HEAD.unpack_from(raw, offset)
+        at = offset + _BODY_HEAD.size
+        if flag == 1:
+            (n,) = _U16.unpack_from(raw, at)
+            if n > MAX_NAME:
+                raise ValueError(f"sender_name of {n} bytes")
+            at += 2 + n
+        elif flag != 0:
+            raise ValueError(f"sender_name flag {flag}")
+        (length,) = _U32.unpack_from(raw, at)
+    except struct.error as exc:
+        raise ValueError(str(exc)) from None
+    if length > MAX_MESSAGE_SIZE:
+        raise ValueError(f"message data too big ({length} bytes)")
+    if priority > 3 or at + 4 + length != end:
+        raise ValueError("malformed message body")
+    return priority, length
+
+
+def decode_send_batch(payload: Any) -> tuple[int, int, str, list[SendEntry]]:
+    """(time, conn, destination, entries) of a SEND_BATCH; MessageError unless every byte is as
+    :func:`pack_send_batch` writes it (1..MAX_BATCH entries, known kinds, reply ids only on
+    SEND_RECEIVE, well-formed bodies, nothing after the last)."""
+    view = memoryview(payload)
+    total = len(view)
+    try:
+        time, conn, dlen = _BATCH_HEAD.unpack_from(view, 0)
+    except struct.error:
+        raise _bad("truncated header") from None
+    at = _BATCH_HEAD.size
+    if not 0 < dlen <= MAX_NAME or at + dlen > total:
+        raise _bad(f"destination of {dlen} bytes")
+    try:
+        destination = str(view[at:at + dlen], "utf-8")
+    except UnicodeDecodeError:
+        raise _bad("destination is not UTF-8") from None
+    at += dlen
+    entries: list[SendEntry] = []
+    append = entries.append
+    unpack = _ENTRY_HEAD.unpack_from
+    fast = _FAST.unpack_from
+    head = _ENTRY_HEAD.size
+    fast_size = _FAST.size
+    kinds = _KINDS
+    new = tuple.__new__
+    entry_type = SendEntry
+    while at < total:
+        if len(entries) >= MAX_BATCH:
+            raise _bad(f"more than {MAX_BATCH} sends")
+        if at + fast_size <= total:  # the common body (no sender name) in the same unpack as the send
+            kind, request, invocation, ack, sender_id, send_time, blen, _t, _v, priority, flag, length = fast(view, at)
+        elif at + head <= total:
+            kind, request, invocation, ack, sender_id, send_time, blen = unpack(view, at)
+            flag = -1
+        else:
+            raise _bad("truncated send")
+        start = at + head
+        end = start + blen
+        if end > total:
+            raise _bad("truncated body")
+        if kind not in kinds or ack > 1 or (sender_id != 0) != (kind == _SEND_RECEIVE):
+            raise _bad(f"bad send (kind {kind}, ack {ack}, sender_id {sender_id})")
+        if flag != 0 or priority > 3 or length > MAX_MESSAGE_SIZE or blen != _BODY_FIXED + length:
+            try:
+                priority, length = body_meta(view, start, end)
+            except ValueError as exc:
+                raise _bad(str(exc)) from None
+        append(new(entry_type, (kind, request, invocation, ack, sender_id, send_time, view[start:end], priority,
+                                length)))
+        at = end
+    if not entries:
+        raise _bad("no send")
+    return time, conn, destination, entries
 
 
 class Consumed(Message):

@@ -21,13 +21,11 @@ the same on every node, and never below what the node really holds.
 from __future__ import annotations
 
 import enum
-import struct
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from openais.errors import SaAisError
 from openais.msg import (
-    MAX_MESSAGE_SIZE,
     MAX_NUM_QUEUE_GROUPS,
     MAX_NUM_QUEUES,
     MAX_NUM_QUEUES_PER_GROUP,
@@ -131,6 +129,25 @@ class Store(NamedTuple):
     body: Any
 
 
+class StoreMany(NamedTuple):
+    """``node`` keeps these messages of queue ``qid``, in order: ``(priority, send_time, reply id, body,
+    charge)`` each (one effect per SEND_BATCH, not one per message)."""
+
+    node: int
+    qid: QueueId
+    items: list
+
+
+class BatchResult(NamedTuple):
+    """Outcome of the sends of one SEND_BATCH of ``conn`` on ``node``: ``entries`` (the decoded
+    :class:`plugins.msg.messages.SendEntry` list) and their errors (None: every one OK)."""
+
+    node: int
+    conn: int
+    entries: list
+    errors: list | None
+
+
 class Drop(NamedTuple):
     """Every node forgets the messages it holds of ``qid``."""
 
@@ -224,22 +241,30 @@ class QueueState:
     reached_flags: list[bool] = field(default_factory=lambda: [False] * 4)
     holders: dict[int, list[list[int]]] = field(default_factory=dict)
     open_pending: tuple[int, int, bool] | None = None  # (request, invocation, is_async) waiting for a move
+    #: [bytes charged, count] per area over every holder: the sum of ``holders``, kept by :meth:`MsgState._charge`
+    #: and recomputed by :meth:`retotal` wherever ``holders`` is changed otherwise.
+    tot: list[list[int]] = field(default_factory=lambda: [[0, 0] for _ in range(4)])
+
+    def retotal(self) -> None:
+        """Recompute :attr:`tot` from ``holders`` (after any change of ``holders`` but a charge)."""
+        self.tot = [[sum(h[p][0] for h in self.holders.values()), sum(h[p][1] for h in self.holders.values())]
+                    for p in range(4)]
 
     def used(self, priority: int) -> int:
         """Bytes charged in area ``priority`` over every holder."""
-        return sum(h[priority][0] for h in self.holders.values())
+        return self.tot[priority][0]
 
     def count(self, priority: int) -> int:
         """Messages in area ``priority`` over every holder."""
-        return sum(h[priority][1] for h in self.holders.values())
+        return self.tot[priority][1]
 
     def fits(self, priority: int, length: int) -> bool:
         """True when a message of ``length`` data bytes fits in area ``priority``."""
-        return self.used(priority) + length + METADATA_SIZE <= self.size[priority]
+        return self.tot[priority][0] + length + METADATA_SIZE <= self.size[priority]
 
     def free(self, priority: int) -> int:
         """Free bytes of area ``priority``."""
-        return self.size[priority] - self.used(priority)
+        return self.size[priority] - self.tot[priority][0]
 
     @property
     def persistent(self) -> bool:
@@ -274,36 +299,14 @@ class Wait:
     qid: QueueId
 
 
-_BODY_HEAD = struct.Struct("!IIBB")
-_U16 = struct.Struct("!H")
-_U32 = struct.Struct("!I")
-
-
-def body_meta(raw: Any) -> tuple[int, int]:
-    """(priority, data length) of an encoded :class:`openais.msg.Body`; ValueError when malformed.
-
-    The hot path of every delivered send: the same checks as ``Body.decode`` without building it.
-    """
-    try:
-        _t, _v, priority, flag = _BODY_HEAD.unpack_from(raw, 0)
-        offset = _BODY_HEAD.size
-        if flag == 1:
-            (n,) = _U16.unpack_from(raw, offset)
-            offset += 2 + n
-        elif flag != 0:
-            raise ValueError(f"sender_name flag {flag}")
-        (length,) = _U32.unpack_from(raw, offset)
-    except struct.error as exc:
-        raise ValueError(str(exc)) from None
-    if length > MAX_MESSAGE_SIZE:
-        raise ValueError(f"message data too big ({length} bytes)")
-    if priority > 3 or offset + 4 + length != len(raw):
-        raise ValueError("malformed message body")
-    return priority, length
+#: (priority, data length) of an encoded :class:`openais.msg.Body`; ValueError when malformed (the hot path
+#: of every delivered send: the checks of ``Body.decode`` without building it).  Shared with SEND_BATCH.
+body_meta = m.body_meta
 
 
 #: SendKind by wire value (an unknown value is absent).
 SEND_KINDS = {int(k): k for k in SendKind}
+_SEND_RECEIVE = int(SendKind.SEND_RECEIVE)
 
 
 def _empty_areas() -> list[list[int]]:
@@ -377,12 +380,14 @@ class MsgState:
             if q.holders:
                 out.append(Drop(q.qid))
             q.holders = {}
+            q.retotal()
             self._recheck_thresholds(q, out, silent=True)
         self._make_open(q, sender, msg)
         self._group_state_changed(q.name, out)
         movers = [n for n, areas in q.holders.items() if n != sender and any(a[1] for a in areas)]
         for n in [n for n in q.holders if n != sender and n not in movers]:
             del q.holders[n]
+        q.retotal()
         if movers:
             q.open_pending = (msg.request, msg.invocation, msg.is_async)
             out.append(MoveOut(q.qid, sender))
@@ -537,15 +542,19 @@ class MsgState:
 
     def _charge(self, q: QueueState, node: int, priority: int, delta_bytes: int, delta_count: int,
                 out: list) -> None:
-        before = q.used(priority)
+        total = q.tot[priority]
+        before = total[0]
         areas = q.holders.get(node)
         if areas is None:
             areas = q.holders[node] = _empty_areas()
         area = areas[priority]
-        old_bytes = area[0]
+        old_bytes, old_count = area
         area[0] = max(0, old_bytes + delta_bytes)
-        area[1] = max(0, area[1] + delta_count)
-        self._threshold(q, priority, before, before + area[0] - old_bytes, out)
+        area[1] = max(0, old_count + delta_count)
+        after = total[0] = before + area[0] - old_bytes
+        total[1] += area[1] - old_count
+        if q.reached_flags[priority] or after >= q.reached[priority]:
+            self._threshold(q, priority, before, after, out)
 
     def _threshold(self, q: QueueState, p: int, before: int, after: int, out: list) -> None:
         if not q.reached_flags[p] and before < q.reached[p] <= after:
@@ -604,6 +613,59 @@ class MsgState:
                 self.waits[sender_id] = Wait(sender_id, sender, conn, request, targets[0].qid)
                 return out
         out.append(SendResult(sender, conn, request, kind, invocation, ack, error))
+        return out
+
+    def send_batch(self, sender: int, time_ns: int, conn: int, destination: str, entries: list) -> list:
+        """A SEND_BATCH: its sends (:class:`plugins.msg.messages.SendEntry`) decided one after the other, as
+        if each had been delivered alone at this point of the agreed order.
+
+        To a queue (the hot path) this is a loop over plain integers: room, charge, thresholds, and one
+        :class:`StoreMany` for the holder and one :class:`BatchResult` for the sender's node.  To a group,
+        or to a queue that is not available, every send takes the path of :meth:`send`.
+        """
+        if time_ns > self.now:
+            self.now = time_ns
+        q = self.queue(destination)
+        if q is None or q.status is Status.UNAVAILABLE:
+            out: list = []
+            for e in entries:
+                out.extend(self.send(sender, time_ns, conn, e.request, e.kind, e.invocation, e.ack, e.sender_id,
+                                     e.send_time, destination, e.body))
+            return out
+        node = q.home
+        items: list = []
+        out = [StoreMany(node, q.qid, items)]
+        areas = q.holders.get(node)
+        if areas is None:
+            areas = q.holders[node] = _empty_areas()
+        tot, size, reached, flags = q.tot, q.size, q.reached, q.reached_flags
+        receive = q.receive_cb and q.status is Status.OPEN
+        errors: list | None = None
+        send_receive = _SEND_RECEIVE
+        for i, e in enumerate(entries):
+            p = e.priority
+            charge = e.length + METADATA_SIZE
+            total = tot[p]
+            before = total[0]
+            after = before + charge
+            if after > size[p]:
+                if errors is None:
+                    errors = [OK] * len(entries)
+                errors[i] = SaAisError.QUEUE_FULL
+                continue
+            total[0] = after
+            total[1] += 1
+            area = areas[p]
+            area[0] += charge
+            area[1] += 1
+            items.append((p, e.send_time, e.sender_id, e.body, charge))
+            if flags[p] or after >= reached[p]:
+                self._threshold(q, p, before, after, out)
+            if e.kind == send_receive:
+                self.waits[e.sender_id] = Wait(e.sender_id, sender, conn, e.request, q.qid)
+            if receive:
+                out.append(Received(node, q.opener_conn, q.opener_handle))
+        out.append(BatchResult(sender, conn, entries, errors))
         return out
 
     def _store(self, q: QueueState, priority: int, length: int, send_time: int, reply_id: int, body: Any,
@@ -715,6 +777,7 @@ class MsgState:
                 dest = q.holders.setdefault(msg.target, _empty_areas())
                 dest[item.priority][0] += charge
                 dest[item.priority][1] += 1
+        q.retotal()
         out.append(Moved(msg.target, q.qid, sender, list(msg.items)))
         return out
 
@@ -726,6 +789,7 @@ class MsgState:
         if q is None or q.home != msg.target:
             return out
         q.holders.pop(sender, None)
+        q.retotal()
         if all(n == q.home for n in q.holders):
             self._opened(q, out)
         return out
@@ -747,6 +811,7 @@ class MsgState:
                 if q.holders:
                     out.append(Drop(q.qid))
                 q.holders = {}
+                q.retotal()
                 q.reached_flags = [False] * 4
                 if was_open:
                     self._group_state_changed(q.name, out)
@@ -760,6 +825,7 @@ class MsgState:
             else:
                 for n in [n for n in q.holders if n in gone]:
                     del q.holders[n]
+                q.retotal()
                 if q.status is Status.OPEN and all(n == q.home for n in q.holders):
                     self._opened(q, out)
         for sid, w in sorted(self.waits.items()):
