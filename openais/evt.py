@@ -22,24 +22,27 @@ subscribers receive it too::
             h.dispatch(openais.DISPATCH_ALL)
 
 Delivery: the executive queues the events of a library handle, one queue
-per priority.  When the handle has nothing on its way, the executive pushes
-the head of the queue in an EVENT frame on the dispatch socket (so
-``fileno()`` is readable while an event waits); when that frame says more
-wait, ``dispatch`` fetches them, highest priority first, with PULL requests
-and calls ``event_deliver`` once per event.  The IPC messages are
-defined once here and imported by the executive's EVT engine (``plugins.evt``).
+per priority, and pushes them, head first, in EVENT frames on the dispatch
+socket: each frame carries one whole event (attributes and data), so
+``fileno()`` is readable while an event waits and ``dispatch`` calls
+``event_deliver`` once per frame, with nothing to fetch.  How many events
+may be on their way unread is a window: the library acknowledges what it has
+delivered (ACK, a one-way request, when a frame asks for it), which lets the
+executive push more; a handle that does not dispatch has its events wait,
+and overflow, in the executive's queue.  The IPC messages are defined once
+here and imported by the executive's EVT engine (``plugins.evt``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import math
+import struct
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from openais import TIME_END, TIME_UNKNOWN, _common
+from openais import TIME_END, TIME_UNKNOWN, _common, _wire
 from openais._client import DISPATCH_ALL, DISPATCH_BLOCKING, DISPATCH_ONE, Handle
 from openais._objects import ObjectHandle
 from openais.errors import (
@@ -49,6 +52,7 @@ from openais.errors import (
     BadHandle,
     Init,
     InvalidParam,
+    Library,
     SaAisError,
     TooBig,
 )
@@ -126,8 +130,15 @@ LIMITS: dict[LimitId, int | float] = {
 #: Most events one PULL answer carries, and (roughly) its bytes.
 PULL_MAX_EVENTS = 256
 PULL_MAX_BYTES = 512 * 1024
-#: Most events one ``dispatch(DISPATCH_ALL)`` delivers before returning (the rest keep fileno readable).
-DISPATCH_ALL_MAX = 4096
+#: Head of an EVENT callback frame: channel handle, subscription id, flags, data size; an EventBody follows.
+PUSH_HEAD = struct.Struct("!QIBI")
+#: EVENT flags: more events wait in the executive; acknowledge (ACK) once this one is delivered.
+PUSH_MORE = 0x1
+PUSH_ACK = 0x2
+#: The payload of an ACK: how many pushed events the library has taken in all (modulo 2**32).
+ACK = struct.Struct("!I")
+#: Taken events after which an ACK that was asked for goes out even in the middle of a dispatch.
+PUSH_ACK_AFTER = 32
 
 
 class EventFilter(NamedTuple):
@@ -183,16 +194,17 @@ class Request(enum.IntEnum):
     SUBSCRIBE = 4  #: SubscribeRequest -> empty
     UNSUBSCRIBE = 5  #: UnsubscribeRequest -> empty
     CLEAR = 6  #: ClearRequest -> empty
-    PULL = 7  #: PullRequest -> PullResponse
+    PULL = 7  #: PullRequest -> PullResponse (the waiting events in the answer; the library no longer uses it)
     DUMP = 8  #: empty -> DumpResponse (JSON, for openais-evttool)
+    ACK = 9  #: ACK struct, one-way (no answer): pushed events taken, the window opens again
 
 
 class Callback(enum.IntEnum):
     """Dispatch (callback) message ids."""
 
-    EVENT = 0  #: PullResponse with one event; ``more``: PULL the others (or PULL 0 to have the next pushed)
+    EVENT = 0  #: PUSH_HEAD + EventBody: one event for one channel handle and subscription
     OPEN_DONE = 1  #: OpenDone: the answer to channel_open_async
-    READY = 2  #: events wait: PULL them (or PULL 0 to have the next pushed)
+    READY = 2  #: (no longer sent) events wait: PULL them
 
 
 class Filter(Message):
@@ -391,21 +403,42 @@ ChannelOpenFn = Callable[[int, "Channel | None", SaAisError], None]
 EventDeliverFn = Callable[[int, "Event", int], None]
 
 
-class Event(ObjectHandle):
-    """An event: allocated by this process (to publish) or delivered to it (read-only)."""
+_DEFAULT_ATTRS = EventAttributes([], LOWEST_PRIORITY, 0.0, "", TIME_UNKNOWN, EVENTID_NONE)
+_PUBLISHED = struct.Struct("!QQ")  # PublishResponse: event id, publish time
+_EVENT_ID = struct.Struct("!Q")  # the first field of an EventBody
 
-    def __init__(self, channel: Channel, delivered: EventBody | None = None) -> None:
+
+class Event(ObjectHandle):
+    """An event: allocated by this process (to publish) or delivered to it (read-only).
+
+    A delivered event keeps the encoded body the executive pushed and decodes it on first use.
+    """
+
+    def __init__(self, channel: Channel, delivered: EventBody | bytes | memoryview | None = None) -> None:
         super().__init__(channel, 0)
         self._channel = channel
         self._delivered = delivered is not None
+        self._prefix: bytes | None = None  # the encoded PublishRequest up to the data, for these attributes
+        self._body: Any = None
         if delivered is None:
-            self._attrs = EventAttributes([], LOWEST_PRIORITY, 0.0, "", TIME_UNKNOWN, EVENTID_NONE)
-            self._data = b""
-        else:
+            self._attrs: EventAttributes | None = _DEFAULT_ATTRS
+            self._data: bytes | None = b""
+        elif isinstance(delivered, EventBody):
             self._attrs = EventAttributes(list(delivered.patterns), delivered.priority,
                                           delivered.retention_ns / 1e9, delivered.publisher_name,
                                           delivered.publish_time, delivered.event_id)
-            self._data = delivered.data
+            self._data = bytes(delivered.data)
+        else:
+            self._attrs = None
+            self._data = None
+            self._body = delivered
+
+    def _decode(self) -> None:
+        """Decode the pushed body into the attributes and the data."""
+        event_id, publish_time, priority, retention_ns, name, patterns, data = EventBody.unpack(self._body)
+        self._attrs = EventAttributes(patterns, priority, retention_ns / 1e9, name, publish_time, event_id)
+        self._data = bytes(data)
+        self._body = None
 
     def free(self) -> None:
         """saEvtEventFree: later uses raise BadHandle."""
@@ -430,12 +463,17 @@ class Event(ObjectHandle):
             raise Access("the channel was not opened with CHANNEL_PUBLISHER")
         a = self._attrs
         self._attrs = EventAttributes(pats, priority, retention, publisher_name, a.publish_time, a.event_id)
+        self._prefix = None
 
     def attributes_get(self) -> EventAttributes:
         """saEvtEventAttributesGet."""
         self._check()
         a = self._attrs
-        return a._replace(patterns=list(a.patterns))
+        if a is None:
+            self._decode()
+            a = self._attrs
+        return EventAttributes(list(a.patterns), a.priority, a.retention_time, a.publisher_name, a.publish_time,
+                               a.event_id)
 
     def pattern_free(self, patterns: Any = None) -> None:
         """saEvtEventPatternFree: nothing to free in Python."""
@@ -446,6 +484,8 @@ class Event(ObjectHandle):
         self._check()
         if not self._delivered:
             raise BadHandle("data_get needs a delivered event (this one was allocated here)")
+        if self._data is None:
+            self._decode()
         return self._data
 
     def publish(self, data: bytes = b"") -> int:
@@ -461,11 +501,18 @@ class Event(ObjectHandle):
             raise Access("the channel was not opened with CHANNEL_PUBLISHER")
         self._channel._check()
         a = self._attrs
-        frame = PublishRequest.pack(self._channel.object_id, a.priority, round(a.retention_time * 1e9),
-                                    a.publisher_name, a.patterns, data)
-        answer = PublishResponse.decode(self._channel._handle._call(Request.PUBLISH, frame))
-        self._attrs = a._replace(event_id=answer.event_id, publish_time=answer.publish_time)
-        return answer.event_id
+        prefix = self._prefix
+        if prefix is None:  # the request up to its data (a Tail): made once per attributes
+            prefix = self._prefix = PublishRequest.pack(self._channel.object_id, a.priority,
+                                                        round(a.retention_time * 1e9), a.publisher_name,
+                                                        a.patterns, b"")
+        answer = self._channel._handle._call(Request.PUBLISH, prefix + data)
+        if len(answer) != _PUBLISHED.size:
+            PublishResponse.decode(answer)  # raises the decoding error
+        event_id, publish_time = _PUBLISHED.unpack(answer)
+        self._attrs = EventAttributes(a.patterns, a.priority, a.retention_time, a.publisher_name, publish_time,
+                                      event_id)
+        return event_id
 
 
 class Channel(ObjectHandle):
@@ -535,7 +582,7 @@ class EvtHandle(Handle):
         self._channels: dict[int, Channel] = {}
         self._pending_opens: dict[int, list[tuple[str, int]]] = {}
         self._dispatch_mode = DISPATCH_ALL
-        self._backlog: deque[Delivered] = deque()  # fetched, not yet delivered (a callback raised)
+        self._backlog: deque[bytes] = deque()  # EVENT frames read, not yet delivered
         super().__init__(SERVICE_ID, path=path)
 
     # -- calls --------------------------------------------------------------------------------
@@ -592,88 +639,127 @@ class EvtHandle(Handle):
 
     # -- dispatch -------------------------------------------------------------------------------
 
+    #: Pushed events taken (delivered or discarded): in all, and when the last ACK told it; an ACK asked for.
+    _taken = 0
+    _acked = 0
+    _ack_due = False
+    #: True while ``dispatch(DISPATCH_ALL)`` reads frames: events are collected, then delivered.
+    _collecting = False
+
     def dispatch(self, flags: int = DISPATCH_ALL) -> None:
         """saEvtDispatch: run pending callbacks (ONE, ALL or BLOCKING).
 
-        Events fetched together with one whose callback raised are delivered first by the next call.
+        Events read together with one whose callback raised are delivered first by the next call.
         """
         self._dispatch_mode = flags
-        if self._backlog and flags in (DISPATCH_ONE, DISPATCH_ALL, DISPATCH_BLOCKING):
-            self._check()
-            if self._deliver_items([]) and flags == DISPATCH_ONE:
-                return
-        super().dispatch(flags)
+        try:
+            if self._backlog and flags in (DISPATCH_ONE, DISPATCH_ALL, DISPATCH_BLOCKING):
+                self._check()
+                if self._deliver_items() and flags == DISPATCH_ONE:
+                    return
+            super().dispatch(flags)
+        finally:
+            if self._ack_due:
+                self._ack()
+
+    def _dispatch_all(self) -> None:
+        """Read every frame waiting, then deliver their events (one ACK for all of them, if asked)."""
+        self._collecting = True
+        try:
+            super()._dispatch_all()
+        finally:
+            self._collecting = False
+        self._deliver_items()
 
     def _on_dispatch(self, msg_id: int, payload: bytes) -> None:
         if msg_id == Callback.EVENT:
-            pushed = PullResponse.decode(payload)
-            self._fetch(pushed.events, pushed.more)
-        elif msg_id == Callback.READY:
-            self._fetch([], True)
+            self._backlog.append(payload)
+            if not self._collecting:
+                self._deliver_items()
         elif msg_id == Callback.OPEN_DONE:
+            if self._backlog:  # the events pushed before it first
+                self._deliver_items()
             done = OpenDone.decode(payload)
             name, flags = _common.claim_open(self._pending_opens, done.invocation, ("", 0))
             channel = Channel(self, done.channel, name, flags) if done.error == SaAisError.OK else None
             if self._open_fn is not None:
                 self._open_fn(done.invocation, channel, done.error)
 
-    def _fetch(self, items: list[Delivered], more: bool) -> None:
-        """Deliver ``items``; while more wait, fetch them (ALL, BLOCKING: in batches; ONE: one callback).
+    def _deliver_items(self, items: Sequence[bytes] = ()) -> int:
+        """Run ``event_deliver`` for the backlog (pushed EVENT frames); what a raising callback leaves stays.
 
-        When this stops with events still waiting (DISPATCH_ONE, the DISPATCH_ALL cap, or a callback
-        that raised), PULL 0 asks the executive to push the next one, so ``fileno()`` stays readable.
+        DISPATCH_ONE delivers one event.  A frame that asks for an ACK has it sent once the events
+        are delivered (at once under DISPATCH_BLOCKING and ONE; at the end of the call under ALL).
         """
+        backlog = self._backlog
+        backlog.extend(items)
+        count = 0
+        channels = self._channels
+        head = PUSH_HEAD
         one = self._dispatch_mode == DISPATCH_ONE
-        delivered = 0
         try:
-            delivered += self._deliver_items(items)
-            while more and not self._finalized and not (one and delivered) and delivered < DISPATCH_ALL_MAX:
-                response = PullResponse.decode(self._call(Request.PULL, PullRequest.pack(1 if one else
-                                                                                         PULL_MAX_EVENTS)))
-                more = response.more
-                delivered += self._deliver_items(response.events)
-        except BaseException:
-            if more:
-                with contextlib.suppress(AisError):
-                    self._rearm()
-            raise
-        if more:
-            self._rearm()
+            while backlog:
+                if self._finalized or (count and one):
+                    break
+                frame = backlog.popleft()
+                self._taken += 1
+                handle, sid, flags, size = head.unpack_from(frame)
+                if flags & PUSH_ACK:
+                    self._ack_due = True
+                channel = channels.get(handle)
+                if channel is None or channel.closed or self._deliver_fn is None:
+                    continue
+                body = memoryview(frame)[head.size:]
+                event = Event(channel, body)
+                if sid not in channel._subs:  # ended while the event was on its way: as the executive would
+                    if _EVENT_ID.unpack_from(body)[0] == EVENTID_LOST:
+                        sid = next(iter(channel._subs), None)
+                    else:
+                        patterns = event.attributes_get().patterns
+                        sid = next((s for s, f in channel._subs.items() if matches(f, patterns)), None)
+                    if sid is None:
+                        event._forget()
+                        continue
+                count += 1
+                self._deliver_fn(sid, event, size)
+        finally:
+            if self._ack_due and (self._dispatch_mode != DISPATCH_ALL or self._taken - self._acked >= PUSH_ACK_AFTER):
+                self._ack()
+        return count
 
-    def _rearm(self) -> None:
-        if self._finalized or self._dead:
+    def _ack(self) -> None:
+        """Tell the executive how many pushed events were taken in all (a one-way request).
+
+        A running total, so that ACKs sent by two dispatching threads in either order lose nothing.
+        """
+        self._ack_due = False
+        taken = self._taken
+        if taken == self._acked or self._finalized or self._dead:
             return
+        self._acked = taken
         try:
-            self._call(Request.PULL, PullRequest.pack(0))
+            self._send_oneway(Request.ACK, ACK.pack(taken & 0xFFFFFFFF))
         except AisError:
             if not self._finalized:
                 raise
 
-    def _deliver_items(self, items: list[Delivered]) -> int:
-        """Run ``event_deliver`` for the backlog, then ``items`` (what a raising callback leaves stays queued)."""
-        backlog = self._backlog
-        backlog.extend(items)
-        count = 0
-        while backlog:
-            if self._finalized or (count and self._dispatch_mode == DISPATCH_ONE):
-                break
-            item = backlog.popleft()
-            channel = self._channels.get(item.channel)
-            if channel is None or channel.closed or self._deliver_fn is None:
-                continue
-            body = EventBody.decode(item.body)
-            sid = item.subscription_id
-            if sid not in channel._subs:  # ended while the event was on its way: as the executive would
-                if body.event_id == EVENTID_LOST:
-                    sid = next(iter(channel._subs), None)
-                else:
-                    sid = next((s for s, f in channel._subs.items() if matches(f, body.patterns)), None)
-                if sid is None:
-                    continue
-            event = Event(channel, body)
-            count += 1
-            self._deliver_fn(sid, event, len(event._data))
-        return count
+    def _send_oneway(self, msg_id: int, payload: bytes) -> None:
+        """Send a request the executive does not answer (on the response socket, in turn with the calls)."""
+        self._check()
+        with self._call_lock:
+            self._check()
+            self._next_request = (self._next_request + 1) & 0xFFFFFFFF or 1
+            frame = _wire.encode_request(self._service, msg_id, self._next_request, payload)
+            try:
+                self._send_nowait_first(frame)
+            except TimeoutError:
+                self._dead = True
+                raise Library("the executive took no data for an ACK") from None
+            except OSError as exc:
+                if self._finalized:
+                    raise BadHandle("the handle was finalized") from None
+                self._dead = True
+                raise Library(f"lost the connection to the executive: {exc}") from None
 
 
 def _check_version(version: Any) -> None:

@@ -48,6 +48,11 @@ class Bridged(evt.EvtHandle):
             raise AisError.from_code(error)
         return answer
 
+    def _send_oneway(self, msg_id, payload):
+        self._check()
+        self.cluster.request(self.conn, msg_id, payload)  # no answer comes (ACK)
+        self.cluster.run()
+
     def fileno(self) -> int:
         self._check()
         return -1
@@ -59,11 +64,17 @@ class Bridged(evt.EvtHandle):
         self._dispatch_mode = flags
         if self._backlog and self._deliver_items([]) and flags == openais.DISPATCH_ONE:
             return
-        while self.conn.dispatched:
-            msg_id, payload = self.conn.dispatched.pop(0)
-            self._on_dispatch(msg_id, payload)
-            if flags == openais.DISPATCH_ONE:
-                return
+        try:
+            while self.conn.dispatched:
+                msg_id, payload = self.conn.dispatched.pop(0)
+                self._on_dispatch(msg_id, payload)
+                if flags == openais.DISPATCH_ONE:
+                    return
+                if not self.conn.dispatched and self._ack_due:
+                    self._ack()  # as dispatch does at its end: the window opens, more may be pushed
+        finally:
+            if self._ack_due:
+                self._ack()
 
     def finalize(self) -> None:
         if self._finalized:

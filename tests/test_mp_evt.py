@@ -7,6 +7,7 @@ JSON lines (deliveries and answers).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import subprocess
@@ -21,7 +22,7 @@ from tests.mp_helpers import JsonLinesProcess, agent_pool, cluster_fixture, heal
 pytestmark = pytest.mark.multiprocess
 
 AGENT = r'''
-import json, os, select, sys
+import hashlib, json, os, select, sys
 import openais
 from openais import evt
 
@@ -30,8 +31,11 @@ out = lambda **kw: print(json.dumps(kw), flush=True)
 
 def deliver(sid, event, size):
     a = event.attributes_get()
-    out(ev="deliver", sid=sid, id=a.event_id, patterns=[p.decode() for p in a.patterns], prio=a.priority,
-        data=event.data_get().decode())
+    data = event.data_get()
+    big = len(data) >= 1024
+    out(ev="deliver", sid=sid, id=a.event_id, patterns=[p.decode() for p in a.patterns][:4 if big else None],
+        prio=a.priority, data=data[:16].decode() if big else data.decode(), size=size, npat=len(a.patterns),
+        sha=hashlib.sha256(data + b"".join(a.patterns)).hexdigest(), name=a.publisher_name)
     event.free()
 
 h = evt.initialize(event_deliver=deliver)
@@ -78,6 +82,14 @@ while True:
                         import time; time.sleep(0.05)
             e.free()
             out(ok="pub", ids=ids)
+            continue
+        elif cmd == "big":  # big CHANNEL COUNT: events of the largest size, most patterns, longest names
+            e = channels[args[0]].event_allocate()
+            e.attributes_set([chr(65 + i % 26).encode() * evt.MAX_PATTERN_SIZE for i in range(evt.MAX_NUM_PATTERNS)],
+                             evt.HIGHEST_PRIORITY, 0.0, "n" * 256)
+            ids = [e.publish(bytes((i + k) % 251 for k in range(evt.MAX_EVT_SIZE))) for i in range(int(args[1]))]
+            e.free()
+            out(ok="big", ids=ids)
             continue
         elif cmd == "pause":
             paused = True
@@ -335,3 +347,45 @@ def test_a_killed_client_closes_its_channels_cluster_wide(cluster, agents):
         assert time.monotonic() < deadline, chan
         time.sleep(0.2)
     assert chan["subscriptions"] == {"1": 0} and len(chan["retained"]) == 1
+
+
+def test_largest_events_arrive_whole_over_real_sockets(cluster, agents):
+    sub, pub = agents(3), agents(1)
+    sub.do(f"open big {SUB}")
+    sub.do("sub big 1")
+    pub.do(f"open big {PUB}")
+    ids = pub.do("big big 40", timeout=120)["ids"]  # 40 x ~80 KiB: the window and the queue both in use
+    got = sub.collect(40, timeout=60)
+    patterns = b"".join(chr(65 + i % 26).encode() * 256 for i in range(64))
+    want = [hashlib.sha256(bytes((i + k) % 251 for k in range(65536)) + patterns).hexdigest() for i in range(40)]
+    assert [d["id"] for d in got] == ids  # in publish order
+    assert [d["sha"] for d in got] == want
+    assert all(d["size"] == 65536 and d["npat"] == 64 and d["name"] == "n" * 256 for d in got)
+
+
+def test_a_subscriber_killed_mid_delivery_is_cleaned_up(cluster, agents):
+    dying, other, pub = agents(2), agents(2), agents(1)
+    for a in (dying, other):
+        a.do(f"open gone {SUB}")
+        a.do("sub gone 1")
+    dying.do("pause")  # stops reading: events pile up on their way and in its queue
+    pub.do(f"open gone {PUB}")
+    pub.do("pub gone 300 3 0 g g", timeout=120)
+    wait_waiting(cluster, 2, 100)
+    dying.kill()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        out = subprocess.run([sys.executable, "-m", "openais.tools.evttool", "list", "--json"],
+                             env=cluster.environ(2), capture_output=True, text=True, timeout=30)
+        doc = json.loads(out.stdout)
+        if out.returncode == 0 and not any(q["waiting"] for q in doc["queues"].values()):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the dead subscriber's queue was not released")
+    chan = next(c for c in doc["channels"] if c["name"] == "gone")
+    assert chan["subscriptions"].get("2") == 1  # only the other subscriber is left on node 2
+    got = other.collect(300, timeout=60)
+    assert [d["data"] for d in got] == [f"g:{i}" for i in range(300)]
+    pub.do("pub gone 1 3 0 g after")
+    assert [d["data"] for d in other.collect(1)] == ["after:0"]

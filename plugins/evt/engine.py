@@ -108,6 +108,7 @@ class EventEngine(ServiceEngine):
             Request.CLEAR: LibHandler(self._lib_clear, needs_cluster=True, max_size=64),
             Request.PULL: LibHandler(self._lib_pull, max_size=64),
             Request.DUMP: LibHandler(self._lib_dump, max_size=0),
+            Request.ACK: LibHandler(self._lib_ack, max_size=16),
         }
         self.exec_handlers = {
             Exec.OPEN: ExecHandler(self._exec(Exec.OPEN, m.Open)),
@@ -295,6 +296,15 @@ class EventEngine(ServiceEngine):
             return
         conn.respond(self.id, Request.PULL, request_id, _OK, self.local.pull(client, req.max_count))
 
+    def _lib_ack(self, conn: Any, request_id: int, payload: bytes) -> None:
+        """One-way (no answer): the library's running total of pushed events taken; push what waits."""
+        if len(payload) != wire.ACK.size:
+            conn.respond(self.id, Request.ACK, request_id, int(_E.INVALID_PARAM))
+            return
+        client = self.local.clients.get(conn.id)
+        if client is not None:
+            self.local.ack(client, wire.ACK.unpack(payload)[0])
+
     def _lib_dump(self, conn: Any, request_id: int, payload: bytes) -> None:
         doc = self.dump()
         text = json.dumps(doc, sort_keys=True)
@@ -434,7 +444,7 @@ class EventEngine(ServiceEngine):
             return
         h.pending.discard(msg.subscription_id)
         h.subs[msg.subscription_id] = [(f.filter_type, f.pattern) for f in msg.filters]
-        self.local.index(h)
+        self.local.index(h)  # (and compiles its filters afresh)
         if client is not None:
             client.conn.respond(self.id, Request.SUBSCRIBE, msg.request_id, _OK)
         chan = self.state.channels.get(h.channel_id)

@@ -2,17 +2,21 @@
 
 Nothing here is replicated.  :class:`LocalDelivery` keeps, per library
 connection, a bounded priority queue (:mod:`plugins.evt.delivery`) and its
-delivery state, and an index of the open handles with subscriptions per
+push window, and an index of the open handles with subscriptions per
 channel, so that a delivered event is matched only against the handles of
-its channel.  Each event reaches a handle once, under the id of its oldest
-matching subscription.
+its channel (each subscription's filters compiled once).  Each event reaches
+a handle once, under the id of its oldest matching subscription.
 
-Frames to the library: when nothing is on its way to a connection, the head
-of its queue is pushed in an EVENT frame (which says whether more wait); a
-pushed frame saying nothing more waits may be followed by one READY frame
-when more arrive; the library fetches what waits with PULL.  So a waiting
-event always has a frame on its way or a fetch coming (``fileno()`` is
-readable), and at most two frames per connection are ever in the socket.
+Push delivery: an event for a connection with room in its push window and
+nothing waiting goes straight out in an EVENT frame on the dispatch socket
+(header, attributes and data: the library needs nothing more); otherwise it
+waits in the queue, and the queue's head is pushed as the window opens.  The
+library acknowledges what it has taken (ACK, a one-way request, sent when a
+frame asks for it: the window half used, the queue filling, or events waiting
+behind), which opens the window again.  A fresh connection's window is one
+event.  So a waiting event always has a frame on its way ahead of it, and
+``fileno()`` is readable while an event waits.  (PULL, a fetch of the waiting
+events in the answer, is still served.)
 """
 
 from __future__ import annotations
@@ -21,23 +25,39 @@ import time
 from typing import Any
 
 from openais import evt as wire
-from openais.evt import PULL_MAX_BYTES, Callback, matches
+from openais.evt import PUSH_ACK, PUSH_HEAD, PUSH_MORE, Callback, FilterType, matches
 from plugins.evt.delivery import DeliveryQueue, Item
 
-#: Delivery states of a connection: nothing on its way; one pushed EVENT frame saying nothing more waits
-#: is unread; the library will PULL (a READY or an EVENT frame saying more waits is on its way, or it is
-#: fetching).
-IDLE, PUSHED, OWED = 0, 1, 2
-#: Push the head of an idle queue with its EVENT frame (saves the PULL round trip for a subscriber that
-#: keeps up); False: only READY frames, every event fetched by PULL.
-PUSH_FIRST = True
+_PREFIX, _SUFFIX, _EXACT, _PASS_ALL = FilterType.PREFIX, FilterType.SUFFIX, FilterType.EXACT, FilterType.PASS_ALL
+_pack_head = PUSH_HEAD.pack
+
+
+def compile_filters(filters: list[Any]) -> tuple[tuple[int, int, bytes], ...]:
+    """A subscription's filters as (position, type, pattern) to test, PASS_ALL left out (see ``matches``)."""
+    return tuple((i, int(t), bytes(f)) for i, (t, f) in enumerate(filters) if t != _PASS_ALL)
+
+
+def compiled_match(tests: tuple[tuple[int, int, bytes], ...], patterns: list[bytes]) -> bool:
+    """``matches`` for compiled filters."""
+    count = len(patterns)
+    for i, ftype, want in tests:
+        have = patterns[i] if i < count else b""
+        if ftype == _PREFIX:
+            if not have.startswith(want):
+                return False
+        elif ftype == _SUFFIX:
+            if not have.endswith(want):
+                return False
+        elif have != want:
+            return False
+    return True
 
 
 class ChannelHandle:
     """One channel handle of a local connection."""
 
-    __slots__ = ("channel_id", "conn_id", "flags", "handle", "invocation", "open", "pending", "received",
-                 "started", "subs", "timeout_ns")
+    __slots__ = ("channel_id", "compiled", "conn_id", "flags", "handle", "invocation", "open", "pending",
+                 "received", "started", "subs", "timeout_ns")
 
     def __init__(self, conn_id: int, flags: int, invocation: int | None, timeout_ns: int) -> None:
         self.handle = 0
@@ -49,11 +69,28 @@ class ChannelHandle:
         self.timeout_ns = timeout_ns
         self.started = time.monotonic()
         self.subs: dict[int, list[Any]] = {}  # subscription id -> filters, oldest first
+        self.compiled: tuple[tuple[int, tuple], ...] | None = None  # (id, compiled filters), oldest first
         self.pending: set[int] = set()  # subscription ids multicast, not yet in effect
         self.received: set[int] = set()  # ids of retained events this handle has had queued
 
     def match(self, event: Any) -> int | None:
         """The id of the oldest subscription matching ``event``, or None."""
+        compiled = self.compiled
+        if compiled is None:
+            compiled = self.recompile()
+        patterns = event.patterns
+        for sid, tests in compiled:
+            if not tests or compiled_match(tests, patterns):
+                return sid
+        return None
+
+    def recompile(self) -> tuple[tuple[int, tuple], ...]:
+        """Compile the filters of every subscription again (after one was added or ended)."""
+        self.compiled = tuple((sid, compile_filters(f)) for sid, f in self.subs.items())
+        return self.compiled
+
+    def match_plain(self, event: Any) -> int | None:
+        """``match`` by the uncompiled filters (the reference the compiled form must agree with)."""
         for sid, filters in self.subs.items():
             if matches(filters, event.patterns):
                 return sid
@@ -61,14 +98,13 @@ class ChannelHandle:
 
 
 class Client:
-    """One local library connection: its delivery queue and its delivery state."""
+    """One local library connection: its delivery queue and push window."""
 
-    __slots__ = ("conn", "queue", "state")
+    __slots__ = ("conn", "queue")
 
     def __init__(self, conn: Any, size: int, resume: int) -> None:
         self.conn = conn
         self.queue = DeliveryQueue(size, resume)
-        self.state = IDLE
 
 
 class LocalDelivery:
@@ -80,6 +116,7 @@ class LocalDelivery:
         self.queue_resume = queue_resume
         self.clients: dict[int, Client] = {}
         self.subscribed: dict[int, dict[int, ChannelHandle]] = {}  # channel id -> handle -> open handle w/ subs
+        self.pushed = 0  # EVENT frames sent (tools, tests)
 
     def connect(self, conn: Any) -> None:
         """A connection opened: give it an empty queue."""
@@ -93,6 +130,7 @@ class LocalDelivery:
 
     def index(self, h: ChannelHandle) -> None:
         """``h`` has a subscription now: match events of its channel against it."""
+        h.compiled = None
         self.subscribed.setdefault(h.channel_id, {})[h.handle] = h
 
     def unindex(self, h: ChannelHandle) -> None:
@@ -125,21 +163,27 @@ class LocalDelivery:
     # -- delivery ----------------------------------------------------------------------------------
 
     def deliver(self, event: Any, retained: bool) -> None:
-        """Queue a published event once for every local handle of its channel with a matching subscription."""
+        """Push or queue a published event once for every local handle of its channel with a matching subscription."""
         handles = self.subscribed.get(event.channel_id)
         if not handles:
             return
+        clients = self.clients
         for h in list(handles.values()):
             sid = h.match(event)
             if sid is None:
                 continue
-            client = self.clients.get(h.conn_id)
+            client = clients.get(h.conn_id)
             if client is None:
                 continue
             if retained:
                 h.received.add(event.event_id)
-            client.queue.offer(h.handle, sid, event)
-            self.wake(client)
+            q = client.queue
+            body = event.body
+            if not q._count and q.admits() and q.can_push(len(body)):  # the hot path: straight out
+                self._push(client, h.handle, sid, body, len(event.data))
+            else:
+                q.offer(h.handle, sid, event)
+                self.wake(client)
 
     def catch_up(self, h: ChannelHandle, retained: dict[int, Any]) -> None:
         """Queue the retained events (agreed order) that match ``h`` and that it has not had."""
@@ -155,33 +199,42 @@ class LocalDelivery:
                 client.queue.offer(h.handle, sid, event)
         self.wake(client)
 
+    def _push(self, client: Client, handle: int, sid: int, body: bytes, data_size: int) -> None:
+        """Send one event in an EVENT frame (counted in the window)."""
+        q = client.queue
+        flags = PUSH_ACK if q.push_begin(len(body)) else 0
+        if q._count:
+            flags |= PUSH_MORE
+        self.pushed += 1
+        client.conn.dispatch(self.service_id, Callback.EVENT, _pack_head(handle, sid, flags, data_size) + body)
+
     def wake(self, client: Client) -> None:
-        """Make sure a waiting event has a frame on its way: push the head, or a READY after a pushed event."""
-        if not len(client.queue) or client.state == OWED:
-            return
-        if client.state == PUSHED or not PUSH_FIRST:
-            client.state = OWED  # the library PULLs when it reads this
-            client.conn.dispatch(self.service_id, Callback.READY, b"")
-            return
-        (item,) = client.queue.pull(1, PULL_MAX_BYTES)
-        more = len(client.queue) > 0
-        client.state = OWED if more else PUSHED
-        client.conn.dispatch(self.service_id, Callback.EVENT, wire.PullResponse.pack(
-            more, [wire.Delivered(item.handle, item.subscription_id, item.body)]))
+        """Push waiting events, head first, while the window has room."""
+        q = client.queue
+        while q._count:
+            item = q.head()
+            if not q.can_push(len(item.body)):
+                return
+            q.pop_head()
+            self._push(client, item.handle, item.subscription_id, item.body,
+                       len(item.event.data) if item.event is not None else 0)
+
+    def ack(self, client: Client, total: int) -> None:
+        """The library took ``total`` pushed events in all: push what waits into the opened window."""
+        client.queue.ack_total(total)
+        self.wake(client)
 
     def pull(self, client: Client, max_count: int) -> bytes:
-        """Answer a PULL: up to ``max_count`` events (0: stop fetching, push the next one when it comes)."""
-        if max_count == 0:
-            client.state = IDLE
-            self.wake(client)
-            return wire.PullResponse.pack(False, [])
-        items = client.queue.pull(min(max_count, wire.PULL_MAX_EVENTS), PULL_MAX_BYTES)
+        """Answer a PULL: up to ``max_count`` waiting events in the answer (0: none, only push what waits)."""
+        items = client.queue.pull(min(max_count, wire.PULL_MAX_EVENTS), wire.PULL_MAX_BYTES) if max_count else []
         more = len(client.queue) > 0
-        client.state = OWED if more else IDLE  # with more, the library fetches again (or re-arms with 0)
-        return wire.PullResponse.pack(more, [wire.Delivered(i.handle, i.subscription_id, i.body) for i in items])
+        answer = wire.PullResponse.pack(more, [wire.Delivered(i.handle, i.subscription_id, i.body) for i in items])
+        self.wake(client)
+        return answer
 
     def relabel(self, h: ChannelHandle, gone: int) -> None:
         """Waiting events of an ended subscription: under another matching subscription, or dropped."""
+        h.compiled = None
         client = self.clients.get(h.conn_id)
         if client is None:
             return
@@ -197,6 +250,7 @@ class LocalDelivery:
         client.queue.filter(keep)
 
     def describe(self) -> dict:
-        """Per connection: waiting events, blocked, dropped and lost-event notices (tools)."""
-        return {str(cid): {"waiting": len(c.queue), "blocked": c.queue.blocked, "dropped": c.queue.dropped,
-                           "lost_notices": c.queue.notices} for cid, c in self.clients.items()}
+        """Per connection: waiting events, on their way, blocked, dropped and lost-event notices (tools)."""
+        return {str(cid): {"waiting": len(c.queue), "on_their_way": c.queue.outstanding, "blocked": c.queue.blocked,
+                           "dropped": c.queue.dropped, "lost_notices": c.queue.notices}
+                for cid, c in self.clients.items()}
