@@ -407,7 +407,14 @@ class Handle:
                 raise error
 
     def _dispatch_all(self) -> None:
-        """Read every pending callback in large chunks, then run them (no bytes are left in user space)."""
+        """Read every pending callback in large chunks, then run them (no bytes are left in user space).
+
+        Callbacks read but not yet run when an earlier one raised run first, at the next dispatch.
+        """
+        left = self.__dict__.pop("_unrun", None)
+        if left:
+            self._run_frames(left)
+            return
         sock = self._dispatch
         buf = bytearray()
         scratch = self._scratch
@@ -438,16 +445,31 @@ class Handle:
                 return
             self._dead = True
             raise Library(f"lost the dispatch connection to the executive: {exc}") from None
-        for _service, msg_id, rid, error, payload in frames:
+        self._run_frames(frames)
+
+    def _run_frames(self, frames: list) -> None:
+        """Run read callback frames in order; those after a callback that raised are kept for the next dispatch."""
+        for index, (_service, msg_id, rid, error, payload) in enumerate(frames):
             if self._finalized:  # a callback finalized the handle
                 return
-            if msg_id == _wire.PIPELINE_ERROR:
-                self._refused(rid, error)
-                continue
-            self._on_dispatch(msg_id, payload)
+            try:
+                if msg_id == _wire.PIPELINE_ERROR:
+                    self._refused(rid, error)
+                    continue
+                self._on_dispatch(msg_id, payload)
+            except BaseException:
+                if index + 1 < len(frames):
+                    self.__dict__["_unrun"] = frames[index + 1 :]
+                raise
 
     def _dispatch_frame(self, block: bool) -> bool:
         """Read and run one callback frame; False when none is pending (non-blocking)."""
+        left = self.__dict__.pop("_unrun", None)
+        if left:  # callbacks read by an earlier dispatch that a raising callback cut short
+            if len(left) > 1:
+                self.__dict__["_unrun"] = left[1:]
+            self._run_frames(left[:1])
+            return True
         sock = self._dispatch
         try:
             if not block:
