@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aisexec.plugins import LoadedService
-from aisexec.sync import SyncEngine
+from aisexec.sync import Phase, SyncEngine
 from aisexec.totem.api import ConfigChange, ConfKind, RingId
 from openais.message import U16, Message, MessageError
 
@@ -38,6 +38,7 @@ from openais.message import U16, Message, MessageError
 SYNC_SERVICE_ID = 0xFFFF
 #: Header flag: the message is sync traffic.
 FLAG_SYNC = 0x0001
+_IDLE = Phase.IDLE
 
 
 class Header(Message):
@@ -123,7 +124,8 @@ class ClusterRouter:
                 self.stats.malformed += 1
                 self._log.warning("dropping sync message from node %d: %s", sender, exc)
             return
-        if not flags & FLAG_SYNC and self._sync.holds(service):
+        sync = self._sync
+        if sync.phase is not _IDLE and not flags & FLAG_SYNC and sync.holds(service):
             self._hold(service, sender, message)
             return
         self._dispatch(sender, service, msg_id, payload)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from aisexec.plugins import LoadedService
 from aisexec.routing import FLAG_SYNC, SYNC_SERVICE_ID, ClusterRouter, encode
 from aisexec.service import EngineHost, ServiceEngine
-from aisexec.sync import PRIORITY_BULK, PRIORITY_NORMAL, SyncEngine
+from aisexec.sync import PRIORITY_BULK, PRIORITY_NORMAL, Phase, SyncEngine
 from aisexec.totem.api import ConfigChange, ConfKind, QueueFull, RingId
 
 #: Bytes of the ring's send queue new requests leave free while a bulk service streams its sync state.
@@ -328,9 +328,12 @@ class ServiceLayer:
         active (at once for a service outside the round's plan).  Without a
         service id: False while any sync round runs.
         """
+        sync = self.sync
+        if sync.phase is Phase.IDLE:  # the common case, without a call: this runs for every request
+            return True
         if service_id is None:
-            return not self.sync.in_progress
-        return not self.sync.holds(service_id)
+            return False
+        return not sync.holds(service_id)
 
     def has_room(self, size: int) -> bool:
         """True when the ring can queue ``size`` more bytes now (the admission test of new requests).
@@ -341,7 +344,7 @@ class ServiceLayer:
         being starved by the services already released; its own chunks, sent
         from its sync hooks, are not subject to this.
         """
-        if self._bulk_syncing():
+        if self.sync.phase is not Phase.IDLE and self._bulk_syncing():
             size += BULK_RESERVE
         return self._host.has_room(size)
 

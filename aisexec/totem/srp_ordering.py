@@ -210,6 +210,8 @@ class OrderingMixin:
                     counters["recovery_messages"] += 1
                 else:
                     payload, guarantee = queue.popleft()
+                    if guarantee:  # SAFE (AGREED is 0)
+                        self.last_safe_seq = seq_now + 1
                 seq_now += 1
                 raw = header + _MCAST_BODY(rep, rseq, seq_now, guarantee) + payload
                 sq[seq_now] = (me, guarantee, payload, raw, encapsulated)
@@ -270,7 +272,7 @@ class OrderingMixin:
             self.held_token = tok
             # a SAFE message waiting for its second visit keeps the token going too (else each waits a hold)
             busy = (bool(self.pending) or bool(self.recovery_queue) or self.memb_state == MembState.RECOVERY
-                    or self.my_high_delivered < self.my_aru)
+                    or self.last_safe_seq > self.my_high_delivered)
             self.cancel(_TOKEN_RETRANSMIT)
             self.arm(now, TimerName.HOLD, 0 if busy and not hold else cfg.hold)
             return

@@ -95,6 +95,7 @@ class SrpState:
         self.my_token_seq = -1
         self.my_last_aru = 0
         self.safe_aru = 0
+        self.last_safe_seq = 0  # seq of the last SAFE message this node originated (a one-node ring waits on it)
         self.my_last_seq = 0
         self.my_seq_unchanged = 0
         self.my_aru_count = 0
