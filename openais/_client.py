@@ -325,6 +325,24 @@ class Handle:
                 self._dead = True
                 raise Library(f"lost the connection to the executive: {exc}") from None
 
+    def _send_oneway(self, msg_id: int, payload: bytes) -> None:
+        """Send a request the executive does not answer (on the response socket, in turn with the calls)."""
+        self._check()
+        with self._call_lock:
+            self._check()
+            self._next_request = (self._next_request + 1) & 0xFFFFFFFF or 1
+            frame = _wire.encode_request(self._service, msg_id, self._next_request, payload)
+            try:
+                self._send_nowait_first(frame)
+            except TimeoutError:
+                self._dead = True
+                raise Library("the executive took no data for a one-way request") from None
+            except OSError as exc:
+                if self._finalized:
+                    raise BadHandle("the handle was finalized") from None
+                self._dead = True
+                raise Library(f"lost the connection to the executive: {exc}") from None
+
     def _send_nowait_first(self, frame: bytes, timeout: float | None = None) -> None:
         """Send ``frame`` on the response socket: straight away when it fits, else waiting (CALL_TIMEOUT).
 

@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from openais import TIME_END, TIME_UNKNOWN, _common, _wire
+from openais import TIME_END, TIME_UNKNOWN, _common
 from openais._client import DISPATCH_ALL, DISPATCH_BLOCKING, DISPATCH_ONE, Handle
 from openais._objects import ObjectHandle
 from openais.errors import (
@@ -52,7 +52,6 @@ from openais.errors import (
     BadHandle,
     Init,
     InvalidParam,
-    Library,
     SaAisError,
     TooBig,
 )
@@ -742,24 +741,6 @@ class EvtHandle(Handle):
         except AisError:
             if not self._finalized:
                 raise
-
-    def _send_oneway(self, msg_id: int, payload: bytes) -> None:
-        """Send a request the executive does not answer (on the response socket, in turn with the calls)."""
-        self._check()
-        with self._call_lock:
-            self._check()
-            self._next_request = (self._next_request + 1) & 0xFFFFFFFF or 1
-            frame = _wire.encode_request(self._service, msg_id, self._next_request, payload)
-            try:
-                self._send_nowait_first(frame)
-            except TimeoutError:
-                self._dead = True
-                raise Library("the executive took no data for an ACK") from None
-            except OSError as exc:
-                if self._finalized:
-                    raise BadHandle("the handle was finalized") from None
-                self._dead = True
-                raise Library(f"lost the connection to the executive: {exc}") from None
 
 
 def _check_version(version: Any) -> None:

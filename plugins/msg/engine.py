@@ -192,7 +192,6 @@ class MessageEngine(ServiceEngine):
             m.Exec.RETENTION: ExecHandler(self._exec(m.Retention, self.state.apply_retention)),
             m.Exec.UNLINK: ExecHandler(self._exec(m.Unlink, self.state.apply_unlink)),
             m.Exec.GROUP: ExecHandler(self._exec(m.Group, self.state.apply_group)),
-            m.Exec.SEND: ExecHandler(self._exec_send),
             m.Exec.SEND_BATCH: ExecHandler(self._exec_send_batch),
             m.Exec.CONSUMED: ExecHandler(self._exec(m.Consumed, self.state.apply_consumed)),
             m.Exec.REPLY: ExecHandler(self._exec(m.Reply, self.state.apply_reply)),
@@ -211,13 +210,6 @@ class MessageEngine(ServiceEngine):
     def exec_init(self, api: Any) -> None:
         """Keep the api; build the outbox, the cluster timers and the state transfer."""
         self.api = api
-        soon = getattr(api, "call_soon", None)
-        if soon is not None:
-            def defer(fn: Callable[[], None]) -> bool:
-                soon(fn)
-                return True
-
-            self.defer = defer
         self.outbox = Outbox(api, self.id, retry=RETRY, fragment_id=m.Exec.FRAGMENT, fragment_size=FRAGMENT_PIECE,
                              split_over=FRAGMENT_OVER, sequenced=True)
         self.timers = ClusterTimers(api, self._on_expire)
@@ -437,15 +429,6 @@ class MessageEngine(ServiceEngine):
             self._effects(apply(sender, msg))
 
         return handler
-
-    def _exec_send(self, sender: int, payload: bytes) -> None:
-        """The hot path: a delivered SEND, unpacked into a plain tuple (no message object)."""
-        try:
-            fields = m.Send.unpack(payload)
-        except MessageError as exc:
-            log.warning("dropping a malformed MSG cluster message from node %d: %s", sender, exc)
-            return
-        self._effects(self.state.send(sender, *fields))
 
     def _exec_send_batch(self, sender: int, payload: bytes) -> None:
         """The hot path: a delivered SEND_BATCH, decoded once, its sends applied in order."""
