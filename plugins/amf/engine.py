@@ -227,6 +227,11 @@ class AmfEngine(LibraryMixin, ServiceEngine):
         if self.state is None:
             return
         if kind == ConfKind.TRANSITIONAL and left and not self.excluded:
+            # With a quorum service, the work of the nodes that left is taken over only once this side's
+            # quorum is decided (after the sync round; a side that lost it has given its work up by then):
+            # a partition's two sides change configuration at about the same time, independently.
+            if getattr(self.api, "quorum_configured", lambda: False)():
+                self._quorum_pending = True
             self._members = tuple(members)
             self.timers.membership(self._members)
             self._run(self.state.membership(tuple(members)))

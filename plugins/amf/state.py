@@ -136,8 +136,8 @@ class AmfState(LifecycleMixin, RecoveryMixin, AssignMixin, AdminMixin):
         return self.su_readiness(self.m.comps[comp].su)
 
     def partition_may_assign(self) -> bool:
-        """May this partition make ACTIVE assignments?  False without quorum (quorum.md, AMF)."""
-        return self.quorate()
+        """May this partition make ACTIVE assignments?  False without quorum, and while it is undecided."""
+        return self.quorate() and not self.quorum_undecided()
 
     def quorum_changed(self) -> list[tuple]:
         """Quorum was lost or regained (every member at the same point of the order): plan every SG again."""
