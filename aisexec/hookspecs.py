@@ -10,7 +10,9 @@ Two entry-point groups feed the executive:
 ``openais.services``
     Service engines.  The entry point resolves to a module or object
     implementing :meth:`ServiceDiscoverySpec.openais_service_engine`, which
-    returns one :class:`aisexec.service.ServiceEngine`.
+    returns one :class:`aisexec.service.ServiceEngine`, and optionally
+    :meth:`ServiceDiscoverySpec.openais_config_sections`, the sections of
+    openais.conf the service reads (the core's schema names none of them).
 
 Each engine is then hosted in a plugin manager of its own
 (:class:`aisexec.service.EngineHost`) that validates it against
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from aisexec.config.sections import ConfigSection
     from aisexec.config.tree import RawSection
     from aisexec.service import ServiceEngine
 
@@ -68,6 +71,16 @@ class ServiceDiscoverySpec:
     @hookspec(firstresult=True)
     def openais_service_engine(self) -> ServiceEngine:
         """Return the service engine this plugin provides (one per plugin)."""
+
+    @hookspec
+    def openais_config_sections(self) -> list[ConfigSection]:
+        """Return the top-level sections of openais.conf this service reads (optional).
+
+        Each :class:`aisexec.config.sections.ConfigSection` names the section
+        and gives its keys as configspec lines; the executive checks them with
+        its one schema (file, line and key in every error) and hands the
+        values to the engine as ``api.config.section(name)``.
+        """
 
 
 class EngineSpec:

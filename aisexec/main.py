@@ -115,8 +115,7 @@ def version_text() -> str:
 
 def blocked_services() -> frozenset[str]:
     """Entry-point names listed in ``$OPENAIS_BLOCK_SERVICES``."""
-    raw = os.environ.get(plugins.BLOCK_ENV, "")
-    return frozenset(name.strip() for name in raw.split(",") if name.strip())
+    return plugins.blocked_services()
 
 
 def load_checked_config(env: Environment) -> Any:
@@ -292,9 +291,7 @@ class Daemon:
     def _wait_ready(self) -> None:
         self.executive.ready_event.wait()
         layer = getattr(self.executive, "layer", None)
-        config = self.prepared.config
-        if (layer is not None and layer.quorum_configured() and config.section("quorum").get("wait_for_all")
-                and not layer.quorate()):
+        if layer is not None and layer.quorum_holds_readiness() and not layer.quorate():
             import gevent.event
 
             quorate = gevent.event.Event()

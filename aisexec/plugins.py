@@ -126,6 +126,35 @@ def load_config_interface(name: str) -> ConfigInterface:
     return ConfigInterface(name=name, origin=_origin(ep), manager=pm)
 
 
+def _declared_sections(plugin: object) -> list:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs.ServiceDiscoverySpec)
+    pm.register(plugin)
+    return [section for result in pm.hook.openais_config_sections() for section in (result or [])]
+
+
+def service_config_sections(blocked: frozenset[str] | None = None) -> list:
+    """The :class:`aisexec.config.sections.ConfigSection` of every installed service plugin not blocked.
+
+    ``blocked`` defaults to the entry point names in ``OPENAIS_BLOCK_SERVICES``.
+    A plugin that fails to import is left out here; :func:`load_services`
+    reports it, naming its distribution.
+    """
+    from aisexec.config.sections import installed_sections
+
+    if blocked is None:
+        blocked = blocked_services()
+    entry_points = [ep for ep in _entry_points(SERVICES_GROUP) if ep.name not in blocked]
+    return installed_sections(entry_points, _declared_sections)
+
+
+def blocked_services() -> frozenset[str]:
+    """The entry point names ``OPENAIS_BLOCK_SERVICES`` asks to skip."""
+    import os
+
+    return frozenset(name.strip() for name in os.environ.get(BLOCK_ENV, "").split(",") if name.strip())
+
+
 def load_services(blocked: frozenset[str] = frozenset()) -> list[LoadedService]:
     """Load every service engine of ``openais.services``, sorted by service id.
 

@@ -57,6 +57,9 @@ class QuorumProvider(Protocol):
     def quorum_status(self) -> dict:
         """Quorum state for tools and metrics (``quorate``, ``expected_votes``, ``total_votes``, ...)."""
 
+    def holds_readiness(self) -> bool:
+        """True when the executive must not report ready before the first quorate configuration."""
+
 
 class _SyncAdapter:
     """Presents one engine's sync hooks to the sync engine, marking what it sends as sync traffic."""
@@ -288,13 +291,18 @@ class ServiceLayer:
         self._quorum_provider = provider
 
     def quorum_configured(self) -> bool:
-        """True when a quorum provider is installed (a ``quorum { }`` section exists)."""
+        """True when a quorum provider is installed (a quorum service registered itself)."""
         return self._quorum_provider is not None
 
     def quorate(self) -> bool:
         """May the current configuration act?  Every member of a configuration gets the same answer."""
         provider = self._quorum_provider
         return True if provider is None else provider.quorate()
+
+    def quorum_holds_readiness(self) -> bool:
+        """True when the provider asks that readiness wait for quorum (votequorum's ``wait_for_all``)."""
+        provider = self._quorum_provider
+        return provider is not None and bool(getattr(provider, "holds_readiness", lambda: False)())
 
     def quorum_status(self) -> dict | None:
         """The provider's status for tools, or None without quorum."""

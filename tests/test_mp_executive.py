@@ -25,6 +25,7 @@ from openais._client import Handle
 h = Handle(200)
 print(h._call(1, b"abc").decode())
 print(int.from_bytes(h._call(2, b""), "big"))
+print(h._call(3, b"").decode())
 h.finalize()
 """
 
@@ -67,6 +68,7 @@ def test_executive_loads_and_uses_a_third_party_service_and_config_parser(tmp_pa
                   "interface": [{"ringnumber": 0, "bindnetaddr": "127.0.0.1", "mcastport": free_port_pair(),
                                  "member": [{"memberaddr": "127.0.0.1"}]}]},
         "logging": {"to_stderr": "yes", "to_syslog": "no"},
+        "echo3p": {"greeting": "bonjour", "times": 2},
     }))
     env = {**os.environ, **node.environ(), "PYTHONPATH": str(site), "OPENAIS_DEFAULT_CONFIG_IFACE": "json",
            "OPENAIS_MAIN_CONFIG_FILE": str(conf)}
@@ -76,7 +78,8 @@ def test_executive_loads_and_uses_a_third_party_service_and_config_parser(tmp_pa
         wait_ready(env)
         out = subprocess.run([sys.executable, "-c", CLIENT], env=env, capture_output=True, text=True, timeout=20)
         assert out.returncode == 0, out.stderr
-        assert out.stdout.split() == ["cba", "1"]  # echoed by the plugin; its cluster message went round the ring
+        # echoed by the plugin; its cluster message went round the ring; its own config section reached it
+        assert out.stdout.split() == ["cba", "1", "bonjourbonjour"]
     finally:
         proc.send_signal(signal.SIGTERM)
         log = proc.communicate(timeout=20)[0]
@@ -84,6 +87,35 @@ def test_executive_loads_and_uses_a_third_party_service_and_config_parser(tmp_pa
     assert "config interface json (ais-thirdparty 1.2.3)" in log
     assert "ECHO3P 200 (ais-thirdparty 1.2.3)" in log
     assert not node.socket.exists()
+
+
+def test_a_third_party_config_section_is_checked_like_the_executives_own(tmp_path):
+    site = tmp_path / "site"
+    build_echo_distribution(tmp_path / "src", site)
+    node = single_node(tmp_path / "node")
+    env = {**os.environ, **node.environ(), "PYTHONPATH": str(site)}
+    base = node.config_file.read_text()
+    cases = [
+        ("echo3p {\n\ttimes: 11\n}\n", "echo3p.times", "expected an integer from 1 to 10"),
+        ("echo3p {\n\tgreting: hi\n}\n", "echo3p.greting", "greeting"),  # unknown key, nearest one suggested
+        ("echo3p {\n\tgreeting: abcdefghijklmnopqrstuvwxyz\n\ttimes: 2\n}\n", "echo3p.times", "over 40"),
+    ]
+    for extra, key, words in cases:
+        node.config_file.write_text(base + extra)
+        out = subprocess.run([sys.executable, "-m", "aisexec.main", "-t"], env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 8, (extra, out.stdout, out.stderr)  # ExitCode.CONFIG
+        offset = next(i for i, text in enumerate(extra.splitlines()) if key.split(".")[1] in text)
+        line = base.count("\n") + 1 + offset  # the key's own line in the file
+        assert f"{node.config_file}:{line}" in out.stderr and key in out.stderr and words in out.stderr, out.stderr
+    node.config_file.write_text(base + "echo3p {\n\tgreeting: hi\n}\n")
+    ok = subprocess.run([sys.executable, "-m", "aisexec.main", "-t"], env=env, capture_output=True, text=True,
+                        timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    # without the plugin the same file names the section as unknown, and says why that can be
+    bare = subprocess.run([sys.executable, "-m", "aisexec.main", "-t"], env={**os.environ, **node.environ()},
+                          capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 8 and "echo3p" in bare.stderr and "unknown section" in bare.stderr, bare.stderr
 
 
 def test_metrics_readiness_and_liveness_of_a_running_node(tmp_path):

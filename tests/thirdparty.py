@@ -15,13 +15,15 @@ import textwrap
 from pathlib import Path
 
 SERVICE_MODULE = '''
-"""A third party's service: ECHO3P echoes requests and counts cluster messages."""
+"""A third party's service: ECHO3P echoes requests, counts cluster messages and has a config section."""
 
+from aisexec.config.sections import ConfigSection
 from aisexec.hookspecs import hookimpl
 from aisexec.service import ExecHandler, LibHandler, ServiceEngine
 
 ECHO = 1
 COUNT = 2
+GREETING = 3
 
 
 class EchoEngine(ServiceEngine):
@@ -37,6 +39,7 @@ class EchoEngine(ServiceEngine):
         self.lib_handlers = {
             ECHO: LibHandler(self.echo),
             COUNT: LibHandler(self.count, needs_cluster=True),
+            GREETING: LibHandler(self.greeting),
         }
         self.exec_handlers = {COUNT: ExecHandler(self.on_count)}
         self.waiting = {}
@@ -46,6 +49,10 @@ class EchoEngine(ServiceEngine):
 
     def echo(self, conn, request_id, payload):
         conn.respond(self.id, ECHO, request_id, 1, bytes(reversed(payload)))
+
+    def greeting(self, conn, request_id, payload):
+        section = self.api.config.section("echo3p")
+        conn.respond(self.id, GREETING, request_id, 1, (section["greeting"] * section["times"]).encode())
 
     def count(self, conn, request_id, payload):
         self.waiting[(conn.id, request_id)] = conn
@@ -61,6 +68,20 @@ class EchoEngine(ServiceEngine):
 @hookimpl
 def openais_service_engine():
     return EchoEngine()
+
+
+def _check(section, context):
+    if section.values["times"] > 1 and not section.given:
+        raise section.error("times", "cannot happen: a default of 1")
+    if len(section.values["greeting"]) * section.values["times"] > 40:
+        raise section.error("times", "greeting x times is over 40 characters")
+    return dict(section.values)
+
+
+@hookimpl
+def openais_config_sections():
+    return [ConfigSection("echo3p", "greeting = string(min=1, max=32, default=hello)\\n"
+                                    "times = integer(min=1, max=10, default=1)", _check)]
 '''
 
 CONFIG_MODULE = '''

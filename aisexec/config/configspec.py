@@ -1,7 +1,9 @@
-"""The configobj configspec of openais.conf(5): every section and key with type, range and default.
+"""The configobj configspec of the executive's own sections of openais.conf(5): keys, types, ranges, defaults.
 
 Sections are listed flat; where each may appear and whether it repeats is in
-:data:`aisexec.config.schema.SECTIONS`.  A check without ``default=`` is a
+:data:`aisexec.config.schema.SECTIONS`.  A service's section (``quorum``,
+``ckpt``, ``event``, ...) is declared by its plugin
+(:class:`aisexec.config.sections.ConfigSection`), not here.  A check without ``default=`` is a
 required key.  Defaults are the openais 0.80 / corosync 1.x ones.
 """
 
@@ -93,32 +95,6 @@ metrics_address = ip_address(default=127.0.0.1)
 ipc_memory_budget = integer(min=1048576, default=67108864)
 ipc_frame_timeout = integer(min=100, max=3600000, default=10000)
 ipc_max_connections_per_uid = integer(min=2, max=1000000, default=512)
-
-[amf]
-mode = option(enabled, disabled, default=disabled)
-no_quorum_policy = option(stop, freeze, default=stop)
-
-[event]
-delivery_queue_size = integer(min=1, max=1000000, default=1000)
-delivery_queue_resume = integer(min=0, max=1000000, default=500)
-
-[ckpt]
-max_memory = integer(min=1048576, default=1073741824)
-persist_dir = string(min=1, default=None)
-no_quorum_writes = option(allow, deny, default=deny)
-
-[lck]
-
-[msg]
-
-[quorum]
-provider = option(votequorum, default=votequorum)
-expected_votes = integer(min=1, max=100000, default=None)
-two_node = boolean(default=False)
-wait_for_all = boolean(default=None)
-last_man_standing = boolean(default=False)
-last_man_standing_window = integer(min=1000, max=3600000, default=10000)
-auto_tie_breaker = boolean(default=False)
 
 [uidgid]
 uid = string(min=1, default=None)

@@ -26,10 +26,8 @@ class Config:
     logging: dict = field(default_factory=dict)
     logger_subsys: list[dict] = field(default_factory=list)
     aisexec: dict = field(default_factory=dict)
-    amf: dict = field(default_factory=dict)
-    event: dict = field(default_factory=dict)
     uidgid: list[dict] = field(default_factory=list)
-    #: checked sections of individual services (``ckpt``, ``quorum``, ...), every key with its default
+    #: checked sections the service plugins declare (``quorum``, ``event``, ...), every key with its default
     services: dict[str, dict] = field(default_factory=dict)
     #: top-level sections the file gave explicitly (``quorum`` in it means quorum is configured)
     present: frozenset = frozenset()
@@ -46,8 +44,6 @@ class Config:
             "logging": dict(self.logging),
             "logger_subsys": copy.deepcopy(self.logger_subsys),
             "aisexec": dict(self.aisexec),
-            "amf": dict(self.amf),
-            "event": dict(self.event),
             "uidgid": copy.deepcopy(self.uidgid),
             **{name: dict(values) for name, values in self.services.items()},
         }

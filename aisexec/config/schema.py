@@ -1,18 +1,24 @@
 """One schema for openais.conf: checking a RawSection tree and building the validated Config.
 
 Key types, ranges and defaults come from the configobj configspec in
-:mod:`aisexec.config.configspec`, checked with configobj's ``Validator``;
-the section layout (where a section may appear, which ones repeat) is
-:data:`SECTIONS`.  Relations between keys are checked here, the Totem timer
-relations by :meth:`aisexec.totem.config.TotemConfig.validate`.  Every
-problem raises :class:`ConfigError` with file, line and dotted key; unknown
-names come with the nearest valid one.
+:mod:`aisexec.config.configspec` (the executive's own sections) and from the
+:class:`~aisexec.config.sections.ConfigSection` each service plugin declares
+(the core names no service's section), checked with configobj's
+``Validator``; the layout of the executive's sections (where a section may
+appear, which ones repeat) is :data:`SECTIONS`, a service's section is a
+single top-level one.  Relations between keys are checked here for the
+executive's sections, by the declaring plugin's ``check`` for a service's,
+and the Totem timer relations by
+:meth:`aisexec.totem.config.TotemConfig.validate`.  Every problem raises
+:class:`ConfigError` with file, line and dotted key; unknown names come with
+the nearest valid one.
 """
 
 from __future__ import annotations
 
 import difflib
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
@@ -26,6 +32,7 @@ except ImportError:  # pragma: no cover - older layout
 from aisexec.config.configspec import SPEC_TEXT
 from aisexec.config.errors import ConfigError
 from aisexec.config.model import Config
+from aisexec.config.sections import CheckedSection, ConfigSection, SectionContext, merge
 from aisexec.config.tree import RawKey, RawSection
 from aisexec.totem.config import TotemConfig, TotemConfigError
 
@@ -38,7 +45,8 @@ class SectionRule:
     repeated: bool
 
 
-#: Every section of openais.conf, by name: its parent section ("" = top level) and whether it repeats.
+#: The executive's own sections of openais.conf, by name: parent section ("" = top level) and whether it
+#: repeats.  Services' sections come from their plugins (:class:`Schema`).
 SECTIONS: dict[str, SectionRule] = {
     "totem": SectionRule("", False),
     "interface": SectionRule("totem", True),
@@ -46,18 +54,8 @@ SECTIONS: dict[str, SectionRule] = {
     "logging": SectionRule("", False),
     "logger_subsys": SectionRule("logging", True),
     "aisexec": SectionRule("", False),
-    "amf": SectionRule("", False),
-    "event": SectionRule("", False),
     "uidgid": SectionRule("", True),
-    # service sections: checked against their configspec block, handed to services by name
-    "ckpt": SectionRule("", False),
-    "lck": SectionRule("", False),
-    "msg": SectionRule("", False),
-    "quorum": SectionRule("", False),
 }
-
-#: Sections whose checked values reach services through ``Config.services[name]``.
-SERVICE_SECTIONS = ("ckpt", "lck", "msg", "quorum")
 
 
 def _ip_address(value, *args, **kwargs) -> str | None:
@@ -73,15 +71,73 @@ def _ip_address(value, *args, **kwargs) -> str | None:
 _VALIDATOR = Validator({"ip_address": _ip_address})
 
 
+class Schema:
+    """The executive's sections plus the sections the given service plugins declare.
+
+    Raises ValueError when a declaration claims an executive section or one
+    already declared, or its spec is not configspec text.
+    """
+
+    def __init__(self, services: Iterable[ConfigSection] = ()) -> None:
+        self.services: dict[str, ConfigSection] = merge(SECTIONS, services)
+        self.rules: dict[str, SectionRule] = {**SECTIONS, **{name: SectionRule("", False) for name in self.services}}
+        text = SPEC_TEXT.splitlines()
+        for section in self.services.values():
+            text += section.spec_lines()
+        try:
+            self.spec = ConfigObj(text, list_values=False, _inspec=True)
+        except Exception as exc:
+            raise ValueError(f"a service's config section spec does not parse: {exc}") from exc
+        for section in self.services.values():
+            for key, check in self.spec[section.name].items():
+                if not isinstance(check, str):
+                    raise ValueError(f"config section {section.name!r} of {section.origin}: {key} is not a key")
+                try:
+                    fun = _VALIDATOR._parse_with_caching(check)[0]
+                    if fun not in _VALIDATOR.functions:
+                        raise ValueError(f"unknown check {fun!r}")
+                    try:
+                        _VALIDATOR.get_default_value(check)  # a default must pass its own check
+                    except KeyError:
+                        pass  # no default: a required key
+                except Exception as exc:
+                    raise ValueError(f"config section {section.name!r} of {section.origin}: "
+                                     f"{key} = {check}: {exc}") from exc
+
+    def key_checks(self, section: str) -> dict[str, str]:
+        """The check string of every key of ``section``."""
+        return dict(self.spec[section])
+
+
 @cache
+def installed_schema(blocked: frozenset[str] | None = None) -> Schema:
+    """The schema of the executive plus every installed service plugin not blocked (default: the environment's).
+
+    Raises :class:`aisexec.plugins.PluginError` when a plugin's declaration cannot be accepted.
+    """
+    from aisexec import plugins  # late: plugins imports the service layer
+
+    try:
+        return Schema(plugins.service_config_sections(blocked))
+    except ValueError as exc:
+        raise plugins.PluginError(str(exc)) from None
+
+
+def current_schema(blocked: frozenset[str] | None = None) -> Schema:
+    """The installed schema for ``blocked`` (default: ``OPENAIS_BLOCK_SERVICES`` now)."""
+    from aisexec import plugins
+
+    return installed_schema(plugins.blocked_services() if blocked is None else blocked)
+
+
 def spec() -> ConfigObj:
-    """The parsed configspec (section name -> key -> check string)."""
-    return ConfigObj(SPEC_TEXT.splitlines(), list_values=False, _inspec=True)
+    """The parsed configspec of the installed schema (section name -> key -> check string)."""
+    return current_schema().spec
 
 
 def key_checks(section: str) -> dict[str, str]:
-    """The check string of every key of ``section``."""
-    return dict(spec()[section])
+    """The check string of every key of ``section`` in the installed schema."""
+    return current_schema().key_checks(section)
 
 
 def describe_check(check: str) -> str:
@@ -107,7 +163,7 @@ def describe_check(check: str) -> str:
 
 def default_of(section: str, key: str):
     """The default of ``section.key`` (None when unset by default); KeyError if the key is required."""
-    return _VALIDATOR.get_default_value(spec()[section][key])
+    return _VALIDATOR.get_default_value(current_schema().spec[section][key])
 
 
 def _suggest(name: str, candidates) -> str | None:
@@ -115,22 +171,7 @@ def _suggest(name: str, candidates) -> str | None:
     return close[0] if close else None
 
 
-@dataclass(slots=True)
-class _Checked:
-    """The checked values of one raw section, with the line of each key given."""
-
-    raw: RawSection
-    path: str
-    values: dict
-    lines: dict[str, int]
-
-    def line_of(self, key: str) -> int:
-        """Line of ``key`` if it was written, else of the section header."""
-        return self.lines.get(key, self.raw.line)
-
-    def error(self, key: str, message: str, suggestion: str | None = None) -> ConfigError:
-        """A ConfigError located at ``key`` of this section."""
-        return ConfigError(self.raw.file, self.line_of(key), f"{self.path}.{key}", message, suggestion)
+_Checked = CheckedSection
 
 
 def _check_value(raw: RawSection, path: str, key: RawKey, check: str):
@@ -146,9 +187,9 @@ def _check_value(raw: RawSection, path: str, key: RawKey, check: str):
         ) from exc
 
 
-def check_section(raw: RawSection, path: str) -> _Checked:
+def check_section(raw: RawSection, path: str, schema: Schema | None = None, given: bool = True) -> _Checked:
     """Check the keys of one section against the configspec; fill defaults."""
-    checks = key_checks(raw.name)
+    checks = (schema or current_schema()).key_checks(raw.name)
     values: dict = {}
     lines: dict[str, int] = {}
     for key in raw.keys:
@@ -166,26 +207,30 @@ def check_section(raw: RawSection, path: str) -> _Checked:
         except KeyError:
             raise ConfigError(raw.file, raw.line, f"{path}.{name}", "missing required key") from None
     ordered = {name: values[name] for name in checks}
-    return _Checked(raw=raw, path=path, values=ordered, lines=lines)
+    return _Checked(raw=raw, path=path, values=ordered, lines=lines, given=given)
 
 
-def _check_layout(raw: RawSection, parent: str, path: str) -> None:
+def _check_layout(raw: RawSection, parent: str, path: str, schema: Schema) -> None:
     """Reject unknown, misplaced or duplicated sections below ``raw``, recursively."""
-    allowed = {name for name, rule in SECTIONS.items() if rule.parent == parent}
+    rules = schema.rules
+    allowed = {name for name, rule in rules.items() if rule.parent == parent}
     seen: dict[str, int] = {}
     for sub in raw.sections:
         sub_path = f"{path}.{sub.name}" if path else sub.name
-        rule = SECTIONS.get(sub.name)
+        rule = rules.get(sub.name)
         if sub.name not in allowed:
             if rule is not None:
                 where = f"inside '{rule.parent}'" if rule.parent else "at the top level"
                 message = f"section '{sub.name}' is not allowed here; it belongs {where}"
                 raise ConfigError(raw.file, sub.line, sub_path, message)
-            raise ConfigError(raw.file, sub.line, sub_path, "unknown section", _suggest(sub.name, allowed))
+            message = "unknown section"
+            if not parent:
+                message += " (a service's section is known only while its plugin is installed and not blocked)"
+            raise ConfigError(raw.file, sub.line, sub_path, message, _suggest(sub.name, allowed))
         if not rule.repeated and sub.name in seen:
             raise ConfigError(raw.file, sub.line, sub_path, f"section given twice (first at line {seen[sub.name]})")
         seen.setdefault(sub.name, sub.line)
-        _check_layout(sub, sub.name, sub_path)
+        _check_layout(sub, sub.name, sub_path, schema)
 
 
 def _single(root: RawSection, name: str) -> RawSection:
@@ -206,7 +251,7 @@ def _build_totem(totem: _Checked) -> tuple[dict, TotemConfig]:
     return values, tc
 
 
-def _build_interfaces(totem: _Checked) -> list[dict]:
+def _build_interfaces(totem: _Checked, schema: Schema) -> list[dict]:
     raws = totem.raw.section("interface")
     if not raws:
         raise ConfigError(totem.raw.file, totem.raw.line, "totem.interface",
@@ -215,7 +260,7 @@ def _build_interfaces(totem: _Checked) -> list[dict]:
     interfaces: list[tuple[_Checked, dict]] = []
     rings: dict[int, _Checked] = {}
     for raw in raws:
-        itf = check_section(raw, "totem.interface")
+        itf = check_section(raw, "totem.interface", schema)
         entry = dict(itf.values)
         ring = entry["ringnumber"]
         if ring in rings:
@@ -232,7 +277,7 @@ def _build_interfaces(totem: _Checked) -> list[dict]:
                 raise itf.error("mcastaddr", f"IPv{mcast.version} group with an IPv{bind.version} bindnetaddr")
         members = []
         for member_raw in raw.section("member"):
-            member = check_section(member_raw, "totem.interface.member")
+            member = check_section(member_raw, "totem.interface.member", schema)
             addr = ipaddress.ip_address(member.values["memberaddr"])
             if addr.version != bind.version:
                 raise member.error("memberaddr", f"IPv{addr.version} member on an IPv{bind.version} ring")
@@ -268,9 +313,9 @@ def _logging_values(checked: _Checked) -> dict:
     return values
 
 
-def _build_logging(root: RawSection) -> tuple[dict, list[dict]]:
+def _build_logging(root: RawSection, schema: Schema) -> tuple[dict, list[dict]]:
     raw = _single(root, "logging")
-    checked = check_section(raw, "logging")
+    checked = check_section(raw, "logging", schema)
     logging = _logging_values(checked)
     if logging["to_logfile"] and not logging["logfile"]:
         key = "to_logfile" if "to_logfile" in checked.lines else "to_file"
@@ -278,7 +323,7 @@ def _build_logging(root: RawSection) -> tuple[dict, list[dict]]:
     subsystems = []
     seen: dict[str, int] = {}
     for sub_raw in raw.section("logger_subsys"):
-        sub = check_section(sub_raw, "logging.logger_subsys")
+        sub = check_section(sub_raw, "logging.logger_subsys", schema)
         entry = _logging_values(sub)
         name = entry["subsys"]
         if name in seen:
@@ -293,87 +338,70 @@ def _build_logging(root: RawSection) -> tuple[dict, list[dict]]:
     return logging, subsystems
 
 
-def _build_event(root: RawSection) -> dict:
-    checked = check_section(_single(root, "event"), "event")
-    values = checked.values
-    if values["delivery_queue_resume"] >= values["delivery_queue_size"]:
-        raise checked.error("delivery_queue_resume",
-                            f"{values['delivery_queue_resume']} must be below delivery_queue_size "
-                            f"({values['delivery_queue_size']})")
-    return dict(values)
-
-
-def _build_uidgid(root: RawSection) -> list[dict]:
+def _build_uidgid(root: RawSection, schema: Schema) -> list[dict]:
     out = []
     for raw in root.section("uidgid"):
-        checked = check_section(raw, "uidgid")
+        checked = check_section(raw, "uidgid", schema)
         if checked.values["uid"] is None and checked.values["gid"] is None:
             raise ConfigError(raw.file, raw.line, "uidgid", "uidgid section needs 'uid' or 'gid'")
         out.append(dict(checked.values))
     return out
 
 
-def _build_quorum(root: RawSection, totem: dict, interfaces: list[dict]) -> dict:
-    """The quorum section with votequorum's relations checked; ``expected_votes`` derived when unset."""
-    checked = check_section(_single(root, "quorum"), "quorum")
-    values = dict(checked.values)
-    if not root.section("quorum"):
-        return values
-    members = interfaces[0]["members"] if interfaces else []
-    if values["expected_votes"] is None:
-        if not members:
-            raise checked.error("expected_votes", "is required without a member list (transport udp): "
-                                                  "give the votes of the whole cluster")
-        values["expected_votes"] = sum(int(m.get("votes") or 1) for m in members)
-    if values["two_node"]:
-        if values["expected_votes"] != 2:
-            raise checked.error("two_node", f"two_node needs expected_votes 2, not {values['expected_votes']}")
-        if values["wait_for_all"] is None:
-            values["wait_for_all"] = True  # votequorum(5): two_node enables wait_for_all
-    if values["wait_for_all"] is None:
-        values["wait_for_all"] = False
-    votes = totem.get("votes")
-    if votes is not None and votes > values["expected_votes"]:
-        raise ConfigError(root.file, 0, "totem.votes",
-                          f"this node's {votes} votes exceed quorum.expected_votes {values['expected_votes']}")
-    return values
-
-
-def _build_services(root: RawSection, totem: dict, interfaces: list[dict]) -> dict[str, dict]:
-    out = {name: dict(check_section(_single(root, name), name).values) for name in SERVICE_SECTIONS}
-    out["quorum"] = _build_quorum(root, totem, interfaces)
+def _build_services(root: RawSection, schema: Schema, context: SectionContext) -> dict[str, dict]:
+    """Every declared service section, checked key by key and then by its plugin's ``check``."""
+    out: dict[str, dict] = {}
+    for name, section in schema.services.items():
+        given = bool(root.section(name))
+        checked = check_section(_single(root, name), name, schema, given=given)
+        values = dict(checked.values)
+        if section.check is not None:
+            try:
+                values = section.check(checked, context)
+            except ConfigError:
+                raise
+            except Exception as exc:  # a plugin's own failure still names the section and the plugin
+                raise ConfigError(root.file, checked.raw.line, name,
+                                  f"the check of {section.origin} failed: {type(exc).__name__}: {exc}") from exc
+            if not isinstance(values, dict):
+                raise ConfigError(root.file, checked.raw.line, name,
+                                  f"the check of {section.origin} returned {type(values).__name__}, not a dict")
+        out[name] = values
     return out
 
 
-def validate_tree(root: RawSection, source: str = "", iface: str = "") -> Config:
+def validate_tree(root: RawSection, source: str = "", iface: str = "", schema: Schema | None = None) -> Config:
     """Check a parser's raw tree against the schema and return the validated Config.
 
+    ``schema`` defaults to the executive's sections plus those of every
+    installed service plugin not blocked by ``OPENAIS_BLOCK_SERVICES``.
     Raises ConfigError (file, line, dotted key, message, suggestion) on the
     first problem found.
     """
+    if schema is None:
+        schema = current_schema()
     if root.keys:
         first = root.keys[0]
         raise ConfigError(root.file, first.line, first.name, "key outside any section")
-    _check_layout(root, "", "")
+    _check_layout(root, "", "", schema)
     totem_raw = root.section("totem")
     if not totem_raw:
         raise ConfigError(root.file, 0, "totem", "missing required section 'totem { }'")
-    totem = check_section(totem_raw[0], "totem")
+    totem = check_section(totem_raw[0], "totem", schema)
     totem_values, totem_config = _build_totem(totem)
-    interfaces = _build_interfaces(totem)
-    logging, subsystems = _build_logging(root)
+    interfaces = _build_interfaces(totem, schema)
+    logging, subsystems = _build_logging(root, schema)
+    context = SectionContext(file=root.file, totem=totem_values, interfaces=interfaces)
     return Config(
         totem=totem_values,
         totem_config=totem_config,
         interfaces=interfaces,
         logging=logging,
         logger_subsys=subsystems,
-        aisexec=dict(check_section(_single(root, "aisexec"), "aisexec").values),
-        amf=dict(check_section(_single(root, "amf"), "amf").values),
-        event=_build_event(root),
-        uidgid=_build_uidgid(root),
-        services=_build_services(root, totem_values, interfaces),
-        present=frozenset(name for name in SECTIONS if SECTIONS[name].parent == "" and root.section(name)),
+        aisexec=dict(check_section(_single(root, "aisexec"), "aisexec", schema).values),
+        uidgid=_build_uidgid(root, schema),
+        services=_build_services(root, schema, context),
+        present=frozenset(name for name, rule in schema.rules.items() if rule.parent == "" and root.section(name)),
         source=source or root.file,
         iface=iface,
     )

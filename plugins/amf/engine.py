@@ -58,10 +58,14 @@ STOP_TIMEOUT = 5.0
 OUTBOX_LIMIT = 10000
 
 
+def amf_section(config: Any) -> dict:
+    """The checked ``amf { }`` section (``{}`` without a configuration, as in some in-process tests)."""
+    return config.section("amf") if config is not None else {}
+
+
 def enabled(config: Any) -> bool:
     """True when ``amf { mode: enabled }``."""
-    section = getattr(config, "amf", None) or {}
-    return section.get("mode") == "enabled"
+    return amf_section(config).get("mode") == "enabled"
 
 
 def config_file() -> str:
@@ -148,8 +152,7 @@ class AmfEngine(LibraryMixin, ServiceEngine):
         if hasattr(api, "quorate"):
             self.state.quorate = api.quorate
             self.state.quorum_undecided = lambda: self._quorum_pending
-            self.state.no_quorum_policy = str((getattr(api.config, "amf", None) or {}).get("no_quorum_policy")
-                                              or "stop")
+            self.state.no_quorum_policy = str(amf_section(api.config).get("no_quorum_policy") or "stop")
             api.on_quorum_change(self._quorum_changed)
         from aisexec.env import Environment
 

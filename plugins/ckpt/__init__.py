@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from aisexec.config.sections import ConfigSection
 from aisexec.hookspecs import hookimpl
+from plugins.ckpt.config import SECTION
 from plugins.ckpt.engine import CheckpointEngine
 
 
@@ -10,3 +12,9 @@ from plugins.ckpt.engine import CheckpointEngine
 def openais_service_engine() -> CheckpointEngine:
     """Return a fresh CKPT engine."""
     return CheckpointEngine()
+
+
+@hookimpl
+def openais_config_sections() -> list[ConfigSection]:
+    """The section of openais.conf the CKPT service reads."""
+    return [SECTION]

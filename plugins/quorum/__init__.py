@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from aisexec.config.sections import ConfigSection
 from aisexec.hookspecs import hookimpl
+from plugins.quorum.config import SECTION
 from plugins.quorum.engine import QuorumEngine
 
 
@@ -10,3 +12,9 @@ from plugins.quorum.engine import QuorumEngine
 def openais_service_engine() -> QuorumEngine:
     """Return a fresh quorum engine."""
     return QuorumEngine()
+
+
+@hookimpl
+def openais_config_sections() -> list[ConfigSection]:
+    """The section of openais.conf the quorum service reads."""
+    return [SECTION]

@@ -160,6 +160,10 @@ class QuorumEngine(ServiceEngine):
             return True
         return self._decided and self.state.compute().quorate
 
+    def holds_readiness(self) -> bool:
+        """True with votequorum's ``wait_for_all``: the executive reports ready only once quorate."""
+        return self.state is not None and self.state.settings.wait_for_all
+
     def quorum_status(self) -> dict:
         """For cfgtool, metrics and the tool."""
         if self.state is None:

@@ -1,0 +1,7 @@
+"""The ``lck { }`` section of openais.conf, declared by the LCK plugin (no keys yet: accepted, as openais did)."""
+
+from __future__ import annotations
+
+from aisexec.config.sections import ConfigSection
+
+SECTION = ConfigSection("lck")
