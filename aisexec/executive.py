@@ -28,6 +28,14 @@ from aisexec.totemlink import TotemLink, resolve_nodeid
 log = logging.getLogger("aisexec.main")
 
 
+
+def _logged(fn: Callable[[], None]) -> None:
+    """Run a loop callback; what it raises is logged, never left to the hub."""
+    try:
+        fn()
+    except Exception:
+        logging.getLogger("aisexec.serv").exception("deferred call %r failed", fn)
+
 class Executive:
     """One running node: start it, wait for ``ready_event``, stop it."""
 
@@ -127,6 +135,10 @@ class Executive:
         """Run ``fn`` in the hub after ``seconds``; return its canceller."""
         greenlet = gevent.spawn_later(seconds, fn)
         return lambda: greenlet.kill(block=False)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the hub at the end of this loop turn (a loop callback: no greenlet; must not block)."""
+        gevent.get_hub().loop.run_callback(_logged, fn)
 
     def shutdown(self) -> None:
         """Ask the daemon to stop (``openais-cfgtool -H``)."""

@@ -44,6 +44,9 @@ class NodeHost(Protocol):
     def call_later(self, seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
         """Run ``fn`` after ``seconds``; return a function that cancels it."""
 
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once the work in hand is done (the rest of this turn of the event loop); it must not block."""
+
     def shutdown(self) -> None:
         """Stop the executive cleanly."""
 
@@ -277,6 +280,13 @@ class ServiceLayer:
     def call_later(self, seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
         """Run ``fn`` after ``seconds``; return a function that cancels it."""
         return self._host.call_later(seconds, fn)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once the work in hand is done: after every request read in this turn of the event
+        loop and every message delivered with it, before the loop waits again.  ``fn`` must not block;
+        an exception it raises is logged.  For work that pays to do once per turn (one cluster message
+        for all the requests a connection sent together)."""
+        self._host.call_soon(fn)
 
     def shutdown(self) -> None:
         """Ask the executive to stop cleanly."""

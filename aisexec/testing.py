@@ -105,6 +105,9 @@ class _Host:
 
         return cancel
 
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        self.cluster._soon.append(fn)
+
     def shutdown(self) -> None:
         self.shutdown_requested = True
 
@@ -121,6 +124,7 @@ class ServiceCluster:
         self.queue_limit: int | None = None
         self._queue: list[tuple[int, bytes]] = []
         self._timers: list[list] = []
+        self._soon: list[Callable[[], None]] = []  # call_soon: run once the request or delivery in hand is done
         self._layers: dict[int, ServiceLayer] = {}
         self._hosts: dict[int, _Host] = {}
         self._live: set[int] = set()
@@ -192,7 +196,16 @@ class ServiceCluster:
         except Exception:
             conn.respond(conn.service, msg_id, rid, LIBRARY)
             raise
+        finally:
+            self._run_soon()
         return rid
+
+    def _run_soon(self) -> None:
+        """Run what ``call_soon`` deferred, in order (and what those defer in turn)."""
+        while self._soon:
+            soon, self._soon = self._soon, []
+            for fn in soon:
+                fn()
 
     def disconnect(self, conn: FakeConnection) -> None:
         """Close a connection (the client died or finalized): runs lib_exit once."""
@@ -202,6 +215,7 @@ class ServiceCluster:
         if conn.node in self._live:
             _engine, host = self._layers[conn.node].engine_for(conn.service)  # type: ignore[misc]
             host.hook.lib_exit(conn=conn)
+            self._run_soon()
 
     # -- running -------------------------------------------------------------
 
@@ -213,11 +227,13 @@ class ServiceCluster:
 
     def step(self) -> bool:
         """Deliver one queued message to its component; return False when nothing was queued."""
+        self._run_soon()  # what a configuration change or a direct call deferred
         if not self._queue:
             return False
         sender, message = self._queue.pop(0)
         for n in sorted(self._component_of(sender)):
             self._layers[n].deliver(sender, message)
+        self._run_soon()
         return True
 
     def run(self, max_steps: int = 100_000) -> None:
@@ -240,6 +256,7 @@ class ServiceCluster:
         self._timers = [t for t in self._timers if t[0] > self.now and t[2]]
         for t in sorted(due, key=lambda t: t[0]):
             t[1]()
+        self._run_soon()
 
     # -- configuration changes ---------------------------------------------------
 

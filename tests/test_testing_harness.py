@@ -85,3 +85,66 @@ def test_cluster_requests_get_try_again_during_sync_and_crash_restart():
     cluster.run()
     assert cluster.engine(3, 90).value == 7
     assert cluster.node(3).members() == (1, 2, 3) and cluster.node(3).ready()
+
+
+class Batcher(ServiceEngine):
+    """Collects the requests of one turn and multicasts them together from a call_soon callback."""
+
+    id = 91
+    name = "BAT"
+
+    def __init__(self) -> None:
+        self.pending: list[bytes] = []
+        self.batches: list[list[bytes]] = []
+        self.lib_handlers = {1: LibHandler(self.add, needs_cluster=True)}
+        self.exec_handlers = {1: ExecHandler(self.on_batch)}
+
+    def exec_init(self, api):
+        self.api = api
+
+    def add(self, conn, rid, payload):
+        if not self.pending:
+            self.api.call_soon(self.flush)
+        self.pending.append(bytes(payload))
+
+    def flush(self):
+        batch, self.pending = self.pending, []
+        self.api.mcast(self.id, 1, b"".join(struct.pack("!H", len(p)) + p for p in batch))
+
+    def on_batch(self, sender, payload):
+        items, view = [], memoryview(payload)
+        while view:
+            (size,) = struct.unpack_from("!H", view)
+            items.append(bytes(view[2 : 2 + size]))
+            view = view[2 + size :]
+        self.batches.append(items)
+
+
+def test_call_soon_runs_after_the_work_in_hand_in_the_harness():
+    cluster = ServiceCluster([Batcher], nodes=[1, 2])
+    cluster.run()
+    conn = cluster.connect(1, 91)
+    cluster.request(conn, 1, b"a")
+    assert cluster.engine(1, 91).pending == []  # deferred work ran once the request was handled
+    cluster.run()
+    assert [cluster.engine(n, 91).batches for n in (1, 2)] == [[[b"a"]], [[b"a"]]]
+
+
+def test_executive_call_soon_runs_at_the_end_of_the_loop_turn_and_logs_what_raises(caplog):
+    import gevent
+
+    from aisexec.executive import Executive
+
+    ran: list[str] = []
+
+    def boom() -> None:
+        ran.append("boom")
+        raise RuntimeError("deferred failure")
+
+    Executive.call_soon(None, lambda: ran.append("first"))  # type: ignore[arg-type]
+    Executive.call_soon(None, boom)  # type: ignore[arg-type]
+    Executive.call_soon(None, lambda: ran.append("after"))  # type: ignore[arg-type]
+    assert ran == []  # not run inline
+    gevent.sleep(0)
+    assert ran == ["first", "boom", "after"]
+    assert "deferred call" in caplog.text and "deferred failure" in caplog.text
