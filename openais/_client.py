@@ -26,6 +26,7 @@ import errno
 import os
 import select
 import socket
+import struct
 import threading
 import time
 
@@ -44,6 +45,9 @@ PIPELINE_BYTES = 96 * 1024
 FINALIZE_TIMEOUT = 5.0
 #: Bytes read from the dispatch socket per call (a buffer of this size is kept per handle).
 DISPATCH_READ = 64 * 1024
+
+#: ``struct timeval`` for SO_RCVTIMEO / SO_SNDTIMEO.
+_TIMEVAL = struct.Struct("@ll")
 
 DISPATCH_ONE = 1
 DISPATCH_ALL = 2
@@ -126,6 +130,7 @@ class Handle:
             raise
         self._response.settimeout(None)
         self._dispatch.settimeout(None)
+        self._kernel_wait: float | None = None  # the SO_RCVTIMEO/SO_SNDTIMEO of the response socket
 
     # -- connection -------------------------------------------------------------
 
@@ -192,14 +197,14 @@ class Handle:
             request_id = self._next_request
             sock = self._response
             try:
-                sock.settimeout(CALL_TIMEOUT if timeout is None else max(timeout, 0.001))
+                self._wait_at_most(sock, CALL_TIMEOUT if timeout is None else max(timeout, 0.001))
                 sock.sendall(_wire.encode_request(self._service, msg_id, request_id, payload))
                 while True:
                     _s, _m, rid, error, answer = self._next_response(sock)
                     if rid == request_id:
                         break
                     self._settle(rid, error)
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):  # BlockingIOError: the kernel's timeout (EAGAIN) expired
                 # The answer may still come: later calls skip it by request id.
                 raise Timeout(f"no answer from the executive within {timeout or CALL_TIMEOUT} s") from None
             except (OSError, ConnectionError, _wire.FrameError) as exc:
@@ -210,6 +215,22 @@ class Handle:
         if error != SaAisError.OK:
             raise AisError.from_code(error)
         return answer
+
+    def _wait_at_most(self, sock: socket.socket, seconds: float) -> None:
+        """Make ``sock`` blocking with a kernel timeout of ``seconds`` (SO_RCVTIMEO, SO_SNDTIMEO).
+
+        A Python socket timeout costs a ``poll`` before every ``send`` and ``recv`` and an ``ioctl``
+        each time it is set; the kernel's own timeout costs nothing per call: a call is one ``send``
+        and one ``recv``.  The options are set only when the value changes.
+        """
+        if sock.gettimeout() is not None:  # the pipelined paths leave it non-blocking
+            sock.settimeout(None)
+        if seconds != self._kernel_wait:
+            whole = int(seconds)
+            value = _TIMEVAL.pack(whole, max(int((seconds - whole) * 1e6), 0 if whole else 1000))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+            self._kernel_wait = seconds
 
     def _next_response(self, sock: socket.socket) -> tuple[int, int, int, int, bytes]:
         """The next response frame, from what was read ahead or from the socket."""

@@ -254,6 +254,13 @@ def test_initialize_and_calls_take_path_and_timeout(tmp_path):
             assert time.monotonic() - start < 3
         with pytest.raises(openais.InvalidParam):
             cpg.initialize(path=srv.path).local_nodeid(timeout=-0.5)
+        # one handle, successive deadlines: each call waits its own (the kernel's timeout follows the value)
+        h = cpg.initialize(path=srv.path)
+        for wait in (0.2, 1.0, 0.3):
+            start = time.monotonic()
+            with pytest.raises(openais.Timeout):
+                h.membership("g", timeout=wait)
+            assert wait * 0.9 <= time.monotonic() - start < wait + 2
     finally:
         srv.stop()
 
