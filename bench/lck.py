@@ -2,6 +2,7 @@
 
     python bench/lck.py                  # the full set (3 nodes, udpu, crypto on)
     python bench/lck.py --quick          # shorter runs, 10,000 resources for the RSS row
+    python bench/lck.py --quick --only pairs --clients 16 --contended no   # just the headline row (and CPG's rate)
 
 Rows (JSON lines, like bench/run.py): ``test`` is one of
 
@@ -13,7 +14,8 @@ Rows (JSON lines, like bench/run.py): ``test`` is one of
                      waiting for every answer) spread round-robin over the 3 nodes, ``contended`` false
                      (one resource each) or true (all on one resource); ``exec_cpu_us_per_pair``: each
                      executive's CPU time per pair (nodes 1..3); ``client_cpu_us_per_pair``: the clients'
-                     own CPU per pair; ``machine_idle_pct``: the whole machine's idle share meanwhile
+                     own CPU per pair (``client_try_again``: TryAgain answers they retried);
+                     ``machine_idle_pct``: the whole machine's idle share meanwhile
                      (near 0: CPU-bound); ``ring_rotations_per_s`` and ``ring_msgs_per_rotation``: how
                      many LCK messages (2 per pair) each turn of the token carried
 ``rss``              executive RSS (node 1 and node 2) idle and with ``resources`` open resources
@@ -34,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -47,6 +50,10 @@ CPG_CLIENT = str(HERE / "cpg_client.py")
 # -- client modes (run in their own process against one node) ---------------------------------------
 
 
+#: TryAgain answers a client retried (reported by the pairs clients).
+_RETRIES = [0]
+
+
 def _retry(fn, *args, **kwargs):
     import openais
 
@@ -54,6 +61,7 @@ def _retry(fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except openais.TryAgain:
+            _RETRIES[0] += 1
             time.sleep(0.001)
 
 
@@ -91,12 +99,15 @@ def client_pairs(name: str, seconds: float) -> None:
         pairs = 0
         stop = start_at + seconds
         cpu0 = time.process_time()
+        times0 = os.times()
         while time.monotonic() < stop:
             lock = _retry(res.lock, lck.LockMode.EX)
             _retry(lock.unlock)
             pairs += 1
+        times1 = os.times()
         print(json.dumps({"pairs": pairs, "seconds": time.monotonic() - start_at,
-                          "cpu_s": time.process_time() - cpu0}))
+                          "cpu_s": time.process_time() - cpu0, "user_s": times1.user - times0.user,
+                          "sys_s": times1.system - times0.system, "retries": _RETRIES[0]}))
 
 
 def client_hold(name: str) -> None:
@@ -228,23 +239,31 @@ def pairs(cluster: LocalCluster, clients: int, contended: bool, seconds: float) 
     machine1 = _machine_cpu()
     total = 0
     client_cpu = 0.0
+    retries = 0
     for proc in procs:
         out, _ = proc.communicate(timeout=seconds + 120)
         result = json.loads(out.strip().splitlines()[-1])
         total += result["pairs"]
         client_cpu += result["cpu_s"]
+        retries += result["retries"]
     rotations = (_tokens(cluster) - tokens0) / seconds
     done = max(total, 1)
     return total / seconds, {
         "client_cpu_us_per_pair": round(client_cpu / done * 1e6, 1),
+        "client_try_again": retries,
         "machine_idle_pct": round(100 * (machine1[1] - machine0[1]) / max(1, machine1[0] - machine0[0]), 1),
         "ring_rotations_per_s": round(rotations),
         "ring_msgs_per_rotation": round(2 * total / seconds / rotations, 2) if rotations else None,
     }
 
 
-def run(quick: bool) -> Iterator[dict]:
-    """Every row of the benchmark on one 3-node cluster, as each is measured."""
+#: The groups of rows ``--only`` can pick (``latency`` brings its CPG reference, ``pairs`` CPG's rate).
+GROUPS = ("latency", "pairs", "rss")
+
+
+def run(quick: bool, only: tuple[str, ...] = GROUPS, clients_list: tuple[int, ...] = (1, 4, 16),
+        contended_list: tuple[bool, ...] = (False, True)) -> Iterator[dict]:
+    """The rows of the benchmark on one 3-node cluster, as each is measured (``only``: these groups)."""
     seconds = 2.0 if quick else 5.0
     count = 500 if quick else 2000
     resources = 10_000 if quick else 100_000
@@ -259,53 +278,72 @@ def run(quick: bool) -> Iterator[dict]:
             """The fixed fields plus the machine's 1-minute load average as the row is made (noise)."""
             return {**fixed, "load_avg": round(os.getloadavg()[0], 1)}
 
-        cpg_lat = _cpg(cluster, "latency", "64", str(count), "1")
-        yield {**base(), "test": "cpg_latency", "size": 64, "median_us": round(cpg_lat["median_us"], 1),
-                     "p99_us": round(cpg_lat["p99_us"], 1)}
-        local = _run(cluster, 1, "latency", "lat-local", str(count))
-        yield {**base(), "test": "lock_latency", "where": "local", "median_us": round(local["median_us"], 1),
-                     "p99_us": round(local["p99_us"], 1), "unlock_median_us": round(local["unlock_median_us"], 1),
-                     "ratio_vs_cpg": round(local["median_us"] / cpg_lat["median_us"], 2)}
-        holder = _spawn(cluster, 2, "hold", "lat-remote")
-        holder.stdout.readline()  # type: ignore[union-attr]
-        remote = _run(cluster, 1, "latency", "lat-remote", str(count))
-        holder.stdin.close()  # type: ignore[union-attr]
-        holder.wait(timeout=30)
-        yield {**base(), "test": "lock_latency", "where": "remote", "median_us": round(remote["median_us"], 1),
-                     "p99_us": round(remote["p99_us"], 1), "unlock_median_us": round(remote["unlock_median_us"], 1),
-                     "ratio_vs_cpg": round(remote["median_us"] / cpg_lat["median_us"], 2)}
-        receivers = [subprocess.Popen([sys.executable, CPG_CLIENT, "receive"], env=cluster.environ(i),
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in (2, 3)]
-        for proc in receivers:
-            proc.stdout.readline()  # type: ignore[union-attr]
-        cpg_rate = _cpg(cluster, "send", "64", str(seconds), "3")["msgs_per_s"]
-        for proc in receivers:
-            proc.stdin.close()  # type: ignore[union-attr]
-            proc.wait(timeout=30)
-        yield {**base(), "test": "cpg_throughput", "size": 64, "msgs_per_s": round(cpg_rate)}
-        time.sleep(2.0)  # let the ring drain the CPG burst before the next rows
-        for contended in (False, True):
-            for clients in (1, 4, 16):
-                cpu0 = {i: _cpu_s(pid) for i, pid in pids.items()}
-                rate, cost = pairs(cluster, clients, contended, seconds)
-                done = max(rate * seconds, 1.0)
-                yield {**base(), "test": "pairs", "clients": clients, "contended": contended,
-                             "pairs_per_s": round(rate), "ratio_vs_cpg": round(rate / cpg_rate, 3),
-                             "exec_cpu_us_per_pair": [round((_cpu_s(pids[i]) - cpu0[i]) / done * 1e6, 1)
-                                                      for i in sorted(pids)], **cost}
-        yield {**base(), "test": "rss", "resources": 0, "rss_kb_node1": _rss_kb(pids[1]),
-                     "rss_kb_node2": _rss_kb(pids[2])}
-        openers = []
-        per = resources // 4
-        for i in range(4):
-            openers.append(_spawn(cluster, 1, "open_many", f"m{i}-", str(per)))
-        for proc in openers:
-            proc.stdout.readline()  # type: ignore[union-attr]
-        yield {**base(), "test": "rss", "resources": per * 4, "rss_kb_node1": _rss_kb(pids[1]),
-                     "rss_kb_node2": _rss_kb(pids[2])}
-        for proc in openers:
-            proc.stdin.close()  # type: ignore[union-attr]
-            proc.wait(timeout=120)
+        if "latency" in only:
+            yield from _latency_rows(cluster, count, base)
+        if "pairs" in only:
+            yield from _pairs_rows(cluster, seconds, base, pids, clients_list, contended_list)
+        if "rss" in only:
+            yield from _rss_rows(cluster, resources, base, pids)
+
+
+def _latency_rows(cluster: LocalCluster, count: int, base: Any) -> Iterator[dict]:
+    """CPG's 64 B latency, then uncontended lock latency with the resource used here only and from node 2."""
+    cpg_lat = _cpg(cluster, "latency", "64", str(count), "1")
+    yield {**base(), "test": "cpg_latency", "size": 64, "median_us": round(cpg_lat["median_us"], 1),
+                 "p99_us": round(cpg_lat["p99_us"], 1)}
+    local = _run(cluster, 1, "latency", "lat-local", str(count))
+    yield {**base(), "test": "lock_latency", "where": "local", "median_us": round(local["median_us"], 1),
+                 "p99_us": round(local["p99_us"], 1), "unlock_median_us": round(local["unlock_median_us"], 1),
+                 "ratio_vs_cpg": round(local["median_us"] / cpg_lat["median_us"], 2)}
+    holder = _spawn(cluster, 2, "hold", "lat-remote")
+    holder.stdout.readline()  # type: ignore[union-attr]
+    remote = _run(cluster, 1, "latency", "lat-remote", str(count))
+    holder.stdin.close()  # type: ignore[union-attr]
+    holder.wait(timeout=30)
+    yield {**base(), "test": "lock_latency", "where": "remote", "median_us": round(remote["median_us"], 1),
+                 "p99_us": round(remote["p99_us"], 1), "unlock_median_us": round(remote["unlock_median_us"], 1),
+                 "ratio_vs_cpg": round(remote["median_us"] / cpg_lat["median_us"], 2)}
+
+
+def _pairs_rows(cluster: LocalCluster, seconds: float, base: Any, pids: dict[int, int],
+                clients_list: tuple[int, ...], contended_list: tuple[bool, ...]) -> Iterator[dict]:
+    """CPG's 64 B message rate, then lock+unlock pairs per second for each client count and contention."""
+    receivers = [subprocess.Popen([sys.executable, CPG_CLIENT, "receive"], env=cluster.environ(i),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in (2, 3)]
+    for proc in receivers:
+        proc.stdout.readline()  # type: ignore[union-attr]
+    cpg_rate = _cpg(cluster, "send", "64", str(seconds), "3")["msgs_per_s"]
+    for proc in receivers:
+        proc.stdin.close()  # type: ignore[union-attr]
+        proc.wait(timeout=30)
+    yield {**base(), "test": "cpg_throughput", "size": 64, "msgs_per_s": round(cpg_rate)}
+    time.sleep(2.0)  # let the ring drain the CPG burst before the next rows
+    for contended in contended_list:
+        for clients in clients_list:
+            cpu0 = {i: _cpu_s(pid) for i, pid in pids.items()}
+            rate, cost = pairs(cluster, clients, contended, seconds)
+            done = max(rate * seconds, 1.0)
+            yield {**base(), "test": "pairs", "clients": clients, "contended": contended,
+                         "pairs_per_s": round(rate), "ratio_vs_cpg": round(rate / cpg_rate, 3),
+                         "exec_cpu_us_per_pair": [round((_cpu_s(pids[i]) - cpu0[i]) / done * 1e6, 1)
+                                                  for i in sorted(pids)], **cost}
+
+
+def _rss_rows(cluster: LocalCluster, resources: int, base: Any, pids: dict[int, int]) -> Iterator[dict]:
+    """Executive RSS idle and with ``resources`` open resources (node 1 opens them, node 2 replicates)."""
+    yield {**base(), "test": "rss", "resources": 0, "rss_kb_node1": _rss_kb(pids[1]),
+                 "rss_kb_node2": _rss_kb(pids[2])}
+    openers = []
+    per = resources // 4
+    for i in range(4):
+        openers.append(_spawn(cluster, 1, "open_many", f"m{i}-", str(per)))
+    for proc in openers:
+        proc.stdout.readline()  # type: ignore[union-attr]
+    yield {**base(), "test": "rss", "resources": per * 4, "rss_kb_node1": _rss_kb(pids[1]),
+                 "rss_kb_node2": _rss_kb(pids[2])}
+    for proc in openers:
+        proc.stdin.close()  # type: ignore[union-attr]
+        proc.wait(timeout=120)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,8 +362,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs, 10,000 resources for the RSS row")
+    parser.add_argument("--only", default=",".join(GROUPS),
+                        help="comma-separated row groups to run: latency (with cpg_latency), pairs (with "
+                             "cpg_throughput), rss (default: all)")
+    parser.add_argument("--clients", default="1,4,16", help="client counts of the pairs rows (default 1,4,16)")
+    parser.add_argument("--contended", choices=("no", "yes", "both"), default="both",
+                        help="pairs rows on one resource each (no), all on one (yes) or both (default)")
     args = parser.parse_args(argv)
-    for row in run(args.quick):
+    only = tuple(g.strip() for g in args.only.split(",") if g.strip())
+    unknown = set(only) - set(GROUPS)
+    if unknown:
+        parser.error(f"unknown row groups {sorted(unknown)}: choose from {', '.join(GROUPS)}")
+    clients = tuple(int(c) for c in args.clients.split(","))
+    contended = {"no": (False,), "yes": (True,), "both": (False, True)}[args.contended]
+    for row in run(args.quick, only, clients, contended):
         print(json.dumps(row), flush=True)
     return 0
 

@@ -20,7 +20,6 @@ thread blocked in ``lock()`` does not delay another thread's ``unlock()``.
 from __future__ import annotations
 
 import enum
-import itertools
 import select
 import socket
 import struct
@@ -223,6 +222,15 @@ class UnlockCallback(Message):
 _LOCK_ANSWER = LockAnswer.fixed
 _STATUS = {int(s): s for s in LockStatus}
 _GRANTED = int(LockStatus.GRANTED)
+#: :class:`LockRequest` and :class:`UnlockRequest` without an invocation (the last byte, 0, says it is
+#: absent): the synchronous ``lock()`` and ``unlock()`` pack them, and the executive unpacks them, with
+#: one struct call each (tests/test_lck_hotpath.py checks they agree with the messages).
+SYNC_LOCK_REQUEST = struct.Struct("!QBIQqB")
+SYNC_UNLOCK_REQUEST = struct.Struct("!QQB")
+_LOCK_REQUEST, _UNLOCK_REQUEST = SYNC_LOCK_REQUEST, SYNC_UNLOCK_REQUEST
+_REQ_LOCK = int(Request.LOCK)
+_REQ_UNLOCK = int(Request.UNLOCK)
+_EX_MODE, _PR_MODE = LockMode.EX, LockMode.PR
 
 
 # -- validation ---------------------------------------------------------------------------------------
@@ -292,19 +300,25 @@ class Lock:
 
     def unlock(self, timeout: float | None = None) -> None:
         """Release the lock (or withdraw the pending request); NotExist when there is nothing to unlock."""
-        self._check_unlockable()
-        _timeout_ns(timeout)  # checked (InvalidParam, Timeout for 0); the answer waits as long
-        handle = self.resource.handle
-        payload = UnlockRequest.pack(self.resource.object_id, self.lock_id, None)
+        resource = self.resource
+        status = self.status
+        if self._released or resource._closed or resource.handle._finalized or (
+                status is not LockStatus.GRANTED and status is not None):
+            self._check_unlockable()
+        if timeout is not None:
+            _timeout_ns(timeout)  # checked (InvalidParam, Timeout for 0); the answer waits as long
         try:
-            handle._call(Request.UNLOCK, payload, timeout=timeout)
-        except NotExist:
-            self._released = True
+            resource.handle._call(_REQ_UNLOCK, _UNLOCK_REQUEST.pack(resource.object_id, self.lock_id, 0),
+                                  timeout=timeout)
+        except (NotExist, Timeout):  # Timeout: it was sent, the executive releases it all the same
+            self._forget()
             raise
-        except Timeout:
-            self._released = True  # it was sent: the executive releases it all the same
-            raise
+        self._forget()
+
+    def _forget(self) -> None:
+        """Unlocked (or its request withdrawn): nothing of it is held any more."""
         self._released = True
+        self.resource._locks.pop(self.lock_id, None)
 
     def unlock_async(self, invocation: int) -> None:
         """Release (or withdraw) in the background; ``resource_unlock(invocation, error)`` answers."""
@@ -315,7 +329,7 @@ class Lock:
         _common.check_invocation(invocation)
         self._check_unlockable()
         handle._call(Request.UNLOCK, UnlockRequest.pack(self.resource.object_id, self.lock_id, invocation))
-        self._released = True
+        self._forget()
 
     def __enter__(self) -> Lock:
         return self
@@ -348,14 +362,19 @@ class Resource(ObjectHandle):
 
     def lock(self, mode: LockMode, flags: int = 0, waiter_signal: int = 0, timeout: float | None = None) -> Lock:
         """Ask for a lock and wait for the decision; the returned Lock's ``status`` says what it was."""
-        self._check()
-        mode = _mode(mode)
-        flags = _lock_flags(flags)
-        _common.check_u64(waiter_signal, "waiter_signal")
-        wait = _timeout_ns(timeout)
-        payload = LockRequest.pack(self.object_id, mode, flags, waiter_signal, wait, None)
+        if self._closed or self.handle._finalized:
+            self._check()
+        if (mode is _EX_MODE or mode is _PR_MODE) and timeout is None and type(flags) is int and flags == 0 \
+                and type(waiter_signal) is int and waiter_signal == 0:  # the usual call: nothing to check
+            wait = NO_TIMEOUT
+        else:
+            mode = _mode(mode)
+            flags = _lock_flags(flags)
+            _common.check_u64(waiter_signal, "waiter_signal")
+            wait = _timeout_ns(timeout)
+        payload = _LOCK_REQUEST.pack(self.object_id, mode, flags, waiter_signal, wait, 0)
         try:
-            lock_id, status = _LOCK_ANSWER.unpack(self.handle._call(Request.LOCK, payload, timeout=None))
+            lock_id, status = _LOCK_ANSWER.unpack(self.handle._call(_REQ_LOCK, payload))
             lock = Lock(self, lock_id, mode, flags, _STATUS[status])
         except (struct.error, KeyError):
             raise Library("malformed answer to a lock request") from None
@@ -400,6 +419,12 @@ class _Slot:
 
 #: Longest single wait on the response socket before checking for finalize (seconds).
 _POLL = 0.5
+#: Bytes asked of one read of the response socket.
+_READ = 1 << 16
+_REQUEST = _wire.REQUEST
+_RESPONSE = _wire.RESPONSE
+_HEADER = _wire.RESPONSE.size
+_OK = int(SaAisError.OK)
 
 
 class LckHandle(Handle):
@@ -412,34 +437,121 @@ class LckHandle(Handle):
         self._requested_version = version
         self._callbacks = callbacks
         self._send_lock = threading.Lock()
-        self._cond = threading.Condition()
+        self._state = threading.Lock()  # guards _slots and _reading (the condition's lock)
+        self._cond = threading.Condition(self._state)
         self._slots: dict[int, _Slot] = {}
         self._reading = False
-        self._request_ids = itertools.count(1)
+        self._request_id = 0
         self._async_locks: dict[int, Lock] = {}
         self._early: dict[int, tuple[int, int]] = {}
         self._response.settimeout(None)
 
     # -- concurrent calls -------------------------------------------------------------------------
+    #
+    # One thread at a time *reads* the response socket (``_reading``); it hands every answer that is
+    # not its own to the thread waiting for it (``_slots``) and, when it has its own, lets a waiting
+    # thread take over the reading.  A call without a deadline that finds nobody reading (the usual
+    # case: one thread per handle) is that reader at once: it sends, then blocks in one read for its
+    # answer, with no slot, condition or select on the way.
 
     def _call(self, msg_id: int, payload: bytes, timeout: float | None = None) -> bytes:
         """Send one request and wait for its own answer (other threads' calls proceed meanwhile)."""
-        self._check()
-        slot = _Slot()
-        with self._send_lock:
+        if self._finalized or self._dead:
             self._check()
-            request_id = next(self._request_ids) & 0xFFFFFFFF or next(self._request_ids)
-            with self._cond:
-                self._slots[request_id] = slot
+        if timeout is None:
+            state = self._state
+            state.acquire()
+            if not self._reading:
+                self._reading = True
+                state.release()
+                return self._call_reading(msg_id, payload)
+            state.release()
+        return self._call_waiting(msg_id, payload, timeout)
+
+    def _send(self, msg_id: int, payload: bytes, slot: _Slot | None = None) -> int:
+        """Send one request (its slot registered first, when given); return its request id."""
+        with self._send_lock:
+            if self._finalized or self._dead:
+                self._check()
+            request_id = self._request_id = (self._request_id + 1) & 0xFFFFFFFF or 1
+            if slot is not None:
+                with self._state:
+                    self._slots[request_id] = slot
             try:
-                self._response.sendall(_wire.encode_request(self._service, msg_id, request_id, payload))
+                self._response.sendall(_REQUEST.pack(_REQUEST.size + len(payload), SERVICE_ID, msg_id, request_id)
+                                       + payload)
             except OSError as exc:
-                with self._cond:
-                    self._slots.pop(request_id, None)
+                if slot is not None:
+                    with self._state:
+                        self._slots.pop(request_id, None)
                 if self._finalized:
                     raise BadHandle("the handle was finalized") from None
                 self._dead = True
                 raise Library(f"lost the connection to the executive: {exc}") from None
+        return request_id
+
+    def _call_reading(self, msg_id: int, payload: bytes) -> bytes:
+        """The call of the thread that holds the reading role: send, then read until its own answer."""
+        try:
+            request_id = self._send(msg_id, payload)
+            sock = self._response
+            rbuf = self._rbuf
+            while True:
+                if rbuf:
+                    found = self._hand_out(request_id)
+                    if found is not None:
+                        error, answer = found
+                        break
+                try:
+                    chunk = sock.recv(_READ)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    if self._finalized:
+                        raise BadHandle("the handle was finalized")
+                    self._dead = True
+                    raise Library("the connection to the executive is lost")
+                if not rbuf and len(chunk) >= _HEADER:  # the usual read: exactly our answer
+                    size, _service, _msg, rid, error = _RESPONSE.unpack_from(chunk)
+                    if size == len(chunk) and rid == request_id:
+                        answer = chunk[_HEADER:]
+                        break
+                rbuf += chunk
+        finally:
+            state = self._state
+            state.acquire()
+            self._reading = False
+            if self._slots:  # somebody waits: one of them reads from now on
+                self._cond.notify_all()
+            state.release()
+        if error != _OK:
+            raise AisError.from_code(error)
+        return answer
+
+    def _hand_out(self, request_id: int) -> tuple[int, bytes] | None:
+        """Split the complete frames read so far: give other threads theirs; return ours (or None)."""
+        try:
+            frames, used = _wire.split_responses(self._rbuf, self._max_frame)
+        except _wire.FrameError:
+            self._dead = True
+            raise Library("malformed answer from the executive") from None
+        del self._rbuf[:used]
+        mine = None
+        for _s, _m, rid, error, answer in frames:
+            if rid == request_id and mine is None:
+                mine = (error, answer)
+                continue
+            with self._state:
+                waiting = self._slots.pop(rid, None)
+                if waiting is not None:
+                    waiting.answer = (error, answer)
+                    self._cond.notify_all()
+        return mine
+
+    def _call_waiting(self, msg_id: int, payload: bytes, timeout: float | None) -> bytes:
+        """A call that may wait for another thread to read its answer, or that has a deadline."""
+        slot = _Slot()
+        request_id = self._send(msg_id, payload, slot)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             try:
@@ -470,7 +582,7 @@ class LckHandle(Handle):
             finally:
                 self._slots.pop(request_id, None)
         error, answer = slot.answer
-        if error != SaAisError.OK:
+        if error != _OK:
             raise AisError.from_code(error)
         return answer
 
@@ -484,14 +596,14 @@ class LckHandle(Handle):
         sock = self._response
         try:
             if wait is None and sock.gettimeout() is None:  # a blocking socket (as __init__ leaves it)
-                chunk = sock.recv(1 << 16)
+                chunk = sock.recv(_READ)
                 if not chunk:
                     raise ConnectionError("the executive closed the connection")
                 self._rbuf += chunk
             else:
                 readable, _, _ = select.select([sock], [], [], _POLL if wait is None else max(wait, 0.0))
                 if readable:
-                    chunk = sock.recv(1 << 16, socket.MSG_DONTWAIT)
+                    chunk = sock.recv(_READ, socket.MSG_DONTWAIT)
                     if not chunk:
                         raise ConnectionError("the executive closed the connection")
                     self._rbuf += chunk

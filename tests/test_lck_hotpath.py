@@ -107,3 +107,60 @@ def test_interleaved_requests_of_three_nodes_are_decided_alike_in_agreed_order()
         for res in state.resources.values():
             modes = [r.mode for r in res.granted.values()]
             assert modes.count(EX) == 0 or len(modes) == 1, modes
+
+
+def test_the_sync_request_structs_agree_with_the_messages():
+    """lock()/unlock() pack, and the executive unpacks, the invocation-less requests with one struct."""
+    rng = random.Random(5)
+    for _ in range(200):
+        res, lock_id = rng.getrandbits(64), rng.getrandbits(64)
+        mode, flags, signal = rng.choice((1, 2)), rng.getrandbits(32), rng.getrandbits(64)
+        timeout = rng.choice((-1, 0, rng.getrandbits(63)))
+        packed = lck.SYNC_LOCK_REQUEST.pack(res, mode, flags, signal, timeout, 0)
+        assert packed == lck.LockRequest.pack(res, mode, flags, signal, timeout, None)
+        assert lck.LockRequest.unpack(packed) == (res, mode, flags, signal, timeout, None)
+        packed = lck.SYNC_UNLOCK_REQUEST.pack(res, lock_id, 0)
+        assert packed == lck.UnlockRequest.pack(res, lock_id, None)
+        assert lck.UnlockRequest.unpack(packed) == (res, lock_id, None)
+
+
+@pytest.mark.parametrize("payload", [
+    lck.SYNC_LOCK_REQUEST.pack(1, int(EX), 0, 0, -1, 0)[:-1] + b"\x01",  # says an invocation follows: none does
+    lck.SYNC_LOCK_REQUEST.pack(1, int(EX), 0, 0, -1, 0)[:-1] + b"\x02",
+    lck.SYNC_LOCK_REQUEST.pack(1, int(EX), 0, 0, -1, 0)[:-2],
+    b"",
+])
+def test_a_malformed_lock_request_is_invalid_param_on_either_decoder(cluster, payload):
+    a = Client(cluster, 1)
+    a.open()
+    rid = a.send(Request.LOCK, payload)
+    cluster.run()
+    assert a.answer(rid) == (int(SaAisError.INVALID_PARAM), b"")
+    assert not cluster.engine(1, LCK).pending
+
+
+@pytest.mark.parametrize("payload", [
+    lck.SYNC_UNLOCK_REQUEST.pack(1, 1 << 32 | 1, 0)[:-1] + b"\x01",
+    lck.SYNC_UNLOCK_REQUEST.pack(1, 1 << 32 | 1, 0)[:-1],
+    b"",
+])
+def test_a_malformed_unlock_request_is_invalid_param_on_either_decoder(cluster, payload):
+    a = Client(cluster, 1)
+    a.open()
+    rid = a.send(Request.UNLOCK, payload)
+    cluster.run()
+    assert a.answer(rid) == (int(SaAisError.INVALID_PARAM), b"")
+
+
+def test_the_sync_and_the_general_decoder_give_the_same_grant(cluster):
+    """The same lock asked with the sync layout and with an invocation-bearing one decide alike."""
+    a = Client(cluster, 1)
+    res = a.open()
+    rid = a.send(Request.LOCK, lck.SYNC_LOCK_REQUEST.pack(res, int(PR), lck.LOCK_NO_QUEUE, 77, -1, 0))
+    cluster.run()
+    lock_id, status = a.lock_result(rid)
+    assert status == GRANTED
+    rec = cluster.engine(2, LCK).state.locks[lock_id]
+    assert (rec.mode, rec.flags, rec.waiter_signal) == (int(PR), lck.LOCK_NO_QUEUE, 77)
+    assert a.unlock(res, lock_id) == OK
+    assert_replicas_equal(cluster, [1, 2, 3])

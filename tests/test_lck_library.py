@@ -466,3 +466,69 @@ def test_a_call_without_deadline_reads_once_without_select(served, monkeypatch):
         assert calls == []
         res.lock(EX).unlock(timeout=5.0)
         assert calls, "a call with a deadline waits in select"
+
+
+def test_unlocked_locks_are_not_kept_by_their_resource(h):
+    """lock()/unlock() in a loop keeps nothing behind: the Resource forgets every lock it unlocked."""
+    res = h.resource_open("r", lck.RESOURCE_CREATE)
+    for _ in range(50):
+        res.lock(EX).unlock()
+        with res.lock(PR):
+            pass
+    held = res.lock(EX, lck.LOCK_NO_QUEUE)
+    assert held.status == LockStatus.GRANTED
+    assert res.lock(EX, lck.LOCK_NO_QUEUE).status == LockStatus.DUPLICATE_EX  # held nothing: not kept either
+    assert res._locks == {held.lock_id: held}
+    held.unlock()
+    assert res._locks == {}
+
+
+def test_many_threads_on_one_handle_each_get_their_own_answers(served):
+    """Threads of one handle call at once, with and without deadlines: every call gets its own answer."""
+    with lck.initialize(path=served) as h:
+        resources = [h.resource_open(f"t{i}", lck.RESOURCE_CREATE) for i in range(6)]
+        errors: list[BaseException] = []
+        counts = [0] * len(resources)
+
+        def work(index: int) -> None:
+            res = resources[index]
+            try:
+                for n in range(40):
+                    lock = res.lock(EX if n % 2 else PR)
+                    assert lock.status == LockStatus.GRANTED and lock.resource is res
+                    assert res._locks == {lock.lock_id: lock}
+                    lock.unlock(timeout=5.0 if n % 3 == 0 else None)  # a deadline: the polling path
+                    counts[index] += 1
+            except BaseException as exc:  # reported below, from the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(resources))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors
+        assert counts == [40] * len(resources)
+        assert not h._slots and not h._reading
+
+
+def test_a_call_waiting_behind_a_blocked_reader_is_answered_and_takes_over(served):
+    """A thread blocked in lock() reads the socket; another thread's calls are answered through it, and
+    once the blocked lock is granted and returns, the other thread reads for itself."""
+    with lck.initialize(path=served) as holder, lck.initialize(path=served) as h:
+        held = holder.resource_open("r", lck.RESOURCE_CREATE).lock(EX)
+        res = h.resource_open("r")
+        free = h.resource_open("free", lck.RESOURCE_CREATE)
+        results = []
+        t = threading.Thread(target=lambda: results.append(res.lock(EX)))
+        t.start()
+        time.sleep(0.2)
+        assert h._reading  # the blocked lock() holds the reading role
+        for _ in range(5):
+            free.lock(PR).unlock()  # answered through the blocked reader
+        held.unlock()
+        t.join(5)
+        assert results and results[0].status == LockStatus.GRANTED
+        assert not h._reading
+        free.lock(EX).unlock()  # and now this thread reads for itself
+        results[0].unlock()

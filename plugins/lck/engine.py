@@ -67,6 +67,8 @@ _EXEC_LOCK, _EXEC_UNLOCK = int(Exec.LOCK), int(Exec.UNLOCK)
 _LOCK_MSG = m.LockMsg.fixed
 _UNLOCK_MSG = m.UnlockMsg.fixed
 _LOCK_ANSWER = wire.LockAnswer.fixed
+_SYNC_LOCK_REQUEST, _SYNC_UNLOCK_REQUEST = wire.SYNC_LOCK_REQUEST, wire.SYNC_UNLOCK_REQUEST
+_SYNC_LOCK_SIZE, _SYNC_UNLOCK_SIZE = _SYNC_LOCK_REQUEST.size, _SYNC_UNLOCK_REQUEST.size
 assert _LOCK_MSG is not None and _UNLOCK_MSG is not None and _LOCK_ANSWER is not None
 
 
@@ -108,6 +110,7 @@ class LockEngine(ServiceEngine):
 
     def __init__(self) -> None:
         self.api: Any = None
+        self._ready: Any = None  # api.ready (None: always ready)
         self.nodeid = 0
         self.incarnation = 0
         self.state = LockState()
@@ -147,6 +150,7 @@ class LockEngine(ServiceEngine):
     def exec_init(self, api: Any) -> None:
         """Keep the executive api; this executive's incarnation tells a restart from a return."""
         self.api = api
+        self._ready = getattr(api, "ready", None)
         self.outbox = Outbox(api, self.id)
         self.nodeid = api.nodeid
         self.incarnation = time.time_ns()
@@ -235,7 +239,7 @@ class LockEngine(ServiceEngine):
     # -- library requests -------------------------------------------------------------------------------
 
     def _not_ready(self, conn: Any, msg_id: int, request_id: int) -> bool:
-        ready = getattr(self.api, "ready", None)
+        ready = self._ready
         if (ready is not None and not ready()) or len(self.pending) >= MAX_PENDING:
             conn.respond(self.id, msg_id, request_id, _TRY_AGAIN)
             return True
@@ -306,11 +310,15 @@ class LockEngine(ServiceEngine):
             self.pending[token] = _Pending(Request.RESOURCE_CLOSE, conn, request_id, res_handle=req.res_handle)
 
     def _lib_lock(self, conn: Any, request_id: int, payload: bytes) -> None:
-        try:
-            res_handle, mode, flags, waiter_signal, timeout_ns, invocation = wire.LockRequest.unpack(payload)
-        except MessageError:
-            conn.respond(self.id, _REQ_LOCK, request_id, _INVALID_PARAM)
-            return
+        if len(payload) == _SYNC_LOCK_SIZE and payload[-1] == 0:  # lock(): no invocation, one struct call
+            res_handle, mode, flags, waiter_signal, timeout_ns, _absent = _SYNC_LOCK_REQUEST.unpack(payload)
+            invocation = None
+        else:
+            try:
+                res_handle, mode, flags, waiter_signal, timeout_ns, invocation = wire.LockRequest.unpack(payload)
+            except MessageError:
+                conn.respond(self.id, _REQ_LOCK, request_id, _INVALID_PARAM)
+                return
         if (mode != _EX and mode != _PR) or timeout_ns < wire.NO_TIMEOUT or (
                 invocation is not None and timeout_ns != wire.NO_TIMEOUT):
             conn.respond(self.id, _REQ_LOCK, request_id, _INVALID_PARAM)
@@ -353,11 +361,15 @@ class LockEngine(ServiceEngine):
                 return lock_id
 
     def _lib_unlock(self, conn: Any, request_id: int, payload: bytes) -> None:
-        try:
-            res_handle, lock_id, invocation = wire.UnlockRequest.unpack(payload)
-        except MessageError:
-            conn.respond(self.id, _REQ_UNLOCK, request_id, _INVALID_PARAM)
-            return
+        if len(payload) == _SYNC_UNLOCK_SIZE and payload[-1] == 0:  # unlock(): no invocation
+            res_handle, lock_id, _absent = _SYNC_UNLOCK_REQUEST.unpack(payload)
+            invocation = None
+        else:
+            try:
+                res_handle, lock_id, invocation = wire.UnlockRequest.unpack(payload)
+            except MessageError:
+                conn.respond(self.id, _REQ_UNLOCK, request_id, _INVALID_PARAM)
+                return
         if self._own_resource(conn, _REQ_UNLOCK, request_id, res_handle) is None:
             return
         if self._not_ready(conn, _REQ_UNLOCK, request_id):
