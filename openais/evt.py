@@ -432,6 +432,26 @@ class Event(ObjectHandle):
             self._data = None
             self._body = delivered
 
+    @classmethod
+    def _pushed(cls, channel: Channel, children: dict, body: memoryview) -> Event:
+        """A delivered event around the body the executive pushed (``__init__`` for the hot path of dispatch).
+
+        ``children`` is the channel's table of object handles (see :class:`~openais._objects.ObjectHandle`).
+        """
+        event = cls.__new__(cls)
+        event.__dict__.update(_parent=channel, object_id=0, _closed=False, _channel=channel, _delivered=True,
+                              _prefix=None, _body=body, _attrs=None, _data=None)
+        children[id(event)] = event
+        return event
+
+    def _check(self) -> None:
+        """Raise BadHandle unless the event is usable (ObjectHandle._check without its property chain)."""
+        if self._closed:
+            raise BadHandle("the event was closed")
+        channel = self._channel
+        if channel._closed or channel._handle._finalized:
+            raise BadHandle("its library handle was finalized")
+
     def _decode(self) -> None:
         """Decode the pushed body into the attributes and the data."""
         event_id, publish_time, priority, retention_ns, name, patterns, data = EventBody.unpack(self._body)
@@ -441,7 +461,9 @@ class Event(ObjectHandle):
 
     def free(self) -> None:
         """saEvtEventFree: later uses raise BadHandle."""
-        self.close()
+        self._check()  # ObjectHandle.close, inline: an event has nothing to close in the executive
+        self._closed = True
+        self._channel.__dict__.get("_object_handles", {}).pop(id(self), None)
 
     def attributes_set(self, patterns: Sequence[bytes], priority: int, retention_time: float,
                        publisher_name: str) -> None:
@@ -695,6 +717,8 @@ class EvtHandle(Handle):
         count = 0
         channels = self._channels
         head = PUSH_HEAD
+        head_size = head.size
+        pushed = Event._pushed
         one = self._dispatch_mode == DISPATCH_ONE
         try:
             while backlog:
@@ -706,10 +730,10 @@ class EvtHandle(Handle):
                 if flags & PUSH_ACK:
                     self._ack_due = True
                 channel = channels.get(handle)
-                if channel is None or channel.closed or self._deliver_fn is None:
+                if channel is None or channel._closed or self._deliver_fn is None:
                     continue
-                body = memoryview(frame)[head.size:]
-                event = Event(channel, body)
+                body = memoryview(frame)[head_size:]
+                event = pushed(channel, channel.__dict__.setdefault("_object_handles", {}), body)
                 if sid not in channel._subs:  # ended while the event was on its way: as the executive would
                     if _EVENT_ID.unpack_from(body)[0] == EVENTID_LOST:
                         sid = next(iter(channel._subs), None)

@@ -230,3 +230,60 @@ def test_queue_counts_events_on_their_way_and_ignores_stale_acks():
     assert not q.blocked and q.outstanding == 0 and q.acked == 5
     q.ack_total(5 + (1 << 32))  # modulo 2**32: nothing new
     assert q.outstanding == 0
+
+
+def _reference_push(q: DeliveryQueue, size: int) -> int:
+    """What ``push_now`` must do, by the separate rules it stands for (offer-or-push in ``deliver``)."""
+    if len(q) or not q.admits() or not q.can_push(size):
+        return -1
+    return evt.PUSH_ACK if q.push_begin(size) else 0
+
+
+def test_push_now_agrees_with_admits_can_push_and_push_begin():
+    rng = random.Random(11)
+    ev = EventRecord(1, 2000, 0, 3, 0, 0, "", [b"p"], b"")
+    for _ in range(300):
+        size, resume = rng.choice([(4, 2), (10, 5), (1000, 500)])
+        fast, slow = DeliveryQueue(size, resume), DeliveryQueue(size, resume)
+        fast.window_bytes = slow.window_bytes = rng.choice([64, 1 << 20])
+        for _step in range(60):
+            action = rng.random()
+            if action < 0.6:
+                n = rng.choice([1, 10, 40])
+                got, want = fast.push_now(n), _reference_push(slow, n)
+                assert got == want
+                if want < 0:  # the engine offers it to the queue instead
+                    fast.offer(1, 1, ev)
+                    slow.offer(1, 1, ev)
+            elif action < 0.8:
+                total = (slow.acked + rng.randrange(0, slow.outstanding + 1)) & 0xFFFFFFFF
+                fast.ack_total(total)
+                slow.ack_total(total)
+            elif len(slow):
+                fast.pop_head()
+                slow.pop_head()
+            state = ("_count", "blocked", "outstanding", "outstanding_bytes", "window", "dropped", "notices")
+            assert [getattr(fast, a) for a in state] == [getattr(slow, a) for a in state]
+            assert list(fast._sizes) == list(slow._sizes)
+
+
+def test_delivered_event_is_unusable_once_freed_or_its_channel_closed(cluster):
+    sub = Sub(cluster, 2)
+    pub = Bridged(cluster, 1).channel_open("p", evt.CHANNEL_PUBLISHER)
+    for i in range(3):
+        publish(pub, [b"x"], bytes([i]))
+    sub.h.dispatch()
+    (_, first, _), (_, second, _), (_, third, _) = sub.events
+    assert first.data_get() == b"\x00" and not first.closed
+    first.free()
+    assert first.closed
+    for call in (first.free, first.data_get, first.attributes_get, lambda: first.pattern_free(None)):
+        with pytest.raises(openais.BadHandle):
+            call()
+    assert id(second) in sub.ch.__dict__["_object_handles"] and id(first) not in sub.ch.__dict__["_object_handles"]
+    with pytest.raises(openais.Access):
+        second.attributes_set([b"y"], 1, 0.0, "n")  # delivered: read-only
+    sub.ch.close()  # frees the events delivered on it
+    for call in (second.data_get, third.attributes_get, third.free):
+        with pytest.raises(openais.BadHandle):
+            call()

@@ -23,7 +23,7 @@ from collections import deque
 from typing import Any, NamedTuple
 
 from openais import TIME_UNKNOWN
-from openais.evt import EVENTID_LOST, HIGHEST_PRIORITY, LOST_EVENT_PATTERN, LOWEST_PRIORITY, EventBody
+from openais.evt import EVENTID_LOST, HIGHEST_PRIORITY, LOST_EVENT_PATTERN, LOWEST_PRIORITY, PUSH_ACK, EventBody
 
 #: The body of every lost-event notice.
 LOST_BODY = EventBody.pack(EVENTID_LOST, TIME_UNKNOWN, HIGHEST_PRIORITY, 0, "", [LOST_EVENT_PATTERN], b"")
@@ -119,6 +119,26 @@ class DeliveryQueue:
         """Room in the window for one more event of ``size`` bytes on its way."""
         out = self.outstanding
         return out < self.window and (not out or self.outstanding_bytes + size <= self.window_bytes)
+
+    def push_now(self, size: int) -> int:
+        """An arriving event of ``size`` bytes that may go straight out: count it on its way, return its EVENT flags.
+
+        -1 when it may not (it is offered to the queue instead): events wait already, the queue is
+        blocked or full, or the window has no room.  Otherwise :meth:`admits`, :meth:`can_push` and
+        :meth:`push_begin` in one call (the hot path of delivery): the flags are ``PUSH_ACK`` when the
+        library should acknowledge soon, else 0 (nothing waits behind it).
+        """
+        if self._count or self.blocked:
+            return -1
+        out = self.outstanding
+        if out >= self.window or (out and self.outstanding_bytes + size > self.window_bytes) \
+                or (out - 1 if out > 1 else 0) >= self.size:
+            return -1
+        out += 1
+        self.outstanding = out
+        sent = self.outstanding_bytes = self.outstanding_bytes + size
+        self._sizes.append(size)
+        return PUSH_ACK if out * 2 >= self.window or sent * 2 >= self.window_bytes or out - 1 >= self.resume else 0
 
     def push_begin(self, size: int) -> bool:
         """Count one event of ``size`` bytes on its way; True when the library should acknowledge soon.

@@ -64,6 +64,14 @@ _MAX_PUBLISH = wire.MAX_EVT_SIZE + wire.MAX_NUM_PATTERNS * (wire.MAX_PATTERN_SIZ
 
 _OK = int(SaAisError.OK)
 _E = SaAisError
+_unpack_publish = m.Publish.unpack
+_unpack_request = wire.PublishRequest.unpack
+_pack_publish_head = m.PUBLISH_HEAD.pack
+_REQUEST_REST_OFFSET = m.REQUEST_REST_OFFSET
+_PUBLISH = int(Request.PUBLISH)
+_EXEC_PUBLISH = int(Exec.PUBLISH)
+_pack_published = wire.PublishResponse.fixed.pack  # event id, publish time (fixed-width: one struct)
+_BODY_OFFSET = m.PUBLISH_BODY_OFFSET
 _REQUEST_OF = {Exec.OPEN: Request.OPEN, Exec.UNLINK: Request.UNLINK, Exec.PUBLISH: Request.PUBLISH,
                Exec.SUBSCRIBE: Request.SUBSCRIBE, Exec.CLEAR: Request.CLEAR}
 
@@ -129,7 +137,8 @@ class EventEngine(ServiceEngine):
         """Keep the api; read the delivery queue limits of the ``event`` section."""
         self.api = api
         self.outbox = Outbox(api, self.id)
-        event = getattr(getattr(api, "config", None), "event", None) or {}
+        config = getattr(api, "config", None)
+        event = config.section("event") if config is not None else {}
         self.local.queue_size = int(event.get("delivery_queue_size", 1000))
         self.local.queue_resume = int(event.get("delivery_queue_resume", 500))
         self.timers = ClusterTimers(api, self._on_expire)
@@ -215,23 +224,24 @@ class EventEngine(ServiceEngine):
 
     def _lib_publish(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:  # strict, into a plain tuple (the hot path: no message object)
-            channel, priority, retention_ns, _name, _patterns, _data = wire.PublishRequest.unpack(payload)
+            channel, priority, retention_ns, _name, _patterns, _data = _unpack_request(payload)
         except MessageError as exc:
-            conn.respond(self.id, Request.PUBLISH, request_id, int(_decode_error(exc)))
+            conn.respond(self.id, _PUBLISH, request_id, int(_decode_error(exc)))
             return
         h = self.handles.get(conn, channel)
         if h is None or not h.open:
-            conn.respond(self.id, Request.PUBLISH, request_id, int(_E.BAD_HANDLE))
+            conn.respond(self.id, _PUBLISH, request_id, int(_E.BAD_HANDLE))
             return
         if priority > LOWEST_PRIORITY or retention_ns > wire._MAX_RETENTION_NS:
-            conn.respond(self.id, Request.PUBLISH, request_id, int(_E.INVALID_PARAM))
+            conn.respond(self.id, _PUBLISH, request_id, int(_E.INVALID_PARAM))
             return
         if not h.flags & CHANNEL_PUBLISHER:
-            conn.respond(self.id, Request.PUBLISH, request_id, int(_E.ACCESS))
+            conn.respond(self.id, _PUBLISH, request_id, int(_E.ACCESS))
             return
         # the request was checked whole; the cluster message reuses its bytes after the channel field
-        head = m.PUBLISH_HEAD.pack(conn.id, request_id, h.channel_id, self._new_id(), time.time_ns())
-        self._mcast(conn, Request.PUBLISH, request_id, Exec.PUBLISH, head + payload[m.REQUEST_REST_OFFSET:])
+        head = _pack_publish_head(conn.id, request_id, h.channel_id, self._new_id(), time.time_ns())
+        mcast_request(self.api, self.id, conn, _PUBLISH, request_id, _EXEC_PUBLISH,
+                      head + memoryview(payload)[_REQUEST_REST_OFFSET:])
 
     def _lib_subscribe(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
@@ -337,32 +347,36 @@ class EventEngine(ServiceEngine):
         return handler
 
     def _exec_publish(self, sender: int, payload: bytes) -> None:
-        """The hot path of EXEC PUBLISH: strict plain-tuple decode, effects carried out inline."""
+        """The hot path of EXEC PUBLISH: strict plain-tuple decode, no effect objects, the answer inline."""
         try:
-            msg = m.Publish.unpack(payload)
+            conn_id, request_id, cid, event_id, publish_time, priority, retention_ns, name, patterns, data = \
+                _unpack_publish(payload)
         except MessageError as exc:
             self.malformed += 1
             log.warning("dropping malformed EVT message %s from node %d: %s", Exec.PUBLISH.name, sender, exc)
             return
-        remap = self._remap
-        if remap and msg[2] in remap:
-            msg = (msg[0], msg[1], remap[msg[2]], *msg[3:])
-        effects = self.state.publish(sender, msg)
-        mine = sender == self.api.nodeid
-        local = self.local
-        for effect in effects:
-            kind = type(effect)
-            if kind is Deliver:
-                event = effect.event
-                if event.channel_id in local.subscribed:  # no local subscriber: no body to build
-                    if event._body is None:  # the delivered form is the tail of the cluster message
-                        event._body = bytes(memoryview(payload)[m.PUBLISH_BODY_OFFSET:])
-                    local.deliver(event, event.event_id in self.state.events)
-            elif kind is Reply:
-                if mine:
-                    self._reply(effect, Request.PUBLISH)
-            else:
-                self._effects(sender, [effect], Request.PUBLISH)
+        if self._remap:
+            cid = self._remap.get(cid, cid)
+        error, event = self.state.publish(sender, cid, event_id, publish_time, priority, retention_ns, name,
+                                          patterns, data)
+        if event is not None:
+            if retention_ns:
+                self.timers.set(event_id, event.deadline_ns)
+            local = self.local
+            handles = local.subscribed.get(cid)
+            if handles:  # no local subscriber: no body to build
+                # the delivered form is the tail of the cluster message: no re-encoding, and no copy of
+                # immutable bytes (a view of a mutable buffer could change under the queued event)
+                view = memoryview(payload)[_BODY_OFFSET:]
+                event._body = view if type(payload) is bytes else bytes(view)
+                local.deliver_to(handles, event, bool(retention_ns))
+        if sender == self.api.nodeid:
+            client = self.local.clients.get(conn_id)
+            if client is not None:
+                if event is not None:
+                    client.conn.respond(self.id, _PUBLISH, request_id, _OK, _pack_published(event_id, publish_time))
+                else:
+                    client.conn.respond(self.id, _PUBLISH, request_id, int(error))
 
     def _remapped(self, msg: Any) -> Any:
         """A message in flight across a merge may name a channel id the merge folded into another."""
@@ -401,8 +415,8 @@ class EventEngine(ServiceEngine):
         if client is None:
             return
         if r.value is not None:  # a publish
-            client.conn.respond(self.id, request, r.request_id, _OK,
-                                wire.PublishResponse.pack(r.value.event_id, r.value.publish_time))
+            client.conn.respond(self.id, request, r.request_id, _OK, _pack_published(r.value.event_id,
+                                                                                     r.value.publish_time))
         else:
             client.conn.respond(self.id, request, r.request_id, int(r.error))
 

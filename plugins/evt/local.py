@@ -30,6 +30,7 @@ from plugins.evt.delivery import DeliveryQueue, Item
 
 _PREFIX, _SUFFIX, _EXACT, _PASS_ALL = FilterType.PREFIX, FilterType.SUFFIX, FilterType.EXACT, FilterType.PASS_ALL
 _pack_head = PUSH_HEAD.pack
+_EVENT = int(Callback.EVENT)
 
 
 def compile_filters(filters: list[Any]) -> tuple[tuple[int, int, bytes], ...]:
@@ -165,11 +166,26 @@ class LocalDelivery:
     def deliver(self, event: Any, retained: bool) -> None:
         """Push or queue a published event once for every local handle of its channel with a matching subscription."""
         handles = self.subscribed.get(event.channel_id)
-        if not handles:
-            return
+        if handles:
+            self.deliver_to(handles, event, retained)
+
+    def deliver_to(self, handles: dict[int, ChannelHandle], event: Any, retained: bool) -> None:
+        """``deliver`` to ``handles``, the subscribed handles of the event's channel (the hot path)."""
         clients = self.clients
-        for h in list(handles.values()):
-            sid = h.match(event)
+        patterns = event.patterns
+        body = event.body
+        size = len(body)
+        data_size = -1
+        # a snapshot: a push may fail a connection, whose cleanup unindexes its handles
+        for h in tuple(handles.values()):
+            compiled = h.compiled
+            if compiled is None:
+                compiled = h.recompile()
+            sid = None
+            for subscription_id, tests in compiled:  # the oldest matching subscription (ChannelHandle.match, inline)
+                if not tests or compiled_match(tests, patterns):
+                    sid = subscription_id
+                    break
             if sid is None:
                 continue
             client = clients.get(h.conn_id)
@@ -178,9 +194,12 @@ class LocalDelivery:
             if retained:
                 h.received.add(event.event_id)
             q = client.queue
-            body = event.body
-            if not q._count and q.admits() and q.can_push(len(body)):  # the hot path: straight out
-                self._push(client, h.handle, sid, body, len(event.data))
+            flags = q.push_now(size)
+            if flags >= 0:  # straight out: nothing waits, room in the window
+                if data_size < 0:
+                    data_size = len(event.data)
+                self.pushed += 1
+                client.conn.dispatch(self.service_id, _EVENT, _pack_head(h.handle, sid, flags, data_size) + body)
             else:
                 q.offer(h.handle, sid, event)
                 self.wake(client)

@@ -54,11 +54,12 @@ class EventRecord:
         self.publisher_name = publisher_name
         self.patterns = patterns
         self.data = data
-        self._body: bytes | None = None
+        self._body: bytes | memoryview | None = None
 
     @property
-    def body(self) -> bytes:
-        """The event as the library receives it (an encoded :class:`openais.evt.EventBody`)."""
+    def body(self) -> bytes | memoryview:
+        """The event as the library receives it (an encoded :class:`openais.evt.EventBody`; the engine sets a
+        view into the delivered cluster message, whose tail it is)."""
         if self._body is None:
             self._body = EventBody.pack(self.event_id, self.publish_time, self.priority, self.retention_ns,
                                         self.publisher_name, self.patterns, self.data)
@@ -216,26 +217,42 @@ class EvtState:
         chan.unlinked = True
         return [Reply(msg.conn_id, msg.request_id, _OK), *self._maybe_delete(chan)]
 
-    def publish(self, sender: int, msg: tuple) -> list[Effect]:
-        """Apply a delivered PUBLISH given as the plain tuple of its fields (``Publish.unpack``; the hot path)."""
-        return self._publish(sender, msg)
+    def publish(self, sender: int, channel_id: int, event_id: int, publish_time: int, priority: int,
+                retention_ns: int, publisher_name: str, patterns: list[bytes], data: bytes
+                ) -> tuple[SaAisError, EventRecord | None]:
+        """Apply a delivered PUBLISH given by its fields (the hot path, without effect objects).
 
-    def _publish(self, sender: int, msg: m.Publish) -> list[Effect]:
-        conn_id, request_id, cid, event_id, publish_time, priority, retention_ns, publisher, patterns, data = msg
-        self._saw(sender, event_id)
-        chan = self.channels.get(cid)
+        Returns ``(OK, event)``: match the event against the local subscriptions, set its cluster
+        timer when ``event.deadline_ns`` (it is retained), answer the publisher with it; or
+        ``(error, None)``: answer the publisher with the error.
+        """
+        seq = event_id & 0xFFFFFFFF  # _saw, inline
+        if event_id >> 32 == sender and seq > self.seqs.get(sender, 0):
+            self.seqs[sender] = seq
+        chan = self.channels.get(channel_id)
         if chan is None:
-            return [Reply(conn_id, request_id, SaAisError.BAD_HANDLE)]
-        deadline = publish_time + retention_ns if retention_ns else 0
-        event = EventRecord(cid, event_id, publish_time, priority, retention_ns, deadline, publisher, patterns, data)
+            return SaAisError.BAD_HANDLE, None
         if not retention_ns:
-            return [Deliver(event), Reply(conn_id, request_id, _OK, event)]
+            return _OK, EventRecord(channel_id, event_id, publish_time, priority, 0, 0, publisher_name, patterns,
+                                    data)
+        event = EventRecord(channel_id, event_id, publish_time, priority, retention_ns, publish_time + retention_ns,
+                            publisher_name, patterns, data)
         if (self.retained_bytes + event.size > self.max_retained_bytes
                 or len(self.events) + len(self.tombstones) >= self.max_retained_events
                 or event_id in self.events or event_id in self.tombstones):
-            return [Reply(conn_id, request_id, SaAisError.NO_RESOURCES)]
+            return SaAisError.NO_RESOURCES, None
         self._retain(chan, event)
-        return [Retain(event_id, deadline), Deliver(event), Reply(conn_id, request_id, _OK, event)]
+        return _OK, event
+
+    def _publish(self, sender: int, msg: m.Publish) -> list[Effect]:
+        conn_id, request_id, cid, event_id, publish_time, priority, retention_ns, publisher, patterns, data = msg
+        error, event = self.publish(sender, cid, event_id, publish_time, priority, retention_ns, publisher,
+                                    patterns, data)
+        if event is None:
+            return [Reply(conn_id, request_id, error)]
+        if not event.deadline_ns:
+            return [Deliver(event), Reply(conn_id, request_id, _OK, event)]
+        return [Retain(event_id, event.deadline_ns), Deliver(event), Reply(conn_id, request_id, _OK, event)]
 
     def _subscribe(self, sender: int, msg: m.Subscribe) -> list[Effect]:
         chan = self.channels.get(msg.channel_id)
