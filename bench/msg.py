@@ -3,6 +3,7 @@
     python bench/msg.py                  # sizes 64 B .. 1 MiB, 2 s each
     python bench/msg.py --seconds 1 --sizes 64,65536
     python bench/msg.py --reps 3         # CPG beside each repetition; summary lines with median ratios
+    python bench/msg.py --tests send_receive --reps 4   # only the request/reply round trip
 
 Prints JSON lines (one per measurement) like bench/run.py:
 
@@ -259,8 +260,11 @@ def _cpg_latency(cluster) -> tuple[float, float | None]:
     return json.loads(out.stdout.strip().splitlines()[-1])["median_us"], _per_op_us(before, _cpu_s(cluster), 500)
 
 
-def bench(sizes: tuple[int, ...], seconds: float, reps: int = 1) -> list[dict]:
-    """Every measurement on one fresh 3-node cluster."""
+TESTS = ("throughput", "send_receive", "rss")
+
+
+def bench(sizes: tuple[int, ...], seconds: float, reps: int = 1, tests: tuple[str, ...] = TESTS) -> list[dict]:
+    """Every measurement of ``tests`` (see :data:`TESTS`) on one fresh 3-node cluster."""
     from aisexec.localcluster import LocalCluster
 
     rows: list[dict] = []
@@ -270,7 +274,7 @@ def bench(sizes: tuple[int, ...], seconds: float, reps: int = 1) -> list[dict]:
         cluster.start_all()
         cluster.wait_members([1, 2, 3], [1, 2, 3], timeout=60)
         serial = 0
-        for size, rep in ((size, rep) for size in sizes for rep in range(1, reps + 1)):
+        for size, rep in ((size, rep) for size in sizes for rep in range(1, reps + 1) if "throughput" in tests):
             secs = seconds if size < (1 << 20) else max(seconds, 3.0)
             cpg_rate, cpg_cpu = _cpg(cluster, size, secs)  # measured beside each repetition: the machine may be shared
             base["rep"] = rep
@@ -302,22 +306,11 @@ def bench(sizes: tuple[int, ...], seconds: float, reps: int = 1) -> list[dict]:
                              "mb_per_s": round(got["bytes"] / elapsed / 1e6, 2), "cpg_msgs_per_s": round(cpg_rate),
                              "ratio_vs_cpg": round(rate / cpg_rate, 2) if cpg_rate else None})
                 print(json.dumps(rows[-1]), flush=True)
-        server = _spawn(cluster, 2, "serve", "rpc")
-        for rep in range(1, reps + 1):
-            base["rep"] = rep
-            cpg_lat, cpg_cpu = _cpg_latency(cluster)
-            before = _cpu_s(cluster)
-            rtt = _run(cluster, 1, "rtt", "rpc", "500")
-            cpu = _per_op_us(before, _cpu_s(cluster), 500)
-            rows.append({**base, "test": "send_receive", "size": 64, "median_us": round(rtt["median_us"], 1),
-                         "p99_us": round(rtt["p99_us"], 1), "cpg_median_us": round(cpg_lat, 1),
-                         "ratio_vs_cpg": round(rtt["median_us"] / cpg_lat, 2),
-                         "exec_cpu_us_per_op": cpu, "cpg_exec_cpu_us_per_op": cpg_cpu,
-                         "cpu_ratio_vs_cpg": round(cpu / cpg_cpu, 2) if cpu and cpg_cpu else None})
-            print(json.dumps(rows[-1]), flush=True)
-        server.stdin.close()  # type: ignore[union-attr]
-        server.wait(timeout=30)
+        if "send_receive" in tests:
+            _send_receive(cluster, base, rows, reps)
         base["rep"] = 1
+        if "rss" not in tests:
+            return _summaries(rows, base, reps)
         pid = cluster.procs[2].pid
         idle = _rss_kb(pid)
         filler = _spawn(cluster, 2, "fill", "full", str(64 * 1024))
@@ -328,6 +321,30 @@ def bench(sizes: tuple[int, ...], seconds: float, reps: int = 1) -> list[dict]:
         rows.append({**base, "test": "rss_full_queue", "queue_bytes": 32 << 20, "rss_idle_kb": idle,
                      "rss_full_kb": full, "rss_growth_kb": full - idle})
         print(json.dumps(rows[-1]), flush=True)
+    return _summaries(rows, base, reps)
+
+
+def _send_receive(cluster, base: dict, rows: list[dict], reps: int) -> None:
+    """``reps`` times: CPG's latency, then 500 send_receive round trips from node 1 to a server on node 2."""
+    server = _spawn(cluster, 2, "serve", "rpc")
+    for rep in range(1, reps + 1):
+        base["rep"] = rep
+        cpg_lat, cpg_cpu = _cpg_latency(cluster)
+        before = _cpu_s(cluster)
+        rtt = _run(cluster, 1, "rtt", "rpc", "500")
+        cpu = _per_op_us(before, _cpu_s(cluster), 500)
+        rows.append({**base, "test": "send_receive", "size": 64, "median_us": round(rtt["median_us"], 1),
+                     "p99_us": round(rtt["p99_us"], 1), "cpg_median_us": round(cpg_lat, 1),
+                     "ratio_vs_cpg": round(rtt["median_us"] / cpg_lat, 2),
+                     "exec_cpu_us_per_op": cpu, "cpg_exec_cpu_us_per_op": cpg_cpu,
+                     "cpu_ratio_vs_cpg": round(cpu / cpg_cpu, 2) if cpu and cpg_cpu else None})
+        print(json.dumps(rows[-1]), flush=True)
+    server.stdin.close()  # type: ignore[union-attr]
+    server.wait(timeout=30)
+
+
+def _summaries(rows: list[dict], base: dict, reps: int) -> list[dict]:
+    """With several repetitions, print one line per test, target and size with the median ratio."""
     if reps > 1:
         groups: dict[tuple, list[float]] = {}
         for row in rows:
@@ -365,8 +382,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated message sizes")
     parser.add_argument("--reps", type=int, default=1, help="repetitions (CPG measured beside each); "
                                                            "with more than one, summary lines give median ratios")
+    parser.add_argument("--tests", default=",".join(TESTS),
+                        help=f"comma-separated tests to run, of {','.join(TESTS)} (default: all)")
     args = parser.parse_args(argv)
-    bench(tuple(int(s) for s in args.sizes.split(",")), args.seconds, args.reps)
+    tests = tuple(t for t in args.tests.split(",") if t)
+    unknown = set(tests) - set(TESTS)
+    if unknown:
+        parser.error(f"unknown tests: {', '.join(sorted(unknown))}")
+    bench(tuple(int(s) for s in args.sizes.split(",")), args.seconds, args.reps, tests)
     return 0
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import enum
 import itertools
-import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -500,27 +500,34 @@ def _u32(value: Any, what: str) -> int:
     return value
 
 
+#: The common encoded Body (no sender name): type, version, priority, flag 0, data length; the data follows.
+_BODY_PLAIN = struct.Struct("!IIBBI")
+#: A GotMessage whose body has no sender name: send_time, sender_id and that Body head.
+_GOT_PLAIN = struct.Struct("!qQIIBBI")
+
+
 def encode_body(message: Any, max_size: int = MAX_MESSAGE_SIZE) -> bytes:
     """Validate a :class:`Message` and encode it (InvalidParam, TooBig, NameTooLong)."""
-    if not isinstance(message, MsgMessage):
+    if type(message) is not MsgMessage and not isinstance(message, MsgMessage):
         raise InvalidParam(f"not a msg.Message: {type(message).__name__}")
-    _u32(message.type, "message.type")
-    _u32(message.version, "message.version")
-    p = message.priority
-    if isinstance(p, bool) or not isinstance(p, int) or not HIGHEST_PRIORITY <= p <= LOWEST_PRIORITY:
+    mtype, version, data, p, sender = message
+    if type(mtype) is not int or not 0 <= mtype <= 0xFFFFFFFF:
+        _u32(mtype, "message.type")
+    if type(version) is not int or not 0 <= version <= 0xFFFFFFFF:
+        _u32(version, "message.version")
+    if (type(p) is not int and (isinstance(p, bool) or not isinstance(p, int))) or not 0 <= p <= LOWEST_PRIORITY:
         raise InvalidParam(f"priority must be 0..3, not {p!r}")
-    data = message.data
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InvalidParam("message.data must be bytes")
     if len(data) > max_size:
         raise TooBig(f"message data of {len(data)} bytes exceeds {max_size}")
-    sender = message.sender_name
-    if sender is not None:
-        if not isinstance(sender, str):
-            raise InvalidParam("sender_name must be a str or None")
-        if len(sender.encode("utf-8")) > MAX_NAME:
-            raise NameTooLong(f"sender_name is longer than {MAX_NAME} bytes")
-    return Body.pack(message.type, message.version, p, sender, data)
+    if sender is None:  # the common case: one struct and the data (what Body.pack writes)
+        return _BODY_PLAIN.pack(mtype, version, p, 0, len(data)) + data
+    if not isinstance(sender, str):
+        raise InvalidParam("sender_name must be a str or None")
+    if len(sender.encode("utf-8")) > MAX_NAME:
+        raise NameTooLong(f"sender_name is longer than {MAX_NAME} bytes")
+    return Body.pack(mtype, version, p, sender, data)
 
 
 def decode_body(raw: bytes | memoryview) -> MsgMessage:
@@ -530,7 +537,12 @@ def decode_body(raw: bytes | memoryview) -> MsgMessage:
 
 
 def decode_got(payload: bytes) -> ReceivedMessage:
-    """A GET / send_receive answer as a ReceivedMessage."""
+    """A GET / send_receive answer as a ReceivedMessage (MessageError when malformed)."""
+    if len(payload) >= _GOT_PLAIN.size:  # the common answer, in one unpack; anything else decoded strictly
+        send_time, sender_id, mtype, version, priority, flag, length = _GOT_PLAIN.unpack_from(payload)
+        if flag == 0 and length <= MAX_MESSAGE_SIZE and len(payload) == _GOT_PLAIN.size + length:
+            return ReceivedMessage(MsgMessage(mtype, version, payload[_GOT_PLAIN.size:], priority, None),
+                                   send_time, sender_id)
     got = GotMessage.decode(payload)
     return ReceivedMessage(decode_body(got.body), got.send_time, got.sender_id)
 
@@ -560,6 +572,12 @@ def check_attrs(attrs: Any) -> tuple[int, list[int], int]:
 
 # -- the multiplexed call path ------------------------------------------------------------------------
 
+_REQUEST_HEAD = _wire.REQUEST.pack
+_REQUEST_SIZE = _wire.REQUEST.size
+_OK = int(SaAisError.OK)
+#: ``struct timeval`` for SO_RCVTIMEO.
+_TIMEVAL = struct.Struct("@ll")
+
 
 class _Mux:
     """Several outstanding requests on one response socket; one caller reads for all.
@@ -581,13 +599,16 @@ class _Mux:
     def __init__(self, handle: MsgHandle) -> None:
         self._h = handle
         self._send_lock = threading.Lock()
-        self._cv = threading.Condition()
+        self._lock = threading.Lock()  #: guards the tables below; ``with self._lock`` costs no Python call
+        self._cv = threading.Condition(self._lock)
+        self._sleepers = 0  #: threads waiting in ``_cv`` (told when answers are filed or the reader leaves)
         self._answers: dict[int, tuple[int, bytes]] = {}
         self._waiting: set[int] = set()
         self._posted: dict[int, int] = {}  # request id -> frame bytes
         self._posted_bytes = 0
         self.deferred: AisError | None = None
         self._reading = False
+        self._kernel_wait: float | None = None  #: the SO_RCVTIMEO this reader last set on the socket
         self._buf = bytearray()
         self._scratch = bytearray(1 << 18)
         self._ids = itertools.count(1)
@@ -600,23 +621,84 @@ class _Mux:
     def call(self, msg_id: int, payload: bytes, timeout: float | None) -> bytes:
         """Send one request and wait ``timeout`` seconds (None: while the executive lives) for its answer."""
         h = self._h
-        h._check()
-        rid = self._next_id()
-        frame = _wire.encode_request(SERVICE_ID, msg_id, rid, payload)
-        with self._cv:
+        if h._finalized or h._dead:
+            h._check()
+        rid = next(self._ids) & 0xFFFFFFFF or self._next_id()
+        frame = _REQUEST_HEAD(_REQUEST_SIZE + len(payload), SERVICE_ID, msg_id, rid) + payload
+        lock = self._lock
+        with lock:
             self._waiting.add(rid)
         try:
             self._sendall(frame)
-            deadline = None if timeout is None else time.monotonic() + timeout
-            self._wait_until(lambda: rid in self._answers, deadline)
-            error, answer = self._answers.pop(rid)
-        finally:
-            with self._cv:
+            error, answer = self._wait_answer(rid, None if timeout is None else time.monotonic() + timeout)
+        except BaseException:
+            with lock:
                 self._waiting.discard(rid)
                 self._answers.pop(rid, None)
-        if error != SaAisError.OK:
+            raise
+        if error != _OK:
             raise AisError.from_code(error)
         return answer
+
+    def _wait_answer(self, rid: int, deadline: float | None) -> tuple[int, bytes]:
+        """The (error, payload) answer to ``rid``: taken from another reader, or read by this thread.
+
+        The thread that reads keeps reading (for every caller) until its own answer is in, then hands
+        the socket to a waiting thread: one lock round per frame read, none per idle slice.
+        """
+        lock = self._lock
+        answers = self._answers
+        h = self._h
+        while True:
+            with lock:
+                while True:
+                    found = answers.pop(rid, None)
+                    if found is not None:
+                        self._waiting.discard(rid)
+                        return found
+                    left = self._left(deadline)
+                    if not self._reading:
+                        self._reading = True
+                        break
+                    self._sleep(left)
+            try:
+                while rid not in answers and not h._finalized and not h._dead:
+                    if deadline is None:
+                        wait = self.SLICE
+                    else:
+                        wait = deadline - time.monotonic()
+                        if wait <= 0:
+                            break
+                        if wait > self.SLICE:
+                            wait = self.SLICE
+                    self._read_some(wait)
+            finally:
+                with lock:
+                    self._reading = False
+                    if self._sleepers:
+                        self._cv.notify_all()
+
+    def _left(self, deadline: float | None) -> float | None:
+        """Seconds left before ``deadline`` (None: no deadline); raise when the wait is over (lock held)."""
+        h = self._h
+        if h._finalized:
+            raise BadHandle("the handle was finalized")
+        if h._dead:
+            raise Library("the connection to the executive is lost")
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Timeout("no answer from the executive in time")
+        return left
+
+    def _sleep(self, left: float | None) -> None:
+        """Wait (lock held) until the reader files answers or gives up reading, or a slice passed."""
+        self._sleepers += 1
+        try:
+            self._cv.wait(self.SLICE if left is None else min(left, self.SLICE))
+        finally:
+            self._sleepers -= 1
 
     def post(self, msg_id: int, payload: bytes) -> None:
         """Send one request without waiting for its answer (waits for room in the window)."""
@@ -633,7 +715,7 @@ class _Mux:
                                         and self._posted_bytes + size <= self.WINDOW_BYTES)
 
         rid = self._next_id()
-        with self._cv:
+        with self._lock:
             fits = room()
             if fits:
                 self._posted[rid] = size
@@ -643,23 +725,24 @@ class _Mux:
                 self._wait_until(room, time.monotonic() + self.ROOM_WAIT)
             except Timeout:
                 raise TryAgain("too many of this handle's asynchronous sends are unconfirmed") from None
-            with self._cv:
+            with self._lock:
                 self._posted[rid] = size
                 self._posted_bytes += size
         self._sendall(_wire.encode_request(SERVICE_ID, msg_id, rid, payload))
 
     def _poll(self) -> None:
         """Take the answers already waiting on the socket, without blocking (unless another thread reads)."""
-        with self._cv:
+        with self._lock:
             if self._reading:
                 return
             self._reading = True
         try:
             self._read_some(0.0)
         finally:
-            with self._cv:
+            with self._lock:
                 self._reading = False
-                self._cv.notify_all()
+                if self._sleepers:
+                    self._cv.notify_all()
 
     def drain(self, timeout: float) -> None:
         """Wait until every posted request is answered."""
@@ -668,7 +751,7 @@ class _Mux:
 
     def raise_deferred(self) -> None:
         """Raise the error the executive answered to an earlier posted request, once."""
-        with self._cv:
+        with self._lock:
             error, self.deferred = self.deferred, None
         if error is not None:
             raise error
@@ -691,30 +774,27 @@ class _Mux:
         return Library(f"lost the connection to the executive: {exc}")
 
     def _wait_until(self, ready: Callable[[], bool], deadline: float | None) -> None:
+        """Wait until ``ready()`` (checked with the lock held), reading for every caller when nobody else does."""
         while True:
-            with self._cv:
+            with self._lock:
                 while True:
                     if ready():
                         return
-                    if self._h._finalized:
-                        raise BadHandle("the handle was finalized")
-                    if self._h._dead:
-                        raise Library("the connection to the executive is lost")
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        raise Timeout("no answer from the executive in time")
+                    left = self._left(deadline)
                     if not self._reading:
                         self._reading = True
                         break
-                    self._cv.wait(self.SLICE if left is None else min(left, self.SLICE))
+                    self._sleep(left)
             try:
                 self._read_some(self.SLICE if left is None else min(left, self.SLICE))
             finally:
-                with self._cv:
+                with self._lock:
                     self._reading = False
-                    self._cv.notify_all()
+                    if self._sleepers:
+                        self._cv.notify_all()
 
     def _read_some(self, wait: float) -> None:
+        """Read what the socket holds (waiting up to ``wait`` s for it) and file the complete answers."""
         sock = self._h._response
         try:
             if wait <= 0:
@@ -723,29 +803,45 @@ class _Mux:
                 except BlockingIOError:
                     return
             else:
-                readable, _, _ = select.select([sock], [], [], wait)
-                if not readable:
+                # A blocking read with the kernel's timeout (SO_RCVTIMEO, set only when the value
+                # changes): one system call per answer, where select + recv were two.
+                if sock.gettimeout() is not None:
+                    sock.settimeout(None)
+                if wait != self._kernel_wait:
+                    whole = int(wait)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                    _TIMEVAL.pack(whole, max(int((wait - whole) * 1e6), 0 if whole else 1)))
+                    self._kernel_wait = wait
+                    if hasattr(self._h, "_kernel_wait"):
+                        self._h._kernel_wait = None  # the shared client's own cache of the option is stale
+                try:
+                    count = sock.recv_into(self._scratch)
+                except BlockingIOError:  # the timeout expired (EAGAIN)
                     return
-                count = sock.recv_into(self._scratch)
         except (OSError, ValueError) as exc:
             raise self._lost(OSError(str(exc))) from None
         if not count:
             raise self._lost(ConnectionError("the executive closed the connection"))
-        self._buf += memoryview(self._scratch)[:count]
+        buf = self._buf
+        buf += memoryview(self._scratch)[:count]
         try:
-            frames, used = _wire.split_responses(self._buf, self._h._max_frame)
+            frames, used = _wire.split_responses(buf, self._h._max_frame)
         except _wire.FrameError as exc:
             raise self._lost(exc) from None
-        with self._cv:
-            for _s, _m, frid, error, answer in frames:
-                if frid in self._waiting:
-                    self._answers[frid] = (error, bytes(answer))
-                elif frid in self._posted:
-                    self._posted_bytes -= self._posted.pop(frid)
-                    if error != SaAisError.OK and self.deferred is None:
-                        self.deferred = AisError.from_code(error, "an earlier message_send_async failed: "
-                                                                  f"SA_AIS_ERR_{SaAisError(error).name}")
-        del self._buf[:used]
+        if frames:
+            with self._lock:
+                waiting, posted, answers = self._waiting, self._posted, self._answers
+                for _s, _m, frid, error, answer in frames:
+                    if frid in waiting:
+                        answers[frid] = (error, answer)
+                    elif frid in posted:
+                        self._posted_bytes -= posted.pop(frid)
+                        if error != SaAisError.OK and self.deferred is None:
+                            self.deferred = AisError.from_code(error, "an earlier message_send_async failed: "
+                                                                      f"SA_AIS_ERR_{SaAisError(error).name}")
+                if self._sleepers:
+                    self._cv.notify_all()
+        del buf[:used]
 
 
 # -- handles -------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import json
 import logging
 import struct
 import time
-from collections import deque
+from collections import deque, namedtuple
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +96,41 @@ def _hub_soon(fn: Callable[[], None]) -> bool:
     return True
 
 
+def _hub_later(seconds: float, fn: Callable[[], None]) -> Callable[[], None] | None:
+    """Run ``fn`` (in a greenlet of its own) ``seconds`` from now on a timer of the gevent hub; return its
+    canceller, or None when no hub runs this code (then the caller asks ``api.call_later``).
+
+    The per-request deadlines (a blocked get, a send_receive waiting for its reply) are armed and
+    cancelled on every round trip and almost never fire: a bare loop timer costs a fraction of the
+    greenlet ``api.call_later`` spawns for each (and then kills); the greenlet is spawned only when it
+    fires, so the work runs where it always did.
+    """
+    if greenlet.getcurrent().parent is None:
+        return None
+    return _HubTimer(seconds, fn).cancel
+
+
+class _HubTimer:
+    """One armed :func:`_hub_later` deadline: a libev timer that spawns ``fn`` unless cancelled first."""
+
+    __slots__ = ("fn", "timer")
+
+    def __init__(self, seconds: float, fn: Callable[[], None]) -> None:
+        self.fn: Callable[[], None] | None = fn
+        self.timer = gevent.get_hub().loop.timer(seconds, ref=False)
+        self.timer.start(gevent.spawn, self._run)
+
+    def _run(self) -> None:
+        fn, self.fn = self.fn, None
+        if fn is not None:  # not cancelled between the expiry and this greenlet's turn
+            fn()
+
+    def cancel(self) -> None:
+        """Stop the timer; a greenlet already spawned for it does nothing."""
+        self.fn = None
+        self.timer.stop()
+
+
 @dataclass(slots=True)
 class LocalQueue:
     """A queue a local connection has open: its handle and the gets blocked on it."""
@@ -161,6 +196,9 @@ class MessageEngine(ServiceEngine):
         #: ``defer(fn)`` runs ``fn`` at the end of the current hub turn and returns True, or returns False
         #: (then every send leaves at once, in a batch of its own).  Tests may replace it.
         self.defer: Callable[[Callable[[], None]], bool] = _hub_soon
+        #: ``later(seconds, fn)`` arms a cheap one-shot timer and returns its canceller, or returns None
+        #: (then ``api.call_later`` is used: the in-process test cluster's virtual clock).  Tests may replace it.
+        self.later: Callable[[float, Callable[[], None]], Callable[[], None] | None] = _hub_later
         self.lib_handlers = {
             Request.QUEUE_OPEN: LibHandler(self._lib_open, needs_cluster=True, max_size=2048),
             Request.QUEUE_CLOSE: LibHandler(self._lib_close, needs_cluster=True, max_size=64),
@@ -335,6 +373,11 @@ class MessageEngine(ServiceEngine):
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _after(self, seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
+        """Run ``fn`` in ``seconds`` (a per-request deadline); return its canceller."""
+        cancel = self.later(seconds, fn)
+        return cancel if cancel is not None else self.api.call_later(seconds, fn)
+
     @staticmethod
     def _now() -> int:
         """This node's clock for the ``time`` of the messages it sends (the state keeps the largest)."""
@@ -360,7 +403,7 @@ class MessageEngine(ServiceEngine):
                 self._consumed_timer = None
                 self._flush_consumed()
 
-            self._consumed_timer = self.api.call_later(CONSUMED_DELAY, later)
+            self._consumed_timer = self._after(CONSUMED_DELAY, later)
 
     def _flush_consumed(self) -> None:
         """Send the batched CONSUMED messages (before anything else this node sends, to keep order)."""
@@ -420,9 +463,18 @@ class MessageEngine(ServiceEngine):
         return True
 
     def _exec(self, cls: Any, apply: Any) -> Any:
+        """An exec handler: decode ``cls`` strictly and feed it to ``apply``.
+
+        The fields come from ``cls.unpack`` (the same checks as ``decode``) as a NamedTuple of the same
+        field names, whose attributes are read without a Python call each (the state reads most of them).
+        """
+        view = _fields_of(cls)
+        unpack = cls.unpack
+        new = tuple.__new__
+
         def handler(sender: int, payload: bytes) -> None:
             try:
-                msg = cls.decode(payload)
+                msg = new(view, unpack(payload))
             except MessageError as exc:
                 log.warning("dropping a malformed MSG cluster message from node %d: %s", sender, exc)
                 return
@@ -504,7 +556,7 @@ class MessageEngine(ServiceEngine):
                     local.conn.respond(self.id, Request.QUEUE_OPEN, request_id, SaAisError.TIMEOUT)
 
             if local is not None:
-                local.open_timers[request_id] = self.api.call_later(req.timeout / 1e9, gave_up)
+                local.open_timers[request_id] = self._after(req.timeout / 1e9, gave_up)
 
     def _lib_close(self, conn: Any, request_id: int, payload: bytes) -> None:
         lq = self._decode_queue(conn, Request.QUEUE_CLOSE, request_id, payload)
@@ -707,8 +759,13 @@ class MessageEngine(ServiceEngine):
         if self.outbox.queued_bytes + len(payload) > MAX_QUEUED_SYNC_BYTES:  # the ring is far behind
             conn.respond(self.id, Request.SEND, request_id, SaAisError.TRY_AGAIN)
             return True
-        self._batch_send(conn.id, destination, entry, len(payload))
-        self._flush_batches()  # the caller waits: no reason to wait for the end of the turn
+        if self._batches:  # behind this turn's sends of this node (in a batch of their own, or this one's)
+            self._batch_send(conn.id, destination, entry, len(payload))
+            self._flush_batches()  # the caller waits: no reason to wait for the end of the turn
+        else:  # a lone send the caller waits for: a batch of one, at once
+            self._flush_consumed()
+            self.outbox.send(m.Exec.SEND_BATCH, m.pack_send_batch(time.time_ns(), conn.id, destination.encode("utf-8"),
+                                                                  [entry]))
         if kind is SendKind.SEND_RECEIVE:
             cancel = None
             if timeout >= 0:
@@ -716,7 +773,7 @@ class MessageEngine(ServiceEngine):
                     if sid in self.state.waits:
                         self._emit(m.Exec.WAIT_TIMEOUT, m.WaitTimeout.pack(self._now(), sid))
 
-                cancel = self.api.call_later(timeout / 1e9, timed_out)
+                cancel = self._after(timeout / 1e9, timed_out)
             local.waits[request_id] = (sender_id, cancel)
         return True
 
@@ -743,44 +800,47 @@ class MessageEngine(ServiceEngine):
 
     def _lib_reply(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
-            req = wire.ReplyRequest.decode(payload)
-            wire.Body.decode(req.body)
-        except MessageError as exc:
-            error = SaAisError.TOO_BIG if "data" in str(exc) and "outside" in str(exc) else SaAisError.INVALID_PARAM
-            conn.respond(self.id, Request.REPLY, request_id, error)
+            is_async, _invocation, _ack, sender_id, _send_time, body = wire.ReplyRequest.unpack(payload)
+            st.body_meta(body)
+            if body[9]:  # a sender name: check it is UTF-8 (the strict decoder does)
+                wire.Body.decode(body)
+        except (MessageError, ValueError) as exc:
+            why = str(exc)
+            big = ("data" in why and "outside" in why) or "too big" in why
+            conn.respond(self.id, Request.REPLY, request_id, SaAisError.TOO_BIG if big else SaAisError.INVALID_PARAM)
             return
-        if req.sender_id == 0:
+        if sender_id == 0:
             conn.respond(self.id, Request.REPLY, request_id, SaAisError.INVALID_PARAM)
             return
-        if req.is_async and req.sender_id not in self.state.waits:
+        if is_async and sender_id not in self.state.waits:
             conn.respond(self.id, Request.REPLY, request_id, SaAisError.NOT_EXIST)
             return
-        out = m.Reply.pack(self._now(), conn.id, request_id, req.is_async, req.invocation, req.ack, req.sender_id,
-                           req.send_time, req.body)
-        if self._send(conn, Request.REPLY, request_id, m.Exec.REPLY, out, consumed_first=False) and req.is_async:
+        # m.Reply is (time, conn, request) followed by the ReplyRequest's fields, encoded alike: no re-encode
+        out = m.REPLY_HEAD.pack(self._now(), conn.id, request_id) + payload
+        if self._send(conn, Request.REPLY, request_id, m.Exec.REPLY, out, consumed_first=False) and is_async:
             conn.respond(self.id, Request.REPLY, request_id, OK)
 
     def _lib_get(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
-            req = wire.GetRequest.decode(payload)
+            queue, timeout = wire.GetRequest.unpack(payload)
         except MessageError:
             conn.respond(self.id, Request.GET, request_id, SaAisError.INVALID_PARAM)
             return
-        lq = self._local(conn, req.queue)
+        lq = self._local(conn, queue)
         q = self._queue_of(lq) if lq is not None else None
         if lq is None or q is None:
             conn.respond(self.id, Request.GET, request_id, SaAisError.BAD_HANDLE)
             return
         if q.open_pending is None and self._hand_out(lq, request_id):
             return
-        if req.timeout == 0:
+        if timeout == 0:
             conn.respond(self.id, Request.GET, request_id, SaAisError.TIMEOUT)
             return
         if len(lq.getters) >= MAX_GETTERS_PER_QUEUE:
             conn.respond(self.id, Request.GET, request_id, SaAisError.NO_RESOURCES)
             return
         cancel = None
-        if req.timeout > 0:
+        if timeout > 0:
             def expired() -> None:
                 for i, (rid, _c) in enumerate(lq.getters):
                     if rid == request_id:
@@ -788,7 +848,7 @@ class MessageEngine(ServiceEngine):
                         lq.conn.respond(self.id, Request.GET, request_id, SaAisError.TIMEOUT)
                         return
 
-            cancel = self.api.call_later(req.timeout / 1e9, expired)
+            cancel = self._after(timeout / 1e9, expired)
         lq.getters.append((request_id, cancel))
 
     def _hand_out(self, lq: LocalQueue, request_id: int) -> bool:
@@ -1056,7 +1116,7 @@ class MessageEngine(ServiceEngine):
         if e.error != OK:
             local.conn.respond(self.id, Request.SEND, e.request, e.error)
             return
-        local.conn.respond(self.id, Request.SEND, e.request, OK, wire.GotMessage.pack(e.send_time, 0, e.body))
+        local.conn.respond(self.id, Request.SEND, e.request, OK, _GOT.pack(e.send_time, 0) + e.body)
 
     def _reply_result(self, e: st.ReplyResult) -> None:
         local = self._conn(e.conn)
@@ -1095,6 +1155,17 @@ class MessageEngine(ServiceEngine):
         else:
             local.conn.respond(self.id, Request.QUEUE_OPEN, e.request, e.error,
                                wire.OpenAnswer.pack(handle) if ok else b"")
+
+
+_VIEWS: dict[type, type] = {}
+
+
+def _fields_of(cls: Any) -> type:
+    """A NamedTuple class with the fields of the message class ``cls`` (built once per class)."""
+    view = _VIEWS.get(cls)
+    if view is None:
+        view = _VIEWS[cls] = namedtuple(f"{cls.__name__}Fields", [f.name for f in cls._field_defs])  # type: ignore[misc]
+    return view
 
 
 def _check_open(req: Any) -> SaAisError:

@@ -283,6 +283,11 @@ class Reply(Message):
     body = Tail(max_len=MAX_MESSAGE_SIZE + 1024, view=True)
 
 
+#: The head of :class:`Reply` before the fields it shares with :class:`openais.msg.ReplyRequest`: a node
+#: forwards a library reply request as ``REPLY_HEAD.pack(time, conn, request) + request payload``.
+REPLY_HEAD = struct.Struct("!qQI")
+
+
 class WaitTimeout(Message):
     """The origin node's send_receive ``sender_id`` timed out."""
 
