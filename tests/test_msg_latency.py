@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import gevent
 import pytest
 
 import openais
@@ -27,7 +26,7 @@ from openais.errors import SaAisError
 from openais.message import MessageError
 from openais.msg import Request, SendKind
 from plugins.msg import messages as m
-from plugins.msg.engine import MessageEngine, _hub_later
+from plugins.msg.engine import MessageEngine
 
 MSG = msg.SERVICE_ID
 OK = SaAisError.OK
@@ -242,23 +241,6 @@ def test_finalize_wakes_a_blocked_call(mux_pair) -> None:
 
 
 # -- engine: hub timers -------------------------------------------------------------------------------
-
-
-def test_hub_later_fires_and_cancels() -> None:
-    assert _hub_later(0.01, lambda: None) is None  # no hub runs this code: the caller uses api.call_later
-    fired: list[str] = []
-
-    def main() -> None:
-        _hub_later(0.01, lambda: fired.append("a"))
-        cancel_b = _hub_later(0.01, lambda: fired.append("b"))
-        cancel_b()
-        cancel_c = _hub_later(0.0, lambda: fired.append("c"))
-        gevent.sleep(0.001)  # c's timer expired ...
-        cancel_c()  # ... but cancelling still wins over its greenlet if that has not run yet
-        gevent.sleep(0.05)
-
-    gevent.spawn(main).join()
-    assert "a" in fired and "b" not in fired
 
 
 def test_deadlines_use_api_call_later_without_a_hub() -> None:

@@ -148,3 +148,27 @@ def test_executive_call_soon_runs_at_the_end_of_the_loop_turn_and_logs_what_rais
     gevent.sleep(0)
     assert ran == ["first", "boom", "after"]
     assert "deferred call" in caplog.text and "deferred failure" in caplog.text
+
+
+def test_executive_call_later_fires_once_and_its_canceller_stops_it_before_or_while_it_runs():
+    import gevent
+
+    from aisexec.executive import Executive
+
+    fired: list[str] = []
+    Executive.call_later(None, 0.01, lambda: fired.append("due"))  # type: ignore[arg-type]
+    cancel = Executive.call_later(None, 0.01, lambda: fired.append("cancelled"))  # type: ignore[arg-type]
+    cancel()
+
+    def sleeper() -> None:
+        fired.append("started")
+        gevent.sleep(1)
+        fired.append("finished")
+
+    stop = Executive.call_later(None, 0.0, sleeper)  # type: ignore[arg-type]
+    gevent.sleep(0.05)
+    assert fired == ["due", "started"] or fired == ["started", "due"]
+    stop()  # running: killed, as a killed greenlet was
+    gevent.sleep(0.05)
+    assert "finished" not in fired and "cancelled" not in fired
+    stop()  # twice: harmless

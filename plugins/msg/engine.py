@@ -24,9 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import gevent
-import greenlet
-
 from aisexec.clustertimers import ClusterTimers
 from aisexec.objects import ObjectTable
 from aisexec.outbox import Outbox, Reassembler
@@ -85,50 +82,6 @@ _LIB_MAX = wire.MAX_MESSAGE_SIZE + 4096
 _GOT = struct.Struct("!qQ")  # wire.GotMessage without its body (the body follows as is)
 _ASYNC = int(SendKind.ASYNC)
 _SEND_RECEIVE = int(SendKind.SEND_RECEIVE)
-
-
-def _hub_soon(fn: Callable[[], None]) -> bool:
-    """Run ``fn`` at the end of this turn of the gevent hub; False when no hub runs this code (then the
-    caller does the work at once: the in-process test cluster calls handlers from the main greenlet)."""
-    if greenlet.getcurrent().parent is None:
-        return False
-    gevent.get_hub().loop.run_callback(fn)
-    return True
-
-
-def _hub_later(seconds: float, fn: Callable[[], None]) -> Callable[[], None] | None:
-    """Run ``fn`` (in a greenlet of its own) ``seconds`` from now on a timer of the gevent hub; return its
-    canceller, or None when no hub runs this code (then the caller asks ``api.call_later``).
-
-    The per-request deadlines (a blocked get, a send_receive waiting for its reply) are armed and
-    cancelled on every round trip and almost never fire: a bare loop timer costs a fraction of the
-    greenlet ``api.call_later`` spawns for each (and then kills); the greenlet is spawned only when it
-    fires, so the work runs where it always did.
-    """
-    if greenlet.getcurrent().parent is None:
-        return None
-    return _HubTimer(seconds, fn).cancel
-
-
-class _HubTimer:
-    """One armed :func:`_hub_later` deadline: a libev timer that spawns ``fn`` unless cancelled first."""
-
-    __slots__ = ("fn", "timer")
-
-    def __init__(self, seconds: float, fn: Callable[[], None]) -> None:
-        self.fn: Callable[[], None] | None = fn
-        self.timer = gevent.get_hub().loop.timer(seconds, ref=False)
-        self.timer.start(gevent.spawn, self._run)
-
-    def _run(self) -> None:
-        fn, self.fn = self.fn, None
-        if fn is not None:  # not cancelled between the expiry and this greenlet's turn
-            fn()
-
-    def cancel(self) -> None:
-        """Stop the timer; a greenlet already spawned for it does nothing."""
-        self.fn = None
-        self.timer.stop()
 
 
 @dataclass(slots=True)
@@ -193,12 +146,10 @@ class MessageEngine(ServiceEngine):
         self._batches: list[PendingBatch] = []  # in the order they were begun
         self._open_batch: dict[int, PendingBatch] = {}  # connection id -> its batch still taking sends
         self._batch_flush_due = False
-        #: ``defer(fn)`` runs ``fn`` at the end of the current hub turn and returns True, or returns False
-        #: (then every send leaves at once, in a batch of its own).  Tests may replace it.
-        self.defer: Callable[[Callable[[], None]], bool] = _hub_soon
-        #: ``later(seconds, fn)`` arms a cheap one-shot timer and returns its canceller, or returns None
-        #: (then ``api.call_later`` is used: the in-process test cluster's virtual clock).  Tests may replace it.
-        self.later: Callable[[float, Callable[[], None]], Callable[[], None] | None] = _hub_later
+        #: ``defer(fn)`` runs ``fn`` once the work in hand is done (``api.call_soon``: the end of this turn of
+        #: the event loop) and returns True, or returns False (then every send leaves at once, in a batch of
+        #: its own).  Tests may replace it.
+        self.defer: Callable[[Callable[[], None]], bool] = self._call_soon
         self.lib_handlers = {
             Request.QUEUE_OPEN: LibHandler(self._lib_open, needs_cluster=True, max_size=2048),
             Request.QUEUE_CLOSE: LibHandler(self._lib_close, needs_cluster=True, max_size=64),
@@ -252,6 +203,13 @@ class MessageEngine(ServiceEngine):
                              split_over=FRAGMENT_OVER, sequenced=True)
         self.timers = ClusterTimers(api, self._on_expire)
         self.transfer = StateTransfer(api, self.id, m.Exec.SYNC)
+
+    def _call_soon(self, fn: Callable[[], None]) -> bool:
+        call_soon = getattr(self.api, "call_soon", None)
+        if call_soon is None:
+            return False
+        call_soon(fn)
+        return True
 
     def lib_init(self, conn: Any) -> None:
         """A connection opened."""
@@ -375,8 +333,7 @@ class MessageEngine(ServiceEngine):
 
     def _after(self, seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
         """Run ``fn`` in ``seconds`` (a per-request deadline); return its canceller."""
-        cancel = self.later(seconds, fn)
-        return cancel if cancel is not None else self.api.call_later(seconds, fn)
+        return self.api.call_later(seconds, fn)
 
     @staticmethod
     def _now() -> int:
