@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import enum
 import json
+import operator
 import struct
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -731,7 +732,7 @@ class _MessageMeta(type):
         ns["fixed"] = (struct.Struct("!" + "".join(f.code for f in fields))  # type: ignore[misc]
                        if all(f.code is not None for f in fields) else None)
         for index, fname in enumerate(names):
-            ns[fname] = property(_getter(index), doc=f"Field {index}: {fname}")
+            ns[fname] = _field_property(index, f"Field {index}: {fname}")
         cls = super().__new__(mcs, name, bases, ns)
         env = _build(name, list(fields))
         env["_cls"] = cls
@@ -744,11 +745,14 @@ class _MessageMeta(type):
         return cls
 
 
-def _getter(index: int) -> Callable[[Any], Any]:
-    def get(self: tuple) -> Any:
-        return tuple.__getitem__(self, index)
-
-    return get
+def _field_property(index: int, doc: str) -> Any:
+    """The read-only attribute for field ``index``: C-level, as a NamedTuple's (a Python getter cost a call
+    per attribute read, and the engines read most fields of every delivered message)."""
+    try:
+        from _collections import _tuplegetter  # what collections.namedtuple uses
+    except ImportError:  # pragma: no cover - another implementation
+        return property(operator.itemgetter(index), doc=doc)
+    return _tuplegetter(index, doc)
 
 
 def _make_new(names: tuple[str, ...], defaults: list[Any]) -> Any:
