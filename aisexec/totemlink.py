@@ -181,11 +181,13 @@ class TotemLink:
     # -- receiving ----------------------------------------------------------------
 
     def _on_events(self, events: list[Delivery | ConfigChange]) -> None:
+        """The core's events of one turn, through pg: whole messages and configuration changes, in order."""
+        on_message = self._on_message
         for item in self.pg.on_events(events):
-            if isinstance(item, ConfigChange):
-                self._on_config(item)
+            if item.__class__ is tuple:  # (sender, message): pg's plain pairs (a ConfigChange is a NamedTuple)
+                on_message(item[0], item[1])
             else:
-                self._on_message(item[0], item[1])
+                self._on_config(item)  # type: ignore[arg-type]
         self._flush()
 
     # -- status --------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The gevent driver: runs the sans-IO Totem core with real sockets, timers and a monotonic clock.
 
 Per received batch the driver opens every datagram (authentication, replay
-check), drops what is not for it, feeds data packets to the core before
-tokens (so a token never overtakes the data that travelled with it), then
+check; the datagrams of admitted senders in runs, one ``open_many`` pass),
+drops what is not for it, feeds data packets to the core before
+tokens (so a token never overtakes the data that travelled with it; the data
+in one ``receive_many`` call, delivered once per run), then
 applies the core's :class:`~aisexec.totem.api.Ready`: the ring sequence is
 persisted first, then packets are sealed and sent, timers armed, and events
 handed to the layer above.  The core keeps its own multicasts itself, so
@@ -53,6 +55,7 @@ class TotemDriver:
         self.core = core
         self.guard = guard  #: a SenderGuard (aisexec/totem/senderguard.py), or None to take every sender
         self._known_raw: dict[bytes, str] = {}  # envelope sender id bytes -> admitted address (fast path)
+        self._me_id = _SENDER_ID.pack(core.nodeid)
         self.transport = transport
         self.crypto = crypto
         self.store = store
@@ -84,6 +87,9 @@ class TotemDriver:
         self._seen = {"token_losses": 0, "retransmit_requests": 0}
         self._addresses: dict[int, str] = getattr(transport, "addresses", {})  # the transport's own, live
         self._core_counters: dict[str, int] = getattr(core, "stats_counters", None) or {}  # the core's own, live
+        # A run of data packets in one call where the core takes them so (SrpCore.receive_many).
+        self._receive_many: Callable[[float, list[bytes]], None] = getattr(core, "receive_many", None) or \
+            self._receive_each
         self._last_duplicate_log = -1e9
         self.stats = {"rejected": 0, "not_for_me": 0, "malformed": 0, "pauses": 0, "max_pause_ms": 0,
                       "memberships": 0}
@@ -139,33 +145,68 @@ class TotemDriver:
         self._apply()
 
     def _on_batch(self, batch: list[tuple[bytes, tuple]]) -> None:
+        """One transport batch: screen every datagram, open them, feed data before tokens, apply.
+
+        Before anything is decrypted, own multicasts looped back by the kernel are dropped and the
+        sender guard is asked about every claimed sender it has not admitted at that address.  The
+        datagrams of admitted senders are opened in runs (:meth:`PacketCrypto.open_many`); a datagram
+        the guard must look at first ends the run before it, so every check and every guard decision
+        happens in the same order as one datagram at a time.
+        """
         if not self._running:
             return
         data: list[bytes] = []
         tokens: list[bytes] = []
-        open_datagram = self.crypto.open
-        me = self.nodeid
-        me_id, my_epoch = _SENDER_ID.pack(me), self.crypto.epoch
-        addresses = self._addresses  # what the transport already knows; learn() the rest
-        stats = self.stats
+        me_id, my_epoch = self._me_id, self.crypto.epoch
         guard = self.guard
         guard_now = self._clock() if guard is not None else 0.0
         known_raw = self._known_raw  # raw envelope sender id -> the address the guard admitted it at
         heard: set[int] = set()
+        run: list[bytes] = []  # datagrams of admitted senders (or every datagram, without a guard)
+        sources: list[tuple] = []
         for datagram, source in batch:
             raw = datagram[_SENDER]
             if raw == me_id and datagram[_EPOCH] == my_epoch:
                 continue  # our own multicast looped back by the kernel: dropped without opening it
             if guard is not None and known_raw.get(raw) != source[0]:
+                if run:  # what came before is opened (and its senders admitted) before this one is screened
+                    self._take(run, sources, data, tokens, heard, guard_now)
+                    run, sources = [], []
                 claimed = int.from_bytes(raw, "big")
-                if addresses.get(claimed) != source[0] and guard.refuses(claimed, source[0], guard_now):
-                    stats["refused_sender"] = stats.get("refused_sender", 0) + 1
+                if self._addresses.get(claimed) != source[0] and guard.refuses(claimed, source[0], guard_now):
+                    self.stats["refused_sender"] = self.stats.get("refused_sender", 0) + 1
                     continue  # refused before decryption: its packets never touch that node id's crypto state
-            try:
-                sender, target, packet = open_datagram(datagram)
-            except PacketRejected:
+                self._take([datagram], [source], data, tokens, heard, guard_now)
+                continue
+            run.append(datagram)
+            sources.append(source)
+        if run:
+            self._take(run, sources, data, tokens, heard, guard_now)
+        for sender in heard:  # once per sender and batch: keeps each admitted address's claim fresh
+            guard.heard(sender, guard_now)
+        if self._faults is not None:
+            data = self._faults.filter(data)
+            tokens = self._faults.filter(tokens)
+        now = self._clock()
+        if data:
+            self._receive_many(now, data)
+        receive = self.core.receive
+        for packet in tokens:
+            receive(now, packet)
+        self._apply()
+
+    def _take(self, datagrams: list[bytes], sources: list[tuple], data: list[bytes], tokens: list[bytes],
+              heard: set[int], guard_now: float) -> None:
+        """Open a run of screened datagrams; sort what is for this node into ``data`` and ``tokens``."""
+        me = self.nodeid
+        stats = self.stats
+        guard = self.guard
+        addresses = self._addresses  # what the transport already knows; learn() the rest
+        for result, datagram, source in zip(self.crypto.open_many(datagrams), datagrams, sources, strict=True):
+            if result.__class__ is PacketRejected:
                 stats["rejected"] += 1
                 continue
+            sender, target, packet = result  # type: ignore[misc]
             if sender == me:
                 if datagram[_EPOCH] != self.crypto.epoch:
                     self._duplicate_nodeid(source)
@@ -175,7 +216,7 @@ class TotemDriver:
                     if not guard.admit(sender, source[0], guard_now):
                         stats["refused_sender"] = stats.get("refused_sender", 0) + 1
                         continue
-                    known_raw[raw] = source[0]
+                    self._known_raw[datagram[_SENDER]] = source[0]
                 self.transport.learn(sender, source)
             elif guard is not None:
                 heard.add(sender)
@@ -186,18 +227,12 @@ class TotemDriver:
                 stats["malformed"] += 1
                 continue
             (tokens if packet[_TYPE_OFFSET] in _TOKEN_TYPES else data).append(packet)
-        for sender in heard:  # once per sender and batch: keeps each admitted address's claim fresh
-            guard.heard(sender, guard_now)
-        if self._faults is not None:
-            data = self._faults.filter(data)
-            tokens = self._faults.filter(tokens)
-        now = self._clock()
+
+    def _receive_each(self, now: float, packets: list[bytes]) -> None:
+        """``receive_many`` for a core without it: one ``receive`` per packet."""
         receive = self.core.receive
-        for packet in data:
+        for packet in packets:
             receive(now, packet)
-        for packet in tokens:
-            receive(now, packet)
-        self._apply()
 
     def _duplicate_nodeid(self, source: tuple) -> None:
         """Another process sends with our nodeid: a configuration error that must be seen."""

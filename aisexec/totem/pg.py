@@ -89,30 +89,32 @@ def encode_fragment(msg_id: int, index: int, total: int, msg_len: int, chunk: by
     return b"".join((_HEADER.pack(VERSION, KIND_FRAGMENT, 0), _FRAGMENT.pack(msg_id, index, total, msg_len), chunk))
 
 
-def decode_packed(frame: memoryview, count: int) -> list[memoryview]:
-    """Split the body of a packed frame; raise :class:`FrameError` unless lengths add up exactly."""
+def decode_packed(frame: bytes | memoryview, count: int) -> list[bytes | memoryview]:
+    """Split the body of a packed frame; raise :class:`FrameError` unless lengths add up exactly.
+
+    The messages are slices of ``frame``: bytes of a bytes frame, views of a memoryview.
+    """
     if count == 0:
         raise FrameError("packed frame with no message")
     offset = HEADER_SIZE
     body = offset + count * _LENGTH.size
-    if body > len(frame):
+    size = len(frame)
+    if body > size:
         raise FrameError("length array runs past the frame")
     out = []
     pos = body
-    for _ in range(count):
-        (length,) = _LENGTH.unpack_from(frame, offset)
-        offset += _LENGTH.size
+    for (length,) in _LENGTH.iter_unpack(frame[offset:body]):
         end = pos + length
-        if end > len(frame):
+        if end > size:
             raise FrameError("message runs past the frame")
         out.append(frame[pos:end])
         pos = end
-    if pos != len(frame):
+    if pos != size:
         raise FrameError("trailing bytes after the last message")
     return out
 
 
-def decode_header(frame: memoryview) -> tuple[int, int]:
+def decode_header(frame: bytes | memoryview) -> tuple[int, int]:
     """Return ``(kind, count)`` of a frame or raise :class:`FrameError`."""
     if len(frame) < HEADER_SIZE:
         raise FrameError("frame shorter than its header")
@@ -408,13 +410,16 @@ class Packer:
 
 
 class _Assembly:
-    __slots__ = ("buffer", "msg_id", "msg_len", "next_index", "total")
+    """One sender's chain in progress: the bytes of its fragments so far."""
+
+    __slots__ = ("buffer", "msg_id", "msg_len", "next_index", "size", "total")
 
     def __init__(self, msg_id: int, total: int, msg_len: int) -> None:
         self.msg_id = msg_id
         self.total = total
         self.msg_len = msg_len
         self.next_index = 0
+        self.size = 0
         self.buffer = bytearray()
 
 
@@ -436,7 +441,7 @@ class Assembler:
         """Take one delivered frame from ``sender`` and return the messages it completes."""
         if len(frame) > FRAGMENT_HEADER_SIZE and frame[1] == KIND_FRAGMENT:
             return self.feed_fragment(sender, frame, *_FRAGMENT_FRAME.unpack_from(frame))
-        view = memoryview(frame)
+        view = frame if frame.__class__ is bytes else memoryview(frame)  # bytes slice straight into bytes
         try:
             kind, count = decode_header(view)
             if kind == KIND_PACKED:
@@ -444,48 +449,53 @@ class Assembler:
                     del self._partial[sender]
                     self.broken += 1
                 return [bytes(m) for m in decode_packed(view, count)]
-            msg_id, index, total, msg_len, chunk = decode_fragment(view)
+            decode_fragment(memoryview(frame))
         except (FrameError, struct.error):
             self.malformed += 1
             return []
-        return self._fragment(sender, msg_id, index, total, msg_len, chunk)
+        return self.feed_fragment(sender, frame, *_FRAGMENT_FRAME.unpack_from(frame))
 
     def feed_fragment(self, sender: int, frame: bytes | memoryview, version: int, kind: int, zero: int, msg_id: int,
                       index: int, total: int, msg_len: int) -> list[bytes]:
         """A fragment frame whose headers the caller already unpacked (``_FRAGMENT_FRAME``)."""
+        message = self.take_fragment(sender, frame, (version, kind, zero, msg_id, index, total, msg_len))
+        return [] if message is None else [message]
+
+    def take_fragment(self, sender: int, frame: bytes | memoryview, fields: tuple) -> bytes | None:
+        """:meth:`feed_fragment` with the unpacked headers as one tuple; the message it completes, or None."""
+        version, _kind, zero, msg_id, index, total, msg_len = fields
         if version != VERSION or zero != 0 or total < 2 or index >= total or msg_len > MAX_CLUSTER_MESSAGE:
             self.malformed += 1
-            return []
-        return self._fragment(sender, msg_id, index, total, msg_len, memoryview(frame)[FRAGMENT_HEADER_SIZE:])
-
-    def _fragment(
-        self, sender: int, msg_id: int, index: int, total: int, msg_len: int, chunk: memoryview
-    ) -> list[bytes]:
-        assembly = self._partial.get(sender)
+            return None
+        partial = self._partial
+        assembly = partial.get(sender)
         if index == 0:
             if assembly is not None:
                 self.broken += 1
-            assembly = self._partial[sender] = _Assembly(msg_id, total, msg_len)
+            assembly = partial[sender] = _Assembly(msg_id, total, msg_len)
         elif assembly is None:
             self.orphans += 1
-            return []
+            return None
         elif assembly.msg_id != msg_id or assembly.next_index != index or assembly.total != total:
-            del self._partial[sender]
+            del partial[sender]
             self.broken += 1
-            return []
+            return None
+        chunk = memoryview(frame)[FRAGMENT_HEADER_SIZE:]
+        size = assembly.size = assembly.size + len(chunk)
+        if size > msg_len:
+            del partial[sender]
+            self.malformed += 1
+            return None
         assembly.buffer += chunk
-        assembly.next_index += 1
-        if len(assembly.buffer) > assembly.msg_len:
-            del self._partial[sender]
+        index += 1
+        assembly.next_index = index
+        if index < total:
+            return None
+        del partial[sender]
+        if size != msg_len:
             self.malformed += 1
-            return []
-        if assembly.next_index < assembly.total:
-            return []
-        del self._partial[sender]
-        if len(assembly.buffer) != assembly.msg_len:
-            self.malformed += 1
-            return []
-        return [bytes(assembly.buffer)]
+            return None
+        return bytes(assembly.buffer)
 
     def discard(self, sender: int) -> None:
         """Forget ``sender``'s chain in progress, if any (its frames are followed elsewhere)."""
@@ -541,28 +551,31 @@ class PgEndpoint:
         me = self.nodeid
         assembler = self.assembler
         unpack = _FRAGMENT_FRAME.unpack_from
+        take_fragment = assembler.take_fragment
+        append = out.append
         for event in events:
             if isinstance(event, ConfigChange):
                 assembler.config_change(event)
                 self.packer.config_change(event)
-                out.append(event)
+                append(event)
                 continue
             sender, payload = event[0], event[1]
             if len(payload) > FRAGMENT_HEADER_SIZE and payload[1] == KIND_FRAGMENT:
                 fields = unpack(payload)  # one unpack serves the own-fragment note and the assembler
-                if sender == me and fields[3] in self.packer._in_flight:
-                    # my own chain: the packer still holds the message, nothing to reassemble
-                    if fields[4] == 0:
-                        assembler.discard(me)
-                    whole = self.packer.own_fragment_delivered(fields[3], fields[4])
-                    if whole is not None:
-                        out.append((sender, whole))
-                    continue
                 if sender == me:
+                    if fields[3] in self.packer._in_flight:
+                        # my own chain: the packer still holds the message, nothing to reassemble
+                        if fields[4] == 0:
+                            assembler.discard(me)
+                        whole = self.packer.own_fragment_delivered(fields[3], fields[4])
+                        if whole is not None:
+                            append((sender, whole))
+                        continue
                     self.packer.own_fragment_delivered(fields[3], fields[4])
-                messages = assembler.feed_fragment(sender, payload, *fields)
-            else:
-                messages = assembler.feed(sender, payload)
-            for message in messages:
-                out.append((sender, message))
+                message = take_fragment(sender, payload, fields)
+                if message is not None:
+                    append((sender, message))
+                continue
+            for message in assembler.feed(sender, payload):
+                append((sender, message))
         return out

@@ -18,7 +18,7 @@ ORF token visit *before* this node originates messages, so a packing layer can f
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from aisexec.totem.api import MULTICAST, Guarantee, MembState, MessageTooBig, QueueFull, Ready, RingId, TimerName
 from aisexec.totem.config import MAX_RTR_ENTRIES, TotemConfig
@@ -45,6 +45,7 @@ from aisexec.totem.wire import (
     decode,
 )
 
+_OPERATIONAL = MembState.OPERATIONAL
 _unpack_mcast = MCAST_PREFIX.unpack_from
 _unpack_token = TOKEN_PREFIX.unpack_from
 _TOKEN_SIZE = TOKEN_PREFIX.size
@@ -75,18 +76,48 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
 
     def receive(self, now: float, packet: bytes) -> None:
         """Handle one plaintext Totem packet; malformed packets are dropped and counted."""
+        self.receive_many(now, (packet,))
+
+    def receive_many(self, now: float, packets: Iterable[bytes]) -> None:
+        """Handle plaintext Totem packets in order, as that many :meth:`receive` calls would.
+
+        Data messages of a run are checked and stored one by one; the deliveries they make
+        possible are made once, when the run ends (at the last packet, or before any other
+        kind of packet is handled), in the order one call per packet would have made them.
+        """
         if self.left or not self.started:
             return
         counters = self.stats_counters
-        counters["packets_received"] += 1
-        if len(packet) >= MCAST_OVERHEAD and packet[3] == T_MCAST:
-            # the hot path: data messages are checked and stored without building a message object
-            magic, version, _type, flags, sender, rep, rseq, seq, guarantee = _unpack_mcast(packet)
-            if magic != MAGIC or version != VERSION or flags > FLAG_ENCAPSULATED or guarantee > 1:
-                counters["packets_malformed"] += 1
-            elif sender != self._nodeid:  # else my own multicast looped back: already handled locally
-                self.on_mcast(now, sender, rep, rseq, seq, guarantee, bytes(packet), flags)
-            return
+        me = self._nodeid
+        store = self.store_mcast
+        stored = False  # a data message was stored in an operational ring: deliver before anything else
+        received = 0
+        for packet in packets:
+            received += 1
+            if len(packet) >= MCAST_OVERHEAD and packet[3] == T_MCAST:
+                # the hot path: data messages are checked and stored without building a message object
+                magic, version, _type, flags, sender, rep, rseq, seq, guarantee = _unpack_mcast(packet)
+                if magic != MAGIC or version != VERSION or flags > FLAG_ENCAPSULATED or guarantee > 1:
+                    counters["packets_malformed"] += 1
+                elif sender != me:  # else my own multicast looped back: already handled locally
+                    if store(now, sender, rep, rseq, seq, guarantee, bytes(packet), flags):
+                        stored = True
+                continue
+            counters["packets_received"] += received
+            received = 0
+            if stored:
+                stored = False
+                if self.memb_state is _OPERATIONAL:
+                    self.deliver_ready()
+            self._receive_other(now, packet)
+        counters["packets_received"] += received
+        # A foreign message later in the run delivered what was stored before it and left OPERATIONAL.
+        if stored and self.memb_state is _OPERATIONAL:
+            self.deliver_ready()
+
+    def _receive_other(self, now: float, packet: bytes) -> None:
+        """Every packet but a data message: the token (hot path), then the rest through ``wire.decode``."""
+        counters = self.stats_counters
         if len(packet) >= _TOKEN_SIZE and packet[3] == T_ORF_TOKEN:
             # the other hot path: the token, unpacked in one call (the same checks as wire.decode)
             (magic, version, _type, flags, sender, rep, rseq, token_seq, seq, aru, aru_addr, backlog, fcc,

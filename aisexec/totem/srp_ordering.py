@@ -37,28 +37,39 @@ class OrderingMixin:
     # ------------------------------------------------------------ data messages
     def on_mcast(self, now: float, sender: int, ring_rep: int, ring_seq: int, seq: int, guarantee: int,
                  raw: bytes, encapsulated: int) -> None:
-        """Store a data message of my ring (``raw``: the whole packet); a foreign one may start a membership change."""
+        """Store a data message of my ring (``raw``: the whole packet) and deliver what it completes."""
+        if self.store_mcast(now, sender, ring_rep, ring_seq, seq, guarantee, raw, encapsulated):
+            self.deliver_ready()
+
+    def store_mcast(self, now: float, sender: int, ring_rep: int, ring_seq: int, seq: int, guarantee: int,
+                    raw: bytes, encapsulated: int) -> bool:
+        """Store a data message of my ring; a foreign one may start a membership change.
+
+        True when the message was stored in an operational ring: :meth:`deliver_ready` is due (the
+        caller may make one call for a run of stored messages, before anything else happens).
+        """
         counters = self.stats_counters
         counters["mcasts_received"] += 1
         rep, rseq = self.ring_id
-        if ring_rep != rep or ring_seq != rseq:
-            self.on_foreign(now, sender, ring_seq)
-            return
         state = self.memb_state
+        if ring_rep != rep or ring_seq != rseq:
+            if state is _OPERATIONAL:  # a run's stored messages are delivered before this one is acted on
+                self.deliver_ready()  # (after a single stored message this finds nothing left to do)
+            self.on_foreign(now, sender, ring_seq)
+            return False
         if state is _COMMIT:
-            return
+            return False
         sq = self.sort_queue
         last_released = self.last_released
         if seq <= last_released or seq in sq or seq > last_released + SORT_QUEUE_CAPACITY:
             counters["mcasts_duplicate"] += 1
-            return
+            return False
         sq[seq] = (sender, guarantee, raw[MCAST_OVERHEAD:], raw, bool(encapsulated))
         if seq > self.my_high_seq_received:
             self.my_high_seq_received = seq
         if seq == self.my_aru + 1:
             self.advance_aru()
-        if state is _OPERATIONAL:
-            self.deliver_ready()
+        return state is _OPERATIONAL
 
     def advance_aru(self) -> None:
         """Walk ``my_aru`` forward to the first hole."""
