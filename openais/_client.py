@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import select
 import socket
 import struct
@@ -170,6 +171,10 @@ class Handle:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+        poller = self.__dict__.pop("_poller", None)
+        if poller is not None:
+            poller.close()
+            os.close(self.__dict__.pop("_kick"))
 
     def _check(self) -> None:
         if self._finalized:
@@ -406,9 +411,49 @@ class Handle:
     # -- dispatch ---------------------------------------------------------------
 
     def fileno(self) -> int:
-        """The selection object: readable when callbacks are pending."""
+        """The selection object: readable when callbacks are pending, in the socket or already read.
+
+        An epoll set (made at the first call) of the dispatch socket and an eventfd that the
+        library raises while callbacks it has read wait to run (a callback raised before them).
+        """
         self._check()
-        return self._dispatch.fileno()
+        poller = self.__dict__.get("_poller")
+        if poller is None:
+            poller = self._make_poller()
+        return poller.fileno()
+
+    def _make_poller(self) -> select.epoll:
+        kick = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        poller = select.epoll()
+        try:
+            poller.register(self._dispatch.fileno(), select.EPOLLIN)
+            poller.register(kick, select.EPOLLIN)
+        except BaseException:
+            poller.close()
+            os.close(kick)
+            raise
+        self.__dict__["_kick"] = kick
+        self.__dict__["_poller"] = poller
+        if self.__dict__.get("_unrun"):
+            os.eventfd_write(kick, 1)
+        return poller
+
+    def _keep_unrun(self, frames: list) -> None:
+        """Keep read callbacks for the next dispatch; the selection object stays readable meanwhile."""
+        self.__dict__["_unrun"] = frames
+        kick = self.__dict__.get("_kick")
+        if kick is not None:
+            os.eventfd_write(kick, 1)
+
+    def _take_unrun(self) -> list | None:
+        """The kept callbacks, if any (the selection object's own readiness cleared with them)."""
+        left = self.__dict__.pop("_unrun", None)
+        if left:
+            kick = self.__dict__.get("_kick")
+            if kick is not None:
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(kick)
+        return left
 
     def dispatch(self, flags: int = DISPATCH_ALL) -> None:
         """Run pending callbacks: one, all, or (BLOCKING) until finalize."""
@@ -450,7 +495,7 @@ class Handle:
 
         Callbacks read but not yet run when an earlier one raised run first, at the next dispatch.
         """
-        left = self.__dict__.pop("_unrun", None)
+        left = self._take_unrun()
         if left:
             self._run_frames(left)
             return
@@ -498,15 +543,15 @@ class Handle:
                 self._on_dispatch(msg_id, payload)
             except BaseException:
                 if index + 1 < len(frames):
-                    self.__dict__["_unrun"] = frames[index + 1 :]
+                    self._keep_unrun(frames[index + 1 :])
                 raise
 
     def _dispatch_frame(self, block: bool) -> bool:
         """Read and run one callback frame; False when none is pending (non-blocking)."""
-        left = self.__dict__.pop("_unrun", None)
+        left = self._take_unrun()
         if left:  # callbacks read by an earlier dispatch that a raising callback cut short
             if len(left) > 1:
-                self.__dict__["_unrun"] = left[1:]
+                self._keep_unrun(left[1:])
             self._run_frames(left[:1])
             return True
         sock = self._dispatch
