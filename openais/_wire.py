@@ -14,8 +14,9 @@ A library handle opens two Unix-socket connections to the executive:
    (``msg_id`` :data:`HELLO_DISPATCH`, payload = connection id + cookie).
    Afterwards only the executive writes on it: callback frames (response
    header, request id 0), and a :data:`PIPELINE_ERROR` frame for each
-   pipelined request it answered with an error.  Its descriptor is the
-   library's selection object.
+   pipelined request it answered with an error.  The library's selection
+   object (``fileno()``) is an epoll set of its descriptor and of an eventfd
+   the library raises while callbacks it already read wait to run.
 """
 
 from __future__ import annotations
