@@ -434,25 +434,39 @@ class Handle:
             raise
         self.__dict__["_kick"] = kick
         self.__dict__["_poller"] = poller
-        if self.__dict__.get("_unrun"):
-            os.eventfd_write(kick, 1)
+        self.__dict__["_kicked"] = False
+        self._selection_pending(self._callbacks_kept())
         return poller
+
+    def _callbacks_kept(self) -> bool:
+        """True while callbacks already read wait to run (a service that keeps its own adds to this)."""
+        return bool(self.__dict__.get("_unrun"))
+
+    def _selection_pending(self, pending: bool) -> None:
+        """Raise or clear the selection object's own readiness (callbacks read but not run).
+
+        Costs a system call only when the state changes, and nothing before ``fileno()`` was asked for.
+        """
+        kick = self.__dict__.get("_kick")
+        if kick is None or pending == self.__dict__["_kicked"]:
+            return
+        self.__dict__["_kicked"] = pending
+        if pending:
+            os.eventfd_write(kick, 1)
+        else:
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(kick)
 
     def _keep_unrun(self, frames: list) -> None:
         """Keep read callbacks for the next dispatch; the selection object stays readable meanwhile."""
         self.__dict__["_unrun"] = frames
-        kick = self.__dict__.get("_kick")
-        if kick is not None:
-            os.eventfd_write(kick, 1)
+        self._selection_pending(True)
 
     def _take_unrun(self) -> list | None:
         """The kept callbacks, if any (the selection object's own readiness cleared with them)."""
         left = self.__dict__.pop("_unrun", None)
         if left:
-            kick = self.__dict__.get("_kick")
-            if kick is not None:
-                with contextlib.suppress(BlockingIOError):
-                    os.eventfd_read(kick)
+            self._selection_pending(self._callbacks_kept())
         return left
 
     def dispatch(self, flags: int = DISPATCH_ALL) -> None:

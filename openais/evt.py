@@ -748,7 +748,12 @@ class EvtHandle(Handle):
         finally:
             if self._ack_due and (self._dispatch_mode != DISPATCH_ALL or self._taken - self._acked >= PUSH_ACK_AFTER):
                 self._ack()
+            # events read but not delivered (DISPATCH_ONE, or a callback raised) keep fileno() readable
+            self._selection_pending(self._callbacks_kept())
         return count
+
+    def _callbacks_kept(self) -> bool:
+        return bool(self._backlog) or super()._callbacks_kept()
 
     def _ack(self) -> None:
         """Tell the executive how many pushed events were taken in all (a one-way request).

@@ -77,3 +77,41 @@ def test_the_selection_object_stays_readable_while_kept_callbacks_wait(openais_c
         assert select.select([h], [], [], 10)[0] == [h]  # and the socket still wakes it
         h.dispatch(openais.DISPATCH_ALL)
         assert got[-1] == b"later"
+
+
+def test_evt_events_left_by_a_raising_callback_keep_the_selection_object_readable(openais_cluster, monkeypatch):
+    """EVT keeps read events in its own backlog: they too make fileno() readable until delivered."""
+    import select
+
+    from openais import evt
+
+    cluster = openais_cluster(1, secauth=False)
+    for key, value in cluster.environ(1).items():
+        monkeypatch.setenv(key, value)
+    got: list[bytes] = []
+
+    def deliver(sid: int, event: evt.Event, size: int) -> None:
+        data = event.data_get()
+        got.append(data)
+        if data == b"0":
+            raise RuntimeError("the application's callback failed")
+
+    with evt.initialize(event_deliver=deliver) as h:
+        flags = evt.CHANNEL_CREATE | evt.CHANNEL_PUBLISHER | evt.CHANNEL_SUBSCRIBER
+        ch = h.channel_open("raise-select", flags, timeout=30)
+        ch.event_subscribe([evt.EventFilter(evt.PASS_ALL_FILTER, b"")], 1)
+        e = ch.event_allocate()
+        e.attributes_set([b"p"], evt.LOWEST_PRIORITY, 0.0, "test")
+        assert select.select([h], [], [], 0.2)[0] == []
+        for i in range(3):
+            e.publish(str(i).encode())
+        deadline = time.monotonic() + 10
+        raised = 0
+        while len(got) < 3 and time.monotonic() < deadline:
+            if select.select([h], [], [], 1)[0]:
+                try:
+                    h.dispatch(openais.DISPATCH_ALL)
+                except RuntimeError:
+                    raised += 1
+        assert got == [b"0", b"1", b"2"] and raised == 1
+        assert select.select([h], [], [], 0.2)[0] == []
