@@ -106,16 +106,11 @@ def version_text() -> str:
     lines.append("config interfaces: " + (", ".join(f"{n} ({o.dist} {o.dist_version})" for n, o in ifaces.items())
                                           or "none"))
     try:
-        services = plugins.load_services(blocked_services())
+        services = plugins.load_services(plugins.blocked_services())
         lines.append("services: " + (", ".join(describe_service(s) for s in services) or "none"))
     except plugins.PluginError as exc:
         lines.append(f"services: cannot load: {exc}")
     return "\n".join(lines)
-
-
-def blocked_services() -> frozenset[str]:
-    """Entry-point names listed in ``$OPENAIS_BLOCK_SERVICES``."""
-    return plugins.blocked_services()
 
 
 def load_checked_config(env: Environment) -> Any:
@@ -202,7 +197,7 @@ class Daemon:
                 raise StartupError(ExitCode.DAEMONIZE, f"cannot write pid file {self.pidfile}: {exc}") from None
         from aisexec import preflight
 
-        findings, self.services = preflight.check_services(self.prepared.config, env, blocked_services())
+        findings, self.services = preflight.check_services(self.prepared.config, env, plugins.blocked_services())
         findings = preflight.run_all(self.prepared.config, env, services=False) + findings
         if findings:
             for extra in findings[1:]:
@@ -414,7 +409,7 @@ def _test_config(prepared: Prepared) -> int:
     """``-t``: every check the start runs that needs no network traffic; one line per finding."""
     from aisexec import preflight
 
-    findings = preflight.run_all(prepared.config, prepared.env, blocked_services())
+    findings = preflight.run_all(prepared.config, prepared.env, plugins.blocked_services())
     for finding in findings:
         sys.stderr.write(f"{PROG}: {'error' if finding.kind != preflight.BUSY else 'busy'}: {finding}\n")
     code = preflight.exit_code(findings)

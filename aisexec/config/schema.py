@@ -110,8 +110,8 @@ class Schema:
 
 
 @cache
-def installed_schema(blocked: frozenset[str] | None = None) -> Schema:
-    """The schema of the executive plus every installed service plugin not blocked (default: the environment's).
+def installed_schema(blocked: frozenset[str]) -> Schema:
+    """The schema of the executive plus every installed service plugin whose entry point is not in ``blocked``.
 
     Raises :class:`aisexec.plugins.PluginError` when a plugin's declaration cannot be accepted.
     """
@@ -128,11 +128,6 @@ def current_schema(blocked: frozenset[str] | None = None) -> Schema:
     from aisexec import plugins
 
     return installed_schema(plugins.blocked_services() if blocked is None else blocked)
-
-
-def spec() -> ConfigObj:
-    """The parsed configspec of the installed schema (section name -> key -> check string)."""
-    return current_schema().spec
 
 
 def key_checks(section: str) -> dict[str, str]:
@@ -171,9 +166,6 @@ def _suggest(name: str, candidates) -> str | None:
     return close[0] if close else None
 
 
-_Checked = CheckedSection
-
-
 def _check_value(raw: RawSection, path: str, key: RawKey, check: str):
     try:
         return _VALIDATOR.check(check, key.value)
@@ -187,7 +179,7 @@ def _check_value(raw: RawSection, path: str, key: RawKey, check: str):
         ) from exc
 
 
-def check_section(raw: RawSection, path: str, schema: Schema | None = None, given: bool = True) -> _Checked:
+def check_section(raw: RawSection, path: str, schema: Schema | None = None, given: bool = True) -> CheckedSection:
     """Check the keys of one section against the configspec; fill defaults."""
     checks = (schema or current_schema()).key_checks(raw.name)
     values: dict = {}
@@ -207,7 +199,7 @@ def check_section(raw: RawSection, path: str, schema: Schema | None = None, give
         except KeyError:
             raise ConfigError(raw.file, raw.line, f"{path}.{name}", "missing required key") from None
     ordered = {name: values[name] for name in checks}
-    return _Checked(raw=raw, path=path, values=ordered, lines=lines, given=given)
+    return CheckedSection(raw=raw, path=path, values=ordered, lines=lines, given=given)
 
 
 def _check_layout(raw: RawSection, parent: str, path: str, schema: Schema) -> None:
@@ -238,7 +230,7 @@ def _single(root: RawSection, name: str) -> RawSection:
     return found[0] if found else RawSection(name=name, line=0, file=root.file)
 
 
-def _build_totem(totem: _Checked) -> tuple[dict, TotemConfig]:
+def _build_totem(totem: CheckedSection) -> tuple[dict, TotemConfig]:
     values = dict(totem.values)
     try:
         tc = TotemConfig.from_mapping(values)
@@ -251,14 +243,14 @@ def _build_totem(totem: _Checked) -> tuple[dict, TotemConfig]:
     return values, tc
 
 
-def _build_interfaces(totem: _Checked, schema: Schema) -> list[dict]:
+def _build_interfaces(totem: CheckedSection, schema: Schema) -> list[dict]:
     raws = totem.raw.section("interface")
     if not raws:
         raise ConfigError(totem.raw.file, totem.raw.line, "totem.interface",
                           "no interface defined: give at least one 'interface { bindnetaddr, mcastaddr/members }'")
     transport = totem.values["transport"]
-    interfaces: list[tuple[_Checked, dict]] = []
-    rings: dict[int, _Checked] = {}
+    interfaces: list[tuple[CheckedSection, dict]] = []
+    rings: dict[int, CheckedSection] = {}
     for raw in raws:
         itf = check_section(raw, "totem.interface", schema)
         entry = dict(itf.values)
@@ -305,7 +297,7 @@ def _build_interfaces(totem: _Checked, schema: Schema) -> list[dict]:
     return [entry for _itf, entry in sorted(interfaces, key=lambda pair: pair[1]["ringnumber"])]
 
 
-def _logging_values(checked: _Checked) -> dict:
+def _logging_values(checked: CheckedSection) -> dict:
     values = dict(checked.values)
     to_file = values.pop("to_file")
     if "to_logfile" not in checked.lines and to_file is not None:
