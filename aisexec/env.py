@@ -16,13 +16,16 @@ class EnvVar:
     default: str
     meaning: str
 
+    def read(self, environ: Mapping[str, str] | None = None) -> str:
+        """This variable's value in ``environ`` (default ``os.environ``); unset or empty: the default."""
+        return (os.environ if environ is None else environ).get(self.name) or self.default
 
-#: Every variable the executive reads (also rendered in docs/configuration.md).
+
+#: Every variable the executive's core reads (also rendered in docs/configuration.md).  A service
+#: plugin declares its own with its configuration section (``ConfigSection.environment``).
 VARIABLES: tuple[EnvVar, ...] = (
     EnvVar("OPENAIS_MAIN_CONFIG_FILE", "main_config_file", "/etc/ais/openais.conf",
            "path of the main configuration file (openais.conf)"),
-    EnvVar("OPENAIS_AMF_CONFIG_FILE", "amf_config_file", "/etc/ais/amf.conf",
-           "path of the AMF configuration file (read only when amf { mode: enabled })"),
     EnvVar("OPENAIS_TOTEM_AUTHKEY_FILE", "totem_authkey_file", "/etc/ais/authkey",
            "path of the shared Totem authentication key (totem.keyfile overrides it)"),
     EnvVar("OPENAIS_DEFAULT_CONFIG_IFACE", "config_iface", "default",
@@ -39,7 +42,6 @@ class Environment:
     """The executive's paths and parser choice, from the environment with the documented defaults."""
 
     main_config_file: str = "/etc/ais/openais.conf"
-    amf_config_file: str = "/etc/ais/amf.conf"
     totem_authkey_file: str = "/etc/ais/authkey"
     config_iface: str = "default"
     ipc_socket: str = "/var/run/openais/aisexec.sock"

@@ -148,6 +148,17 @@ def service_config_sections(blocked: frozenset[str] | None = None) -> list:
     return installed_sections(entry_points, _declared_sections)
 
 
+def environment_variables(blocked: frozenset[str] | None = None) -> list:
+    """Every environment variable the executive reads: the core's, then each installed plugin's.
+
+    :class:`aisexec.env.EnvVar` items; a plugin declares its own with its
+    configuration section (``ConfigSection.environment``).
+    """
+    from aisexec.env import VARIABLES
+
+    return [*VARIABLES, *(var for section in service_config_sections(blocked) for var in section.environment)]
+
+
 def blocked_services() -> frozenset[str]:
     """The entry point names ``OPENAIS_BLOCK_SERVICES`` asks to skip."""
     import os

@@ -9,6 +9,7 @@ from aisexec.config.configspec import SPEC_TEXT
 from aisexec.config.errors import ConfigError
 from aisexec.config.sections import ConfigSection
 from aisexec.config.validated import validate_tree
+from aisexec.env import EnvVar
 from plugins.config_default.parser import parse_text
 
 BASE = """\
@@ -106,6 +107,24 @@ def test_declarations_that_cannot_be_accepted_are_refused_naming_both_sides():
     for name in ("", "1abc", "a-b", "a b"):
         with pytest.raises(ValueError, match="config section name"):
             ConfigSection(name)
+
+
+def test_environment_variables_a_plugin_declares_are_checked_against_the_core_and_each_other():
+    mine = EnvVar("OPENAIS_ECHO_FILE", "echo_file", "/etc/echo", "echo's file")
+    assert schema.Schema([ConfigSection("echo", environment=(mine,), origin="entry point A")])
+    with pytest.raises(ValueError, match="OPENAIS_IPC_SOCKET, which the executive itself declares"):
+        schema.Schema([ConfigSection("echo", environment=(EnvVar("OPENAIS_IPC_SOCKET", "s", "/x", "x"),),
+                                     origin="entry point A")])
+    with pytest.raises(ValueError, match="entry point B declares environment variable OPENAIS_ECHO_FILE, "
+                                         "which entry point A declares"):
+        schema.Schema([ConfigSection("echo", environment=(mine,), origin="entry point A"),
+                       ConfigSection("other", environment=(mine,), origin="entry point B")])
+    for bad in ("ECHO_FILE", "openais_echo", EnvVar("OPENAIS_lower", "f", "", "")):
+        var = bad if isinstance(bad, EnvVar) else EnvVar(bad, "f", "", "")
+        with pytest.raises(ValueError, match="environment holds EnvVar named OPENAIS_"):
+            ConfigSection("echo", environment=(var,))
+    with pytest.raises(ValueError, match="environment holds EnvVar"):
+        ConfigSection("echo", environment=("OPENAIS_ECHO_FILE",))
 
 
 def test_the_core_configspec_names_no_service_section():

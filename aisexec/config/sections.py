@@ -17,7 +17,11 @@ default filled, every mistake reported with file, line and dotted key.  An
 optional ``check(section, context)`` then tests relations between keys (and
 with the totem section, through ``context``) and returns the final values.
 The engine reads them as ``api.config.section(name)``; ``has_section(name)``
-says whether the file gave the section at all.
+says whether the file gave the section at all.  ``environment`` lists the
+environment variables the plugin reads (:class:`aisexec.env.EnvVar`, named
+``OPENAIS_...``), so the executive can list and document every variable it
+and its plugins read; a name the core or another plugin already declares is
+a plugin error at start.
 """
 
 from __future__ import annotations
@@ -31,11 +35,14 @@ from typing import Any
 
 from aisexec.config.errors import ConfigError
 from aisexec.config.tree import RawSection
+from aisexec.env import VARIABLES, EnvVar
 
 log = logging.getLogger("aisexec.config")
 
 #: A section name as it may appear in a file: a letter, then letters, digits and ``_``.
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+#: An environment variable a plugin may declare.
+_ENV_NAME = re.compile(r"OPENAIS_[A-Z0-9_]+\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +92,15 @@ class ConfigSection:
     ``name``: the section's name in the file; ``spec``: its keys, one
     configspec line each (``key = check(..., default=...)``; empty for a
     section without keys); ``check``: optional relations between keys,
-    returning the values the engine will see.
+    returning the values the engine will see; ``environment``: the
+    environment variables the plugin reads.
     """
 
     name: str
     spec: str = ""
     check: SectionCheck | None = None
     origin: str = field(default="", compare=False)
+    environment: tuple[EnvVar, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -100,6 +109,10 @@ class ConfigSection:
             raise ValueError(f"config section {self.name!r}: spec must be configspec text")
         if self.check is not None and not callable(self.check):
             raise ValueError(f"config section {self.name!r}: check must be callable")
+        for var in self.environment:
+            if not isinstance(var, EnvVar) or not _ENV_NAME.match(var.name):
+                raise ValueError(f"config section {self.name!r}: environment holds EnvVar named OPENAIS_..., "
+                                 f"not {var!r}")
 
     def spec_lines(self) -> list[str]:
         """The section as configspec text: its header, then its keys."""
@@ -111,10 +124,19 @@ class ConfigSection:
 
 
 def merge(core: Iterable[str], declared: Iterable[ConfigSection]) -> dict[str, ConfigSection]:
-    """The declared sections by name; ValueError when one claims a core name or another plugin's name."""
+    """The declared sections by name; ValueError when one claims a core name or another plugin's name.
+
+    The same for the environment variables they declare: none may be the core's or another plugin's.
+    """
     core_names = set(core)
     out: dict[str, ConfigSection] = {}
+    variables: dict[str, str] = {var.name: "the executive itself" for var in VARIABLES}
     for section in declared:
+        for var in section.environment:
+            if var.name in variables:
+                raise ValueError(f"{section.origin or 'a service plugin'} declares environment variable "
+                                 f"{var.name}, which {variables[var.name]} declares")
+            variables[var.name] = section.origin or f"config section {section.name!r}"
         if section.name in core_names:
             raise ValueError(f"{section.origin or 'a service plugin'} declares config section {section.name!r}, "
                              "which the executive itself owns")
@@ -146,5 +168,5 @@ def installed_sections(entry_points: Iterable[md.EntryPoint], hook: Callable[[An
         for section in declared:
             if not isinstance(section, ConfigSection):
                 raise ValueError(f"{origin} declared {section!r}, not a ConfigSection")
-            found.append(ConfigSection(section.name, section.spec, section.check, origin))
+            found.append(ConfigSection(section.name, section.spec, section.check, origin, section.environment))
     return found

@@ -32,6 +32,7 @@ from openais.errors import SaAisError
 from openais.message import MessageError
 from plugins.amf import doc, model
 from plugins.amf.clc import Lifecycle
+from plugins.amf.config import AMF_CONFIG_FILE
 from plugins.amf.health import HealthChecks
 from plugins.amf.library import LibraryMixin
 from plugins.amf.messages import (
@@ -69,10 +70,8 @@ def enabled(config: Any) -> bool:
 
 
 def config_file() -> str:
-    """The AMF configuration file named by the environment."""
-    from aisexec.env import Environment
-
-    return Environment.from_environ().amf_config_file
+    """The AMF configuration file named by the environment (``OPENAIS_AMF_CONFIG_FILE``)."""
+    return AMF_CONFIG_FILE.read()
 
 
 class AmfEngine(LibraryMixin, ServiceEngine):
@@ -132,7 +131,7 @@ class AmfEngine(LibraryMixin, ServiceEngine):
     def config_check(self, config: Any, env: Any) -> None:
         """``aisexec -t`` and start-up: with AMF enabled, amf.conf must be valid (ConfigError otherwise)."""
         if enabled(config):
-            model.load(env.amf_config_file)
+            model.load(config_file())
 
     # -- lifecycle --------------------------------------------------------------------------------
 
