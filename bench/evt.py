@@ -8,7 +8,14 @@ Prints JSON lines.  ``test`` is ``throughput`` (``events_per_s``, ``mb_per_s``,
 and ``cpg_msgs_per_s``/``ratio_vs_cpg`` for CPG ``mcast`` at the same size and
 receiver count; ``exec_cpu_us_per_event`` and ``cpg_exec_cpu_us_per_msg``: each
 executive's CPU time, nodes 1..3, per event and per CPG message, from
-``/proc/<pid>/stat``: steadier than rates on a shared machine),
+``/proc/<pid>/stat``: steadier than rates on a shared machine;
+``clients_cpu_us_per_event`` and ``cpg_clients_cpu_us_per_msg``: the
+publishers' CPU while they published (their own count, start-up left out)
+and the CPG sender's (start-up included), then each subscriber's or
+receiver's; ``total_cpu_us_per_event``/``cpg_total_cpu_us_per_msg``: all of
+them, executives included: the machine's cost of one event, which bounds the
+rate when the cores are busy; ``cpu_ratio_vs_cpg``, CPG's total over EVT's,
+is the ``ratio_vs_cpg`` a CPU-bound machine allows, and scatters less),
 ``latency`` (``median_us``/``p99_us`` from ``publish`` to the
 publisher's own delivery, ``remote_median_us``/``remote_p99_us`` from
 ``publish`` to the delivery on node 2, with CPG's mcast-to-own-delivery beside
@@ -80,13 +87,15 @@ def client_publish(size: int, seconds: float, publishers: int) -> dict:
     stop[0] = time.monotonic() + 3600
     start.wait()
     first = time.monotonic()
+    cpu0 = time.process_time()
     stop[0] = first + seconds
     for t in threads:
         t.join()
     elapsed = time.monotonic() - first
+    cpu = time.process_time() - cpu0  # the publishing itself: not the start-up, imports and channel opens
     total = sum(counts)
     return {"events": total, "seconds": elapsed, "events_per_s": total / elapsed,
-            "mb_per_s": total * size / elapsed / 1e6}
+            "mb_per_s": total * size / elapsed / 1e6, "cpu_s": cpu}
 
 
 def client_latency(size: int, count: int) -> dict:
@@ -219,6 +228,12 @@ def _per_op_us(pids: list[int], before: list[float], ops: int) -> list[float]:
     return [round((_cpu_s(p) - b) / max(ops, 1) * 1e6, 1) for p, b in zip(pids, before, strict=True)]
 
 
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of the child processes waited for so far."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
 def _wait_quiet(subs: list[subprocess.Popen], expected: int, timeout: float = 60.0) -> list[dict]:
     """Wait until every subscriber received ``expected`` more events (or lost some, or time runs out)."""
     deadline = time.monotonic() + timeout
@@ -237,7 +252,8 @@ def _publish(cluster: LocalCluster, me: str, size: int, seconds: float, procs: i
     results = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in running]
     events = sum(r["events"] for r in results)
     rate = sum(r["events_per_s"] for r in results)
-    return {"events": events, "events_per_s": rate, "mb_per_s": rate * size / 1e6}
+    return {"events": events, "events_per_s": rate, "mb_per_s": rate * size / 1e6,
+            "cpu_s": sum(r["cpu_s"] for r in results)}
 
 
 def run(seconds: float, procs: int, publishers: int, sizes: tuple[int, ...]) -> list[dict]:
@@ -261,15 +277,22 @@ def run(seconds: float, procs: int, publishers: int, sizes: tuple[int, ...]) -> 
                 for size in sizes:
                     before = [_report(p) for p in subs]
                     cpu0 = [_cpu_s(p) for p in pids]
+                    sub0 = [_cpu_s(p.pid) for p in subs]
                     result = _publish(cluster, me, size, seconds, procs, publishers)
                     after = _wait_quiet(subs, result["events"] + min(b["received"] for b in before))
                     evt_cpu = _per_op_us(pids, cpu0, result["events"])
+                    evt_clients = [round(result["cpu_s"] / max(result["events"], 1) * 1e6, 1),
+                                   *_per_op_us([p.pid for p in subs], sub0, result["events"])]
                     peak = max(peak, _rss_kb(pid1))
                     single = _run(cluster, 1, [me, "--client", "publish", str(size), str(seconds), "1"])
                     _wait_quiet(subs, 0)
                     cpu0 = [_cpu_s(p) for p in pids]
+                    sub0 = [_cpu_s(p.pid) for p in cpg_recv]
+                    sender0 = _children_cpu_s()
                     cpg = _run(cluster, 1, [CPG_CLIENT, "send", str(size), str(seconds), str(1 + receivers)])
                     cpg_cpu = _per_op_us(pids, cpu0, cpg["delivered"])
+                    cpg_clients = [round((_children_cpu_s() - sender0) / max(cpg["delivered"], 1) * 1e6, 1),
+                                   *_per_op_us([p.pid for p in cpg_recv], sub0, cpg["delivered"])]
                     rows.append({**base, "test": "throughput", "receivers": receivers, "size": size,
                                  "seconds": seconds, "events": result["events"],
                                  "events_per_s": round(result["events_per_s"]),
@@ -279,6 +302,11 @@ def run(seconds: float, procs: int, publishers: int, sizes: tuple[int, ...]) -> 
                                  "cpg_mb_per_s": round(cpg["mb_per_s"], 2),
                                  "ratio_vs_cpg": round(result["events_per_s"] / max(cpg["msgs_per_s"], 1e-9), 3),
                                  "exec_cpu_us_per_event": evt_cpu, "cpg_exec_cpu_us_per_msg": cpg_cpu,
+                                 "clients_cpu_us_per_event": evt_clients, "cpg_clients_cpu_us_per_msg": cpg_clients,
+                                 "total_cpu_us_per_event": round(sum(evt_cpu) + sum(evt_clients), 1),
+                                 "cpg_total_cpu_us_per_msg": round(sum(cpg_cpu) + sum(cpg_clients), 1),
+                                 "cpu_ratio_vs_cpg": round((sum(cpg_cpu) + sum(cpg_clients))
+                                                           / max(sum(evt_cpu) + sum(evt_clients), 1e-9), 3),
                                  "subscribers_received": [a["received"] - b["received"] for a, b in zip(after, before,
                                                                                                       strict=True)],
                                  "subscribers_lost_notices": [a["lost"] - b["lost"] for a, b in zip(after, before,
