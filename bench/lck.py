@@ -14,10 +14,18 @@ Rows (JSON lines, like bench/run.py): ``test`` is one of
                      waiting for every answer) spread round-robin over the 3 nodes, ``contended`` false
                      (one resource each) or true (all on one resource); ``exec_cpu_us_per_pair``: each
                      executive's CPU time per pair (nodes 1..3); ``client_cpu_us_per_pair``: the clients'
-                     own CPU per pair (``client_try_again``: TryAgain answers they retried);
+                     own CPU per pair (``client_sys_us_per_pair``: the kernel's share of it;
+                     ``client_try_again``: TryAgain answers they retried); ``exec_sys_us_per_pair``:
+                     the kernel's share of each executive's; ``exec_ctx_switches_per_pair``: each
+                     executive's context switches (voluntary + involuntary) per pair;
                      ``machine_idle_pct``: the whole machine's idle share meanwhile
                      (near 0: CPU-bound); ``ring_rotations_per_s`` and ``ring_msgs_per_rotation``: how
                      many LCK messages (2 per pair) each turn of the token carried
+``pairs_ipc_only``   the same 16 (``--clients``) pairs clients against one stub executive: the real IPC
+                     server with an engine that answers every request at once (no ring, no lock
+                     table), started once the cluster rows are done.  The ceiling of the synchronous
+                     call layer alone on this machine: ``ratio_vs_cpg`` against the same run's CPG rate,
+                     ``server_cpu_us_per_pair`` and ``client_cpu_us_per_pair``
 ``rss``              executive RSS (node 1 and node 2) idle and with ``resources`` open resources
 
 Each LCK row carries ``ratio_vs_cpg``: lock latency median / CPG latency median, and pair rate / CPG 64 B
@@ -194,6 +202,21 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _sys_s(pid: int) -> float:
+    """System (kernel) CPU seconds a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
+def _ctx_switches(pid: int) -> int:
+    """Context switches of a process's main thread so far (voluntary + involuntary)."""
+    total = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+            total += int(line.split()[1])
+    return total
+
+
 def _machine_cpu() -> tuple[int, int]:
     """(all, idle + iowait) jiffies of the whole machine (``/proc/stat``)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -215,6 +238,33 @@ def _tokens(cluster: LocalCluster) -> int:
     return int(out.stdout.strip() or 0) if out.returncode == 0 else 0
 
 
+def _drive(procs: list[subprocess.Popen], seconds: float) -> dict:
+    """Start ready pairs clients together, let them run ``seconds`` and add up what they report.
+
+    Returns the pairs done, the clients' CPU and kernel CPU seconds, their TryAgain retries and the
+    machine's idle share meanwhile (in percent).
+    """
+    for proc in procs:
+        if proc.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+            raise RuntimeError("a pairs client did not start")
+    start_at = time.monotonic() + 0.2
+    for proc in procs:
+        proc.stdin.write(f"{start_at}\n")  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    machine0 = _machine_cpu()
+    time.sleep(seconds)
+    machine1 = _machine_cpu()
+    done = {"pairs": 0, "cpu_s": 0.0, "sys_s": 0.0, "retries": 0}
+    for proc in procs:
+        out, _ = proc.communicate(timeout=seconds + 120)
+        result = json.loads(out.strip().splitlines()[-1])
+        for key in done:
+            done[key] += result[key]
+    done["idle_pct"] = round(100 * (machine1[1] - machine0[1]) / max(1, machine1[0] - machine0[0]), 1)
+    return done
+
+
 def pairs(cluster: LocalCluster, clients: int, contended: bool, seconds: float) -> tuple[float, dict]:
     """Lock+unlock pairs per second of ``clients`` clients (one process each) spread over nodes 1..3.
 
@@ -225,35 +275,123 @@ def pairs(cluster: LocalCluster, clients: int, contended: bool, seconds: float) 
     for i in range(clients):
         name = "contended" if contended else f"own-{clients}-{i}"
         procs.append(_spawn(cluster, 1 + i % 3, "pairs", name, str(seconds)))
-    for proc in procs:
-        if proc.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
-            raise RuntimeError("a pairs client did not start")
     tokens0 = _tokens(cluster)
-    start_at = time.monotonic() + 0.2
-    for proc in procs:
-        proc.stdin.write(f"{start_at}\n")  # type: ignore[union-attr]
-        proc.stdin.flush()  # type: ignore[union-attr]
-    time.sleep(max(0.0, start_at - time.monotonic()))
-    machine0 = _machine_cpu()
-    time.sleep(seconds)
-    machine1 = _machine_cpu()
-    total = 0
-    client_cpu = 0.0
-    retries = 0
-    for proc in procs:
-        out, _ = proc.communicate(timeout=seconds + 120)
-        result = json.loads(out.strip().splitlines()[-1])
-        total += result["pairs"]
-        client_cpu += result["cpu_s"]
-        retries += result["retries"]
+    result = _drive(procs, seconds)
+    total = result["pairs"]
     rotations = (_tokens(cluster) - tokens0) / seconds
     done = max(total, 1)
     return total / seconds, {
-        "client_cpu_us_per_pair": round(client_cpu / done * 1e6, 1),
-        "client_try_again": retries,
-        "machine_idle_pct": round(100 * (machine1[1] - machine0[1]) / max(1, machine1[0] - machine0[0]), 1),
+        "client_cpu_us_per_pair": round(result["cpu_s"] / done * 1e6, 1),
+        "client_sys_us_per_pair": round(result["sys_s"] / done * 1e6, 1),
+        "client_try_again": result["retries"],
+        "machine_idle_pct": result["idle_pct"],
         "ring_rotations_per_s": round(rotations),
         "ring_msgs_per_rotation": round(2 * total / seconds / rotations, 2) if rotations else None,
+    }
+
+
+def stub_server(path: str) -> None:
+    """Serve LCK's IPC at ``path`` with a stub engine that answers every request at once (no ring, no table).
+
+    Print ``up`` once listening; stop when stdin closes.  Only what the pairs clients call is served:
+    resource_open, lock (always GRANTED, a fresh lock id), unlock and resource_close.
+    """
+    import gevent
+    import gevent.os
+
+    from aisexec.ipc.auth import Authorizer
+    from aisexec.ipc.server import IpcServer
+    from aisexec.service import EngineHost, LibHandler, ServiceEngine
+    from openais import lck
+
+    ok, granted = 1, int(lck.LockStatus.GRANTED)
+    answer = lck.LockAnswer.fixed
+    assert answer is not None
+    service = lck.SERVICE_ID
+
+    class Stub(ServiceEngine):
+        """LCK's requests answered at once."""
+
+        id = service
+        name = "LCK"
+        version = "1.0"
+
+        def __init__(self) -> None:
+            self.lock_ids = 0
+            self.lib_handlers = {
+                lck.Request.RESOURCE_OPEN: LibHandler(self.open, needs_cluster=True),
+                lck.Request.RESOURCE_CLOSE: LibHandler(self.close, needs_cluster=True),
+                lck.Request.LOCK: LibHandler(self.lock, needs_cluster=True),
+                lck.Request.UNLOCK: LibHandler(self.unlock, needs_cluster=True),
+            }
+            self.exec_handlers = {}
+
+        def open(self, conn: Any, request_id: int, payload: bytes) -> None:
+            conn.respond(service, lck.Request.RESOURCE_OPEN, request_id, ok, lck.OpenAnswer.pack(1))
+
+        def close(self, conn: Any, request_id: int, payload: bytes) -> None:
+            conn.respond(service, lck.Request.RESOURCE_CLOSE, request_id, ok)
+
+        def lock(self, conn: Any, request_id: int, payload: bytes) -> None:
+            self.lock_ids += 1
+            conn.respond(service, lck.Request.LOCK, request_id, ok, answer.pack(self.lock_ids, granted))
+
+        def unlock(self, conn: Any, request_id: int, payload: bytes) -> None:
+            conn.respond(service, lck.Request.UNLOCK, request_id, ok)
+
+    class Router:
+        """The stub engine, always ready, always room."""
+
+        def __init__(self, engine: ServiceEngine) -> None:
+            self.entry = (engine, EngineHost(engine))
+
+        def engine_for(self, service_id: int) -> Any:
+            return self.entry if service_id == service else None
+
+        def cluster_ready(self, service_id: int | None = None) -> bool:
+            return True
+
+        def has_room(self, size: int) -> bool:
+            return True
+
+    server = IpcServer(path, Router(Stub()), Authorizer())
+    server.start()
+    print("up", flush=True)
+    while gevent.os.tp_read(0, 4096):
+        pass
+    server.stop()
+
+
+def stub_pairs(clients: int, seconds: float) -> tuple[float, dict]:
+    """Pairs per second of ``clients`` pairs clients against :func:`stub_server` (the call layer alone)."""
+    with tempfile.TemporaryDirectory(prefix="lckstub-") as tmp:
+        path = str(Path(tmp) / "lck.sock")
+        env = dict(os.environ, OPENAIS_IPC_SOCKET=path)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        server = subprocess.Popen([sys.executable, __file__, "stub_server", path], env=env, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            if server.stdout.readline().strip() != "up":  # type: ignore[union-attr]
+                raise RuntimeError("the stub executive did not start")
+            procs = [subprocess.Popen([sys.executable, __file__, "pairs", f"stub-{i}", str(seconds)], env=env,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                     for i in range(clients)]
+            cpu0 = _cpu_s(server.pid)
+            result = _drive(procs, seconds)
+            server_cpu = _cpu_s(server.pid) - cpu0
+        finally:
+            server.stdin.close()  # type: ignore[union-attr]
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    done = max(result["pairs"], 1)
+    return result["pairs"] / seconds, {
+        "server_cpu_us_per_pair": round(server_cpu / done * 1e6, 1),
+        "client_cpu_us_per_pair": round(result["cpu_s"] / done * 1e6, 1),
+        "client_sys_us_per_pair": round(result["sys_s"] / done * 1e6, 1),
+        "machine_idle_pct": result["idle_pct"],
     }
 
 
@@ -320,13 +458,23 @@ def _pairs_rows(cluster: LocalCluster, seconds: float, base: Any, pids: dict[int
     time.sleep(2.0)  # let the ring drain the CPG burst before the next rows
     for contended in contended_list:
         for clients in clients_list:
-            cpu0 = {i: _cpu_s(pid) for i, pid in pids.items()}
+            cpu0 = {i: (_cpu_s(pid), _sys_s(pid), _ctx_switches(pid)) for i, pid in pids.items()}
             rate, cost = pairs(cluster, clients, contended, seconds)
             done = max(rate * seconds, 1.0)
+            nodes = sorted(pids)
             yield {**base(), "test": "pairs", "clients": clients, "contended": contended,
                          "pairs_per_s": round(rate), "ratio_vs_cpg": round(rate / cpg_rate, 3),
-                         "exec_cpu_us_per_pair": [round((_cpu_s(pids[i]) - cpu0[i]) / done * 1e6, 1)
-                                                  for i in sorted(pids)], **cost}
+                         "exec_cpu_us_per_pair": [round((_cpu_s(pids[i]) - cpu0[i][0]) / done * 1e6, 1)
+                                                  for i in nodes],
+                         "exec_sys_us_per_pair": [round((_sys_s(pids[i]) - cpu0[i][1]) / done * 1e6, 1)
+                                                  for i in nodes],
+                         "exec_ctx_switches_per_pair": [round((_ctx_switches(pids[i]) - cpu0[i][2]) / done, 2)
+                                                        for i in nodes], **cost}
+    if False in contended_list:  # the uncontended case, the one the call layer is compared with
+        clients = max(clients_list)
+        rate, cost = stub_pairs(clients, seconds)
+        yield {**base(), "test": "pairs_ipc_only", "clients": clients, "contended": False,
+               "pairs_per_s": round(rate), "ratio_vs_cpg": round(rate / cpg_rate, 3), **cost}
 
 
 def _rss_rows(cluster: LocalCluster, resources: int, base: Any, pids: dict[int, int]) -> Iterator[dict]:
@@ -349,12 +497,14 @@ def _rss_rows(cluster: LocalCluster, resources: int, base: Any, pids: dict[int, 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: orchestrate (no mode) or run one client mode."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("latency", "pairs", "hold", "open_many"):
+    if argv and argv[0] in ("latency", "pairs", "hold", "open_many", "stub_server"):
         mode, args = argv[0], argv[1:]
         if mode == "latency":
             client_latency(args[0], int(args[1]))
         elif mode == "pairs":
             client_pairs(args[0], float(args[1]))
+        elif mode == "stub_server":
+            stub_server(args[0])
         elif mode == "hold":
             client_hold(args[0])
         else:
