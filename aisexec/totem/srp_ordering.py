@@ -25,14 +25,34 @@ _SAFE = Guarantee.SAFE
 _TOKEN_LOSS = TimerName.TOKEN_LOSS
 _HEARTBEAT = TimerName.HEARTBEAT
 _TOKEN_RETRANSMIT = TimerName.TOKEN_RETRANSMIT
+_HOLD = TimerName.HOLD
 _MCAST_BODY = _MCAST.pack
 #: ``new_tuple(OrfToken, fields)``: the same named tuple as ``OrfToken(*fields)``, built in C (a NamedTuple's
 #: generated ``__new__`` is Python code, run on every token and every delivery).
 new_tuple = tuple.__new__
 
+#: Longest a token visit waits (ms) for a local client's answer to what this node delivered since its
+#: last visit (0: never waits).  The event loop's timers have a 1 ms resolution (libev's epoll backend),
+#: and a waiting node is idle, so a shorter value would not be kept: the wait would still last ~1.1 ms.
+LINGER_MS = 1.0
+#: Other members' messages delivered since the last visit, and the token's backlog and sends of the last
+#: rotation, up to which a visit may wait: more means the ring is busy, and the token goes at once.
+LINGER_MAX_DELIVERIES = 4
+#: Unanswered waits make a node skip up to 2**this - 1 eligible visits before it tries again.
+LINGER_BACKOFF_MAX = 8
+
 
 class OrderingMixin:
     """Token visit (§1.3), data receipt (§1.4), agreed/safe delivery (§1.6) and release (§1.8)."""
+
+    # The token linger (:meth:`linger_check`): class defaults, shadowed per instance once used.
+    linger_ms: float = LINGER_MS
+    lingering: OrfToken | None = None  # the token a visit waits with, not yet processed
+    linger_seq = -1  # its token_seq: processed without a second wait when the wait ends
+    linger_since = 0.0
+    linger_delivered = 0  # other members' messages delivered, as counted at the last visit
+    linger_skip = 0  # eligible visits still to skip (after unanswered waits)
+    linger_backoff = 0
 
     # ------------------------------------------------------------ data messages
     def on_mcast(self, now: float, sender: int, ring_rep: int, ring_seq: int, seq: int, guarantee: int,
@@ -131,6 +151,8 @@ class OrderingMixin:
             return
         if token_seq <= self.my_token_seq:
             self.count("tokens_duplicate")
+            return
+        if (self.lingering is not None or token_seq != self.linger_seq) and self.linger_check(now, tok):
             return
         counters = self.stats_counters
         counters["tokens_received"] += 1
@@ -298,8 +320,75 @@ class OrderingMixin:
         out.sends.append((dest, raw))
         timers[_TOKEN_RETRANSMIT] = now + cfg.token_retransmit / 1000.0
 
+    def linger_check(self, now: float, tok: OrfToken) -> bool:
+        """True when this visit waits a little before the token is processed (kept in ``lingering``).
+
+        One-at-a-time traffic between clients on different nodes (a request and its answer, a lock
+        grant and the unlock) otherwise loses a rotation at the answering node: the token arrives
+        right behind the request and is passed on before the local client has answered.  So a visit
+        waits up to ``linger_ms`` when this node delivered 1..LINGER_MAX_DELIVERIES messages of other
+        members since its last visit, has nothing of its own to send, and the token shows a ring busy
+        with nothing else (backlog and last rotation's sends within that bound, no retransmission
+        request).  The first local submission (:meth:`request_hold_cancel`) ends the wait and leaves on
+        this visit.  A wait that ends unanswered (the HOLD timer) raises the backoff by 2, an answered
+        one lowers it by 1, and the node skips ``2**backoff - 1`` eligible visits: a node whose clients
+        answer less than 2 times in 3 soon stops delaying the ring.  The wait is like a slower link: the
+        token is processed whole when it ends, and no Totem timer is changed by it.
+        """
+        if self.lingering is not None:  # a copy came while one waited (a retransmission): this one goes now
+            self.lingering = None
+            self.cancel(_HOLD)
+            return False
+        counters = self.stats_counters
+        # This node's own messages are delivered on the visit that sends them: not counted.
+        delivered = counters["messages_delivered"] - counters["messages_originated"]
+        fresh = delivered - self.linger_delivered
+        self.linger_delivered = delivered
+        if (fresh <= 0 or fresh > LINGER_MAX_DELIVERIES or self.pending or tok[7] > LINGER_MAX_DELIVERIES
+                or tok[8] > LINGER_MAX_DELIVERIES or tok[10] or not self.linger_ms
+                or self.memb_state is not _OPERATIONAL):
+            return False
+        if self.linger_skip:
+            self.linger_skip -= 1
+            return False
+        if self.successor() == self._nodeid:
+            return False
+        self.lingering = tok
+        self.linger_seq = tok[3]
+        self.linger_since = now
+        self.arm(now, _HOLD, self.linger_ms)
+        counters["token_lingers"] = counters.get("token_lingers", 0) + 1
+        return True
+
+    def end_linger(self, now: float, answered: bool | None) -> bool:
+        """Process the token a visit waited with; False (nothing done) when it is of a ring since left.
+
+        ``answered``: True for a local submission, False when the wait timed out, None when another
+        member asked for the token (a hold cancel).
+        """
+        tok = self.lingering
+        self.lingering = None
+        if tok is None or self.memb_state is not _OPERATIONAL or (tok[1], tok[2]) != tuple(self.ring_id):
+            return False
+        counters = self.stats_counters
+        if answered is False:
+            self.linger_backoff = backoff = min(self.linger_backoff + 2, LINGER_BACKOFF_MAX)
+            self.linger_skip = (1 << backoff) - 1
+            counters["token_lingers_unanswered"] = counters.get("token_lingers_unanswered", 0) + 1
+        else:
+            self.cancel(_HOLD)
+            if answered and self.linger_backoff:
+                self.linger_backoff -= 1
+                self.linger_skip = (1 << self.linger_backoff) - 1
+        waited_us = int((now - self.linger_since) * 1e6)
+        counters["token_linger_us"] = counters.get("token_linger_us", 0) + waited_us
+        self.on_token(now, tok)
+        return True
+
     def release_held_token(self, now: float) -> None:
-        """Hold expired or was cancelled: pass the held token on."""
+        """Hold expired or was cancelled: pass the held token on (or end a visit's wait)."""
+        if self.lingering is not None and self.end_linger(now, False):
+            return
         tok = self.held_token
         if tok is None:
             return
@@ -314,6 +403,8 @@ class OrderingMixin:
         """A member has something to send: stop treating the ring as idle."""
         if (hc.ring_rep, hc.ring_seq) != tuple(self.ring_id) or self.memb_state != MembState.OPERATIONAL:
             return
+        if self.lingering is not None and self.end_linger(now, None):  # another member waits for the token
+            return
         self.my_seq_unchanged = 0
         if self.held_token is not None:
             self.release_held_token(now)
@@ -327,7 +418,9 @@ class OrderingMixin:
         self.arm(now, TimerName.TOKEN_RETRANSMIT, self.cfg.token_retransmit)
 
     def request_hold_cancel(self, now: float) -> None:
-        """New work while the ring looks idle: ask the rep to release the token."""
+        """New work: end this visit's wait, or, while the ring looks idle, ask the rep to release the token."""
+        if self.lingering is not None and self.end_linger(now, True):
+            return
         if self.memb_state != MembState.OPERATIONAL:
             return
         if self.held_token is not None:

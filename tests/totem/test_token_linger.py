@@ -1,0 +1,235 @@
+"""The token linger: a visit waits a little for a local answer to what it just delivered.
+
+Cores driven by the in-test network (virtual time, FIFO, no loss); node 1 sends requests, node 2
+answers them "at once after the token came", the way a client in another process does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from aisexec.totem import srp_ordering
+from aisexec.totem.api import MULTICAST, MembState, TimerName
+from aisexec.totem.wire import T_ORF_TOKEN, HoldCancel
+from tests.totem.srp_harness import Loop
+
+Hook = Callable[[Loop, int, bytes], None]
+
+
+def _ring(linger_ms: float = srp_ordering.LINGER_MS) -> Loop:
+    net = Loop([1, 2, 3])
+    for core in net.cores.values():
+        core.linger_ms = linger_ms
+    net.start()
+    net.run(2.0)
+    assert all(c.state == MembState.OPERATIONAL and c.members == (1, 2, 3) for c in net.cores.values())
+    return net
+
+
+def _run(net: Loop, until: float, hook: Hook | None = None) -> None:
+    """Loop.run with ``hook(net, target, packet)`` called after each packet is received and collected."""
+    for _ in range(200_000):
+        if net.queue:
+            target, packet = net.queue.popleft()
+            net.cores[target].receive(net.now, packet)
+            net.collect(target)
+            if hook is not None:
+                hook(net, target, packet)
+            continue
+        if not net.timers:
+            return
+        key = min(net.timers, key=lambda k: (net.timers[k], k))
+        if net.timers[key] > until:
+            net.now = until
+            return
+        net.now = max(net.now, net.timers.pop(key))
+        net.cores[key[0]].timer_expired(net.now, key[1])
+        net.collect(key[0])
+    raise AssertionError("too many steps")
+
+
+def _is_token(packet: bytes) -> bool:
+    return packet[3] == T_ORF_TOKEN
+
+
+def _answer_after_token(ready_sends: list) -> Hook:
+    """Node 2 answers each request once the token has reached it behind the request."""
+    answered: set[bytes] = set()
+
+    def hook(net: Loop, target: int, packet: bytes) -> None:
+        if target != 2 or not _is_token(packet):
+            return
+        for request in net.deliveries(2):
+            if request.startswith(b"req") and request not in answered:
+                answered.add(request)
+                core = net.cores[2]
+                core.submit(net.now, b"ans" + request[3:])
+                ready = core.take_ready()
+                ready_sends.append(list(ready.sends))  # (an empty Ready is reused by the core)
+                # hand the rest to the network as collect() would
+                for name, when in ready.timers.items():
+                    if when is None:
+                        net.timers.pop((2, name), None)
+                    else:
+                        net.timers[(2, name)] = when
+                net.events[2].extend(ready.events)
+                for dest, pkt in ready.sends:
+                    for t in ([n for n in net.cores if n != 2] if dest == MULTICAST else [dest]):
+                        net.queue.append((t, pkt))
+
+    return hook
+
+
+def _request(net: Loop, k: int) -> None:
+    net.cores[1].submit(net.now, b"req%d" % k)
+    net.collect(1)
+
+
+def test_an_answer_submitted_after_the_token_came_leaves_on_that_visit() -> None:
+    net = _ring()
+    sends: list = []
+    hook = _answer_after_token(sends)
+    _request(net, 0)
+    _run(net, net.now + 0.5, hook)
+    core = net.cores[2]
+    assert core.stats_counters["token_lingers"] == 1
+    assert core.stats_counters.get("token_lingers_unanswered", 0) == 0
+    # the submission itself carried the answer out, with the token, to the successor
+    assert [d for d, p in sends[0] if d == MULTICAST and p.endswith(b"ans0")]
+    assert [d for d, p in sends[0] if d == 3 and _is_token(p)]
+    assert net.deliveries(1)[-2:] == [b"req0", b"ans0"] and net.deliveries(3)[-2:] == [b"req0", b"ans0"]
+
+
+def test_without_the_linger_the_answer_waits_for_the_next_visit() -> None:
+    net = _ring(linger_ms=0)
+    sends: list = []
+    hook = _answer_after_token(sends)
+    _request(net, 0)
+    _run(net, net.now + 0.5, hook)
+    assert sends == [[]]  # nothing left with the submission: the token had gone on
+    assert net.cores[2].stats_counters.get("token_lingers", 0) == 0
+    assert net.deliveries(1)[-2:] == [b"req0", b"ans0"]
+
+
+def test_an_unanswered_wait_ends_on_the_hold_timer_and_the_node_backs_off() -> None:
+    net = _ring()
+    core = net.cores[2]
+    armed: list[float] = []
+    start = net.now
+
+    def hook(net: Loop, target: int, packet: bytes) -> None:
+        if target == 2 and core.lingering is not None and not armed:
+            armed.append(net.timers[(2, TimerName.HOLD)] - net.now)
+
+    _request(net, 0)
+    _run(net, start + 0.5, hook)
+    assert armed == [pytest.approx(srp_ordering.LINGER_MS / 1000.0)]
+    assert core.stats_counters["token_lingers"] == core.stats_counters["token_lingers_unanswered"] == 1
+    assert core.lingering is None and net.deliveries(3)[-1] == b"req0"
+    assert core.linger_skip == 3  # backoff 2: the next 3 eligible visits go at once
+    for k in range(1, 4):
+        _request(net, k)
+        _run(net, net.now + 0.5)
+    assert core.stats_counters["token_lingers"] == 1 and core.linger_skip == 0
+    _request(net, 4)
+    _run(net, net.now + 0.5)
+    assert core.stats_counters["token_lingers"] == 2
+    assert [net.deliveries(i)[-5:] for i in (1, 2, 3)] == [[b"req%d" % k for k in range(5)]] * 3
+    assert all(c.state == MembState.OPERATIONAL for c in net.cores.values())
+    assert sum(c.stats_counters["token_losses"] for c in net.cores.values()) == 0
+
+
+def test_answered_waits_lower_the_backoff() -> None:
+    net = _ring()
+    core = net.cores[2]
+    core.linger_backoff, core.linger_skip = 4, 0
+    sends: list = []
+    hook = _answer_after_token(sends)
+    _request(net, 0)
+    _run(net, net.now + 0.5, hook)
+    assert core.linger_backoff == 3 and core.linger_skip == 7
+
+
+def test_a_busy_ring_does_not_wait() -> None:
+    net = _ring()
+    for k in range(srp_ordering.LINGER_MAX_DELIVERIES + 1):
+        net.cores[1].submit(net.now, b"bulk%d" % k)
+    net.collect(1)
+    _run(net, net.now + 0.5)
+    assert len([p for p in net.deliveries(2) if p.startswith(b"bulk")]) == srp_ordering.LINGER_MAX_DELIVERIES + 1
+    assert net.cores[2].stats_counters.get("token_lingers", 0) == 0
+
+
+def test_a_node_with_its_own_messages_does_not_wait() -> None:
+    net = _ring()
+    sent: list[int] = []
+
+    def hook(net: Loop, target: int, packet: bytes) -> None:
+        if target == 2 and not _is_token(packet) and not sent:
+            sent.append(1)  # node 2 has something of its own queued before the token comes
+            net.cores[2].submit(net.now, b"own")
+            net.collect(2)
+
+    _request(net, 0)
+    _run(net, net.now + 0.5, hook)
+    assert net.cores[2].stats_counters.get("token_lingers", 0) == 0
+    assert net.deliveries(1)[-2:] == [b"req0", b"own"]
+
+
+def test_a_token_copy_arriving_during_a_wait_is_processed_once() -> None:
+    net = _ring()
+    core = net.cores[2]
+    copies: list[bytes] = []
+
+    def hook(net: Loop, target: int, packet: bytes) -> None:
+        if target == 2 and _is_token(packet) and core.lingering is not None and not copies:
+            copies.append(packet)
+            seq = core.my_token_seq
+            core.receive(net.now, packet)  # the predecessor's retransmission of the same token
+            net.collect(2)
+            assert core.lingering is None and core.my_token_seq > seq
+            before = core.my_token_seq
+            core.receive(net.now, packet)  # and once more: a duplicate now
+            net.collect(2)
+            assert core.my_token_seq == before
+
+    _request(net, 0)
+    _run(net, net.now + 0.5, hook)
+    assert copies and core.stats_counters["tokens_duplicate"] >= 1
+    assert [net.deliveries(i)[-1] for i in (1, 2, 3)] == [b"req0"] * 3
+    assert core.stats_counters.get("token_lingers_unanswered", 0) == 0  # the wait's timer was cancelled
+
+
+def test_a_hold_cancel_from_another_member_ends_the_wait() -> None:
+    net = _ring()
+    core = net.cores[2]
+    ended: list[bool] = []
+
+    def hook(net: Loop, target: int, packet: bytes) -> None:
+        if target == 2 and core.lingering is not None and not ended:
+            ring = core.ring_id
+            core.receive(net.now, HoldCancel(3, ring.rep, ring.seq).encode())
+            ready = core.take_ready()
+            ended.append(core.lingering is None)
+            assert [d for d, p in ready.sends if d == 3 and _is_token(p)]
+            net.queue.extend((3, p) for d, p in ready.sends if d == 3)
+
+    _request(net, 0)
+    _run(net, net.now + 0.5, hook)
+    assert ended == [True]
+    assert core.stats_counters.get("token_lingers_unanswered", 0) == 0
+
+
+def test_a_wait_left_from_an_old_ring_does_not_keep_a_held_token() -> None:
+    net = _ring()
+    net.run(net.now + 1.0)  # idle: the representative holds the token
+    rep = net.cores[min(net.cores[2].members)]
+    assert rep.held_token is not None
+    stale = rep.held_token._replace(ring_seq=rep.held_token.ring_seq - 4)
+    rep.lingering = stale
+    rep.release_held_token(net.now)  # the hold timer fires
+    ready = rep.take_ready()
+    assert rep.lingering is None and rep.held_token is None
+    assert [d for d, p in ready.sends if _is_token(p)]
