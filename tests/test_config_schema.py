@@ -51,7 +51,8 @@ def test_documented_corosync_defaults():
         "token": 1000, "token_retransmit": 238, "hold": 180, "consensus": 1200, "join": 50, "merge": 200,
         "window_size": 68, "max_messages": 34, "netmtu": 1500, "fail_recv_const": 2500,
         "seqno_unchanged_const": 30, "token_retransmits_before_loss_const": 4, "downcheck": 1000,
-        "send_join": 0, "miss_count_const": 5, "heartbeat_failures_allowed": 0, "max_network_delay": 50,
+        "send_join": 0, "miss_count_const": 5, "token_linger": 1, "heartbeat_failures_allowed": 0,
+        "max_network_delay": 50,
         "rrp_problem_count_timeout": 2000, "rrp_problem_count_threshold": 10, "rrp_token_expired_timeout": 238,
         "secauth": True, "threads": 0, "rrp_mode": "none", "vsftype": "ykd", "version": 2,
     }
@@ -67,6 +68,12 @@ def test_documented_corosync_defaults():
     assert cfg.section("event") == {"delivery_queue_size": 1000, "delivery_queue_resume": 500}
     assert cfg.totem_config == TotemConfig().validate()
     json.dumps(cfg.to_dict())
+
+
+def test_token_linger_from_the_file_and_out_of_range():
+    assert validate(with_totem("    token_linger: 0\n")).totem_config.token_linger == 0
+    err = error_of(with_totem("    token_linger: 11\n"))
+    assert err.key == "totem.token_linger" and err.line == 2
 
 
 def test_derived_timers_follow_token():

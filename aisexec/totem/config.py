@@ -58,6 +58,8 @@ class TotemConfig:
     window_size: int = 68
     max_messages: int = 34
     miss_count_const: int = 5
+    #: Longest a quiet token visit waits (ms) for a local client's answer to what it just delivered (0: never).
+    token_linger: int = 1
     netmtu: int = 1500
     #: The AEAD of the packet envelope (a value of CRYPTO_CIPHERS; validate() maps the config spellings).
     crypto_cipher: str = DEFAULT_CRYPTO_CIPHER
@@ -101,6 +103,8 @@ class TotemConfig:
             raise TotemConfigError("token_retransmit", "must be below token")
         if cfg.hold >= cfg.token_retransmit:
             raise TotemConfigError("hold", "must be below token_retransmit")
+        if not 0 <= cfg.token_linger < cfg.token_retransmit:
+            raise TotemConfigError("token_linger", "must be 0 (off) or more, and below token_retransmit")
         if cfg.max_messages < 1 or cfg.window_size < 1:
             raise TotemConfigError("window_size", "window_size and max_messages must be at least 1")
         if cfg.max_messages > cfg.window_size:

@@ -56,6 +56,7 @@ class SrpCore(OrderingMixin, MembershipMixin, RecoveryMixin, SrpState):
 
     def __init__(self, nodeid: int, config: TotemConfig, ring_seq: int = 0, rng: random.Random | None = None) -> None:
         SrpState.__init__(self, nodeid, config, ring_seq, rng)
+        self.linger_ms = float(config.token_linger)
         self._dispatch = {
             OrfToken: self.on_token,
             Join: self.on_join,

@@ -23,6 +23,7 @@ STAT_KEYS = (
     "joins_received", "gather_entered", "consensus_timeouts", "commit_tokens_created", "rings_installed",
     "recovery_messages", "hold_cancels_sent", "merge_detects_sent", "fail_to_recv", "leaves_received",
     "heartbeat_losses", "seq_wrap_reconfigurations", "joins_after_pause",
+    "token_lingers", "token_lingers_unanswered", "token_linger_us",
 )
 
 # A stored message: (sender, guarantee, payload, raw packet bytes, encapsulated)

@@ -233,3 +233,13 @@ def test_a_wait_left_from_an_old_ring_does_not_keep_a_held_token() -> None:
     ready = rep.take_ready()
     assert rep.lingering is None and rep.held_token is None
     assert [d for d, p in ready.sends if _is_token(p)]
+
+
+def test_totem_token_linger_sets_the_wait_and_is_checked() -> None:
+    from aisexec.totem.config import TotemConfig, TotemConfigError
+    from aisexec.totem.srp import SrpCore
+
+    assert SrpCore(1, TotemConfig().validate()).linger_ms == 1.0
+    assert SrpCore(1, TotemConfig(token_linger=0).validate()).linger_ms == 0.0
+    with pytest.raises(TotemConfigError, match=r"totem\.token_linger"):
+        TotemConfig(token_linger=500).validate()
