@@ -107,7 +107,8 @@ class Calls:
                 lock.release()
                 try:
                     self._sendall(frame)
-                    error, answer = self._read_until(rid, None)  # type: ignore[misc]
+                    found = None if self._buf else self._read_once(self.SLICE, rid, True)  # usually the answer
+                    error, answer = found or self._read_until(rid, None)  # type: ignore[misc]
                 finally:
                     lock.acquire()
                     self._reading = False
