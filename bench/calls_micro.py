@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.getcwd())
 
-from openais import _wire, lck, msg  # noqa: E402
-from openais.errors import SaAisError  # noqa: E402
+from openais import _wire, lck, msg
+from openais.errors import SaAisError
 
 ANSWER = b"\x00" * 8 + b"\x01" * 5
 OK = int(SaAisError.OK)
@@ -52,7 +52,7 @@ def _serve(listener: socket.socket) -> None:
 def _read_request(sock: socket.socket) -> tuple[int, int, int, bytes]:
     buf = bytearray()
     while True:
-        frames, used = _wire.split_requests(buf)
+        frames, _used = _wire.split_requests(buf)
         if frames:
             return frames[0]
         chunk = sock.recv(4096)
@@ -91,7 +91,8 @@ def run(mode: str, calls: int) -> dict:
             raise
         finally:
             os.waitpid(pid, 0)
-    return {"mode": mode, "calls": calls, "wall_us": round(wall / calls * 1e6, 2), "cpu_us": round(cpu / calls * 1e6, 2)}
+    return {"mode": mode, "calls": calls, "wall_us": round(wall / calls * 1e6, 2),
+            "cpu_us": round(cpu / calls * 1e6, 2)}
 
 
 def main() -> None:
