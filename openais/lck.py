@@ -20,21 +20,16 @@ thread blocked in ``lock()`` does not delay another thread's ``unlock()``.
 from __future__ import annotations
 
 import enum
-import select
-import socket
 import struct
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-from openais import _common, _wire
+from openais import _common
+from openais._calls import Calls
 from openais._client import DISPATCH_ALL, Handle
 from openais._objects import ObjectHandle
 from openais.errors import (
-    AisError,
     BadFlags,
-    BadHandle,
     Init,
     InvalidParam,
     Library,
@@ -410,23 +405,6 @@ class Resource(ObjectHandle):
 # -- the handle ---------------------------------------------------------------------------------------
 
 
-class _Slot:
-    __slots__ = ("answer",)
-
-    def __init__(self) -> None:
-        self.answer: tuple[int, bytes] | None = None
-
-
-#: Longest single wait on the response socket before checking for finalize (seconds).
-_POLL = 0.5
-#: Bytes asked of one read of the response socket.
-_READ = 1 << 16
-_REQUEST = _wire.REQUEST
-_RESPONSE = _wire.RESPONSE
-_HEADER = _wire.RESPONSE.size
-_OK = int(SaAisError.OK)
-
-
 class LckHandle(Handle):
     """An LCK library handle (``saLckInitialize``); calls from several threads run concurrently."""
 
@@ -436,186 +414,15 @@ class LckHandle(Handle):
         self.version = VERSION
         self._requested_version = version
         self._callbacks = callbacks
-        self._send_lock = threading.Lock()
-        self._state = threading.Lock()  # guards _slots and _reading (the condition's lock)
-        self._cond = threading.Condition(self._state)
-        self._slots: dict[int, _Slot] = {}
-        self._reading = False
-        self._request_id = 0
+        self._calls = Calls(self, SERVICE_ID)
         self._async_locks: dict[int, Lock] = {}
         self._early: dict[int, tuple[int, int]] = {}
-        self._response.settimeout(None)
 
-    # -- concurrent calls -------------------------------------------------------------------------
-    #
-    # One thread at a time *reads* the response socket (``_reading``); it hands every answer that is
-    # not its own to the thread waiting for it (``_slots``) and, when it has its own, lets a waiting
-    # thread take over the reading.  A call without a deadline that finds nobody reading (the usual
-    # case: one thread per handle) is that reader at once: it sends, then blocks in one read for its
-    # answer, with no slot, condition or select on the way.
+    # -- calls ----------------------------------------------------------------------------------
 
     def _call(self, msg_id: int, payload: bytes, timeout: float | None = None) -> bytes:
         """Send one request and wait for its own answer (other threads' calls proceed meanwhile)."""
-        if self._finalized or self._dead:
-            self._check()
-        if timeout is None:
-            state = self._state
-            state.acquire()
-            if not self._reading:
-                self._reading = True
-                state.release()
-                return self._call_reading(msg_id, payload)
-            state.release()
-        return self._call_waiting(msg_id, payload, timeout)
-
-    def _send(self, msg_id: int, payload: bytes, slot: _Slot | None = None) -> int:
-        """Send one request (its slot registered first, when given); return its request id."""
-        with self._send_lock:
-            if self._finalized or self._dead:
-                self._check()
-            request_id = self._request_id = (self._request_id + 1) & 0xFFFFFFFF or 1
-            if slot is not None:
-                with self._state:
-                    self._slots[request_id] = slot
-            try:
-                self._response.sendall(_REQUEST.pack(_REQUEST.size + len(payload), SERVICE_ID, msg_id, request_id)
-                                       + payload)
-            except OSError as exc:
-                if slot is not None:
-                    with self._state:
-                        self._slots.pop(request_id, None)
-                if self._finalized:
-                    raise BadHandle("the handle was finalized") from None
-                self._dead = True
-                raise Library(f"lost the connection to the executive: {exc}") from None
-        return request_id
-
-    def _call_reading(self, msg_id: int, payload: bytes) -> bytes:
-        """The call of the thread that holds the reading role: send, then read until its own answer."""
-        try:
-            request_id = self._send(msg_id, payload)
-            sock = self._response
-            rbuf = self._rbuf
-            while True:
-                if rbuf:
-                    found = self._hand_out(request_id)
-                    if found is not None:
-                        error, answer = found
-                        break
-                try:
-                    chunk = sock.recv(_READ)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    if self._finalized:
-                        raise BadHandle("the handle was finalized")
-                    self._dead = True
-                    raise Library("the connection to the executive is lost")
-                if not rbuf and len(chunk) >= _HEADER:  # the usual read: exactly our answer
-                    size, _service, _msg, rid, error = _RESPONSE.unpack_from(chunk)
-                    if size == len(chunk) and rid == request_id:
-                        answer = chunk[_HEADER:]
-                        break
-                rbuf += chunk
-        finally:
-            state = self._state
-            state.acquire()
-            self._reading = False
-            if self._slots:  # somebody waits: one of them reads from now on
-                self._cond.notify_all()
-            state.release()
-        if error != _OK:
-            raise AisError.from_code(error)
-        return answer
-
-    def _hand_out(self, request_id: int) -> tuple[int, bytes] | None:
-        """Split the complete frames read so far: give other threads theirs; return ours (or None)."""
-        try:
-            frames, used = _wire.split_responses(self._rbuf, self._max_frame)
-        except _wire.FrameError:
-            self._dead = True
-            raise Library("malformed answer from the executive") from None
-        del self._rbuf[:used]
-        mine = None
-        for _s, _m, rid, error, answer in frames:
-            if rid == request_id and mine is None:
-                mine = (error, answer)
-                continue
-            with self._state:
-                waiting = self._slots.pop(rid, None)
-                if waiting is not None:
-                    waiting.answer = (error, answer)
-                    self._cond.notify_all()
-        return mine
-
-    def _call_waiting(self, msg_id: int, payload: bytes, timeout: float | None) -> bytes:
-        """A call that may wait for another thread to read its answer, or that has a deadline."""
-        slot = _Slot()
-        request_id = self._send(msg_id, payload, slot)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            try:
-                while slot.answer is None:
-                    if self._finalized:
-                        raise BadHandle("the handle was finalized")
-                    if self._dead:
-                        raise Library("the connection to the executive is lost")
-                    left = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
-                    if left <= 0:
-                        raise Timeout(f"no answer from the executive within {timeout} s")
-                    if self._reading:
-                        self._cond.wait(left)
-                        continue
-                    self._reading = True
-                    self._cond.release()
-                    try:
-                        # no deadline: one blocking read (finalize's shutdown wakes it), no select first
-                        frames = self._read_frames(None if deadline is None else left)
-                    finally:
-                        self._cond.acquire()
-                        self._reading = False
-                    for _s, _m, rid, error, answer in frames:
-                        waiting = self._slots.pop(rid, None)
-                        if waiting is not None:
-                            waiting.answer = (error, answer)
-                    self._cond.notify_all()
-            finally:
-                self._slots.pop(request_id, None)
-        error, answer = slot.answer
-        if error != _OK:
-            raise AisError.from_code(error)
-        return answer
-
-    def _read_frames(self, wait: float | None) -> list[tuple[int, int, int, int, bytes]]:
-        """Read what the response socket has within ``wait`` seconds; return the complete frames.
-
-        ``wait`` None: block in one read until something comes (a call without a deadline: one
-        system call per answer instead of a select and a read; ``finalize`` shuts the socket down,
-        which ends the read).
-        """
-        sock = self._response
-        try:
-            if wait is None and sock.gettimeout() is None:  # a blocking socket (as __init__ leaves it)
-                chunk = sock.recv(_READ)
-                if not chunk:
-                    raise ConnectionError("the executive closed the connection")
-                self._rbuf += chunk
-            else:
-                readable, _, _ = select.select([sock], [], [], _POLL if wait is None else max(wait, 0.0))
-                if readable:
-                    chunk = sock.recv(_READ, socket.MSG_DONTWAIT)
-                    if not chunk:
-                        raise ConnectionError("the executive closed the connection")
-                    self._rbuf += chunk
-            frames, used = _wire.split_responses(self._rbuf, self._max_frame)
-            del self._rbuf[:used]
-            return frames
-        except BlockingIOError:
-            return []
-        except (OSError, ValueError, ConnectionError, _wire.FrameError):
-            if not self._finalized:
-                self._dead = True
-            return []
+        return self._calls.call(msg_id, payload, timeout)
 
     # -- library calls ----------------------------------------------------------------------------
 
@@ -713,8 +520,7 @@ class LckHandle(Handle):
         super().finalize()
         for child in list(getattr(self, "_object_handles", {}).values()):
             child._forget()
-        with self._cond:
-            self._cond.notify_all()
+        self._calls.wake()
 
 
 def initialize(resource_open: Callable[..., Any] | None = None, lock_grant: Callable[..., Any] | None = None,

@@ -14,24 +14,20 @@ callers by request id, one caller at a time reading the socket for all.
 from __future__ import annotations
 
 import enum
-import itertools
-import socket
 import struct
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from openais import _common, _wire
+from openais import _common
+from openais._calls import Calls
 from openais._client import DISPATCH_ALL, Handle
 from openais._objects import ObjectHandle
 from openais.errors import (
     AisError,
     BadFlags,
-    BadHandle,
     Init,
     InvalidParam,
-    Library,
     NameTooLong,
     SaAisError,
     Timeout,
@@ -570,280 +566,6 @@ def check_attrs(attrs: Any) -> tuple[int, list[int], int]:
     return int(flags), [int(s) for s in size], seconds_to_ns(attrs.retention_time, "retention_time")
 
 
-# -- the multiplexed call path ------------------------------------------------------------------------
-
-_REQUEST_HEAD = _wire.REQUEST.pack
-_REQUEST_SIZE = _wire.REQUEST.size
-_OK = int(SaAisError.OK)
-#: ``struct timeval`` for SO_RCVTIMEO.
-_TIMEVAL = struct.Struct("@ll")
-
-
-class _Mux:
-    """Several outstanding requests on one response socket; one caller reads for all.
-
-    ``call`` waits for its own answer.  ``post`` sends without waiting (at most
-    :attr:`WINDOW` requests and :attr:`WINDOW_BYTES` unanswered): the
-    executive answers a posted ``message_send_async`` as soon as it took it,
-    or holds the answer while the handle has too many unconfirmed sends, so the
-    window fills and ``post`` raises TryAgain (nothing is lost); an error the
-    executive answers is raised by a later ``message_send_async``.
-    """
-
-    SLICE = 0.25
-    ROOM_WAIT = 0.05  #: seconds post() waits for room in the window before TryAgain
-    WINDOW = 64
-    WINDOW_BYTES = 2 << 20
-    POLL_EVERY = 8  #: past half the window, look for answers once per this many posts (one recv for several)
-
-    def __init__(self, handle: MsgHandle) -> None:
-        self._h = handle
-        self._send_lock = threading.Lock()
-        self._lock = threading.Lock()  #: guards the tables below; ``with self._lock`` costs no Python call
-        self._cv = threading.Condition(self._lock)
-        self._sleepers = 0  #: threads waiting in ``_cv`` (told when answers are filed or the reader leaves)
-        self._answers: dict[int, tuple[int, bytes]] = {}
-        self._waiting: set[int] = set()
-        self._posted: dict[int, int] = {}  # request id -> frame bytes
-        self._posted_bytes = 0
-        self.deferred: AisError | None = None
-        self._reading = False
-        self._kernel_wait: float | None = None  #: the SO_RCVTIMEO this reader last set on the socket
-        self._buf = bytearray()
-        self._scratch = bytearray(1 << 18)
-        self._ids = itertools.count(1)
-        self._posts = 0
-
-    def _next_id(self) -> int:
-        rid = next(self._ids) & 0xFFFFFFFF
-        return rid or next(self._ids) & 0xFFFFFFFF
-
-    def call(self, msg_id: int, payload: bytes, timeout: float | None) -> bytes:
-        """Send one request and wait ``timeout`` seconds (None: while the executive lives) for its answer."""
-        h = self._h
-        if h._finalized or h._dead:
-            h._check()
-        rid = next(self._ids) & 0xFFFFFFFF or self._next_id()
-        frame = _REQUEST_HEAD(_REQUEST_SIZE + len(payload), SERVICE_ID, msg_id, rid) + payload
-        lock = self._lock
-        with lock:
-            self._waiting.add(rid)
-        try:
-            self._sendall(frame)
-            error, answer = self._wait_answer(rid, None if timeout is None else time.monotonic() + timeout)
-        except BaseException:
-            with lock:
-                self._waiting.discard(rid)
-                self._answers.pop(rid, None)
-            raise
-        if error != _OK:
-            raise AisError.from_code(error)
-        return answer
-
-    def _wait_answer(self, rid: int, deadline: float | None) -> tuple[int, bytes]:
-        """The (error, payload) answer to ``rid``: taken from another reader, or read by this thread.
-
-        The thread that reads keeps reading (for every caller) until its own answer is in, then hands
-        the socket to a waiting thread: one lock round per frame read, none per idle slice.
-        """
-        lock = self._lock
-        answers = self._answers
-        h = self._h
-        while True:
-            with lock:
-                while True:
-                    found = answers.pop(rid, None)
-                    if found is not None:
-                        self._waiting.discard(rid)
-                        return found
-                    left = self._left(deadline)
-                    if not self._reading:
-                        self._reading = True
-                        break
-                    self._sleep(left)
-            try:
-                while rid not in answers and not h._finalized and not h._dead:
-                    if deadline is None:
-                        wait = self.SLICE
-                    else:
-                        wait = deadline - time.monotonic()
-                        if wait <= 0:
-                            break
-                        if wait > self.SLICE:
-                            wait = self.SLICE
-                    self._read_some(wait)
-            finally:
-                with lock:
-                    self._reading = False
-                    if self._sleepers:
-                        self._cv.notify_all()
-
-    def _left(self, deadline: float | None) -> float | None:
-        """Seconds left before ``deadline`` (None: no deadline); raise when the wait is over (lock held)."""
-        h = self._h
-        if h._finalized:
-            raise BadHandle("the handle was finalized")
-        if h._dead:
-            raise Library("the connection to the executive is lost")
-        if deadline is None:
-            return None
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise Timeout("no answer from the executive in time")
-        return left
-
-    def _sleep(self, left: float | None) -> None:
-        """Wait (lock held) until the reader files answers or gives up reading, or a slice passed."""
-        self._sleepers += 1
-        try:
-            self._cv.wait(self.SLICE if left is None else min(left, self.SLICE))
-        finally:
-            self._sleepers -= 1
-
-    def post(self, msg_id: int, payload: bytes) -> None:
-        """Send one request without waiting for its answer (waits for room in the window)."""
-        self._h._check()
-        self._posts += 1
-        if len(self._posted) >= self.WINDOW // 2 and not self._posts % self.POLL_EVERY:  # answers in batches
-            self._poll()
-        if self.deferred is not None:
-            self.raise_deferred()
-        size = _wire.REQUEST.size + len(payload)
-
-        def room() -> bool:
-            return not self._posted or (len(self._posted) < self.WINDOW
-                                        and self._posted_bytes + size <= self.WINDOW_BYTES)
-
-        rid = self._next_id()
-        with self._lock:
-            fits = room()
-            if fits:
-                self._posted[rid] = size
-                self._posted_bytes += size
-        if not fits:
-            try:
-                self._wait_until(room, time.monotonic() + self.ROOM_WAIT)
-            except Timeout:
-                raise TryAgain("too many of this handle's asynchronous sends are unconfirmed") from None
-            with self._lock:
-                self._posted[rid] = size
-                self._posted_bytes += size
-        self._sendall(_wire.encode_request(SERVICE_ID, msg_id, rid, payload))
-
-    def _poll(self) -> None:
-        """Take the answers already waiting on the socket, without blocking (unless another thread reads)."""
-        with self._lock:
-            if self._reading:
-                return
-            self._reading = True
-        try:
-            self._read_some(0.0)
-        finally:
-            with self._lock:
-                self._reading = False
-                if self._sleepers:
-                    self._cv.notify_all()
-
-    def drain(self, timeout: float) -> None:
-        """Wait until every posted request is answered."""
-        if self._posted:
-            self._wait_until(lambda: not self._posted, time.monotonic() + timeout)
-
-    def raise_deferred(self) -> None:
-        """Raise the error the executive answered to an earlier posted request, once."""
-        with self._lock:
-            error, self.deferred = self.deferred, None
-        if error is not None:
-            raise error
-
-    def _sendall(self, frame: bytes) -> None:
-        with self._send_lock:
-            self._h._check()
-            sock = self._h._response
-            try:
-                if sock.gettimeout() is not None:
-                    sock.settimeout(None)  # blocking sends; reads wait in select()
-                sock.sendall(frame)
-            except OSError as exc:
-                raise self._lost(exc) from None
-
-    def _lost(self, exc: Exception) -> AisError:
-        if self._h._finalized:
-            return BadHandle("the handle was finalized")
-        self._h._dead = True
-        return Library(f"lost the connection to the executive: {exc}")
-
-    def _wait_until(self, ready: Callable[[], bool], deadline: float | None) -> None:
-        """Wait until ``ready()`` (checked with the lock held), reading for every caller when nobody else does."""
-        while True:
-            with self._lock:
-                while True:
-                    if ready():
-                        return
-                    left = self._left(deadline)
-                    if not self._reading:
-                        self._reading = True
-                        break
-                    self._sleep(left)
-            try:
-                self._read_some(self.SLICE if left is None else min(left, self.SLICE))
-            finally:
-                with self._lock:
-                    self._reading = False
-                    if self._sleepers:
-                        self._cv.notify_all()
-
-    def _read_some(self, wait: float) -> None:
-        """Read what the socket holds (waiting up to ``wait`` s for it) and file the complete answers."""
-        sock = self._h._response
-        try:
-            if wait <= 0:
-                try:
-                    count = sock.recv_into(self._scratch, 0, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    return
-            else:
-                # A blocking read with the kernel's timeout (SO_RCVTIMEO, set only when the value
-                # changes): one system call per answer, where select + recv were two.
-                if sock.gettimeout() is not None:
-                    sock.settimeout(None)
-                if wait != self._kernel_wait:
-                    whole = int(wait)
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                                    _TIMEVAL.pack(whole, max(int((wait - whole) * 1e6), 0 if whole else 1)))
-                    self._kernel_wait = wait
-                    if hasattr(self._h, "_kernel_wait"):
-                        self._h._kernel_wait = None  # the shared client's own cache of the option is stale
-                try:
-                    count = sock.recv_into(self._scratch)
-                except BlockingIOError:  # the timeout expired (EAGAIN)
-                    return
-        except (OSError, ValueError) as exc:
-            raise self._lost(OSError(str(exc))) from None
-        if not count:
-            raise self._lost(ConnectionError("the executive closed the connection"))
-        buf = self._buf
-        buf += memoryview(self._scratch)[:count]
-        try:
-            frames, used = _wire.split_responses(buf, self._h._max_frame)
-        except _wire.FrameError as exc:
-            raise self._lost(exc) from None
-        if frames:
-            with self._lock:
-                waiting, posted, answers = self._waiting, self._posted, self._answers
-                for _s, _m, frid, error, answer in frames:
-                    if frid in waiting:
-                        answers[frid] = (error, answer)
-                    elif frid in posted:
-                        self._posted_bytes -= posted.pop(frid)
-                        if error != SaAisError.OK and self.deferred is None:
-                            self.deferred = AisError.from_code(error, "an earlier message_send_async failed: "
-                                                                      f"SA_AIS_ERR_{SaAisError(error).name}")
-                if self._sleepers:
-                    self._cv.notify_all()
-        del buf[:used]
-
-
 # -- handles -------------------------------------------------------------------------------------------
 
 
@@ -926,7 +648,7 @@ class MsgHandle(Handle):
         self._callbacks = callbacks
         self.version = VERSION
         self._major = version[1]
-        self._mux = _Mux(self)
+        self._mux = Calls(self, SERVICE_ID, "message_send_async")
         self._queues: dict[int, Queue] = {}
         self._checked: set[str] = set()  # destinations an async send found valid (later ones are pipelined)
 
@@ -1213,8 +935,7 @@ class MsgHandle(Handle):
         for queue in list(self._queues.values()):
             queue._forget()
         self._queues.clear()
-        with self._mux._cv:
-            self._mux._cv.notify_all()
+        self._mux.wake()
 
 
 def initialize(queue_open: Callable[..., Any] | None = None, queue_group_track: Callable[..., Any] | None = None,

@@ -460,7 +460,7 @@ def test_a_call_without_deadline_reads_once_without_select(served, monkeypatch):
 
     with lck.initialize(path=served) as h:
         res = h.resource_open("r", lck.RESOURCE_CREATE)
-        monkeypatch.setattr(lck.select, "select", counting)
+        monkeypatch.setattr(select_module, "select", counting)
         for _ in range(5):
             res.lock(EX).unlock()
         assert calls == []
@@ -509,7 +509,7 @@ def test_many_threads_on_one_handle_each_get_their_own_answers(served):
             t.join(30)
         assert not errors, errors
         assert counts == [40] * len(resources)
-        assert not h._slots and not h._reading
+        assert not h._calls._waiting and not h._calls._reading
 
 
 def test_a_call_waiting_behind_a_blocked_reader_is_answered_and_takes_over(served):
@@ -523,12 +523,12 @@ def test_a_call_waiting_behind_a_blocked_reader_is_answered_and_takes_over(serve
         t = threading.Thread(target=lambda: results.append(res.lock(EX)))
         t.start()
         time.sleep(0.2)
-        assert h._reading  # the blocked lock() holds the reading role
+        assert h._calls._reading  # the blocked lock() holds the reading role
         for _ in range(5):
             free.lock(PR).unlock()  # answered through the blocked reader
         held.unlock()
         t.join(5)
         assert results and results[0].status == LockStatus.GRANTED
-        assert not h._reading
+        assert not h._calls._reading
         free.lock(EX).unlock()  # and now this thread reads for itself
         results[0].unlock()

@@ -22,6 +22,7 @@ import pytest
 import openais
 from aisexec.testing import FakeConnection, ServiceCluster
 from openais import _wire, msg
+from openais._calls import Calls
 from openais.errors import SaAisError
 from openais.message import MessageError
 from openais.msg import Request, SendKind
@@ -94,7 +95,7 @@ def test_decode_got_refuses_what_the_strict_decoder_refuses() -> None:
 
 
 class _FakeHandle:
-    """What :class:`openais.msg._Mux` needs of a MsgHandle."""
+    """What :class:`openais._calls.Calls` needs of a MsgHandle."""
 
     _max_frame = _wire.MAX_FRAME
 
@@ -153,7 +154,7 @@ def test_concurrent_calls_get_their_own_answers_in_any_order(mux_pair) -> None:
     handle, peer = mux_pair
     rng = random.Random(3)
     _Executive(peer, lambda payload: rng.random() * 0.02)
-    mux = msg._Mux(handle)  # type: ignore[arg-type]
+    mux = Calls(handle, msg.SERVICE_ID)
     errors: list[BaseException] = []
 
     def worker(n: int) -> None:
@@ -176,7 +177,7 @@ def test_concurrent_calls_get_their_own_answers_in_any_order(mux_pair) -> None:
 def test_a_slow_answer_does_not_hold_up_a_fast_one(mux_pair) -> None:
     handle, peer = mux_pair
     _Executive(peer, lambda payload: 1.0 if payload == b"slow" else 0.0)
-    mux = msg._Mux(handle)  # type: ignore[arg-type]
+    mux = Calls(handle, msg.SERVICE_ID)
     slow: list[bytes] = []
     reader = threading.Thread(target=lambda: slow.append(mux.call(1, b"slow", 10.0)))
     reader.start()
@@ -191,7 +192,7 @@ def test_a_slow_answer_does_not_hold_up_a_fast_one(mux_pair) -> None:
 def test_timeout_error_and_late_answer(mux_pair) -> None:
     handle, peer = mux_pair
     _Executive(peer, lambda payload: 0.3 if payload == b"late" else 0.0)
-    mux = msg._Mux(handle)  # type: ignore[arg-type]
+    mux = Calls(handle, msg.SERVICE_ID)
     with pytest.raises(openais.Timeout):
         mux.call(1, b"late", 0.05)
     with pytest.raises(openais.NotExist):
@@ -204,7 +205,7 @@ def test_timeout_error_and_late_answer(mux_pair) -> None:
 def test_each_call_waits_its_own_deadline(mux_pair) -> None:
     handle, peer = mux_pair
     _Executive(peer, lambda payload: 0.3 if payload.startswith(b"slow") else 0.0)
-    mux = msg._Mux(handle)  # type: ignore[arg-type]
+    mux = Calls(handle, msg.SERVICE_ID)
     started = time.monotonic()
     with pytest.raises(openais.Timeout):
         mux.call(1, b"slow-1", 0.05)  # the reader's kernel timeout is set to what is left: 50 ms
@@ -219,7 +220,7 @@ def test_each_call_waits_its_own_deadline(mux_pair) -> None:
 def test_finalize_wakes_a_blocked_call(mux_pair) -> None:
     handle, peer = mux_pair
     _Executive(peer, lambda payload: 60.0)
-    mux = msg._Mux(handle)  # type: ignore[arg-type]
+    mux = Calls(handle, msg.SERVICE_ID)
     outcome: list[BaseException] = []
 
     def blocked() -> None:
