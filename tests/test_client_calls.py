@@ -191,23 +191,30 @@ def test_a_deadline_raises_timeout_and_the_late_answer_is_dropped(pair) -> None:
     assert _idle(calls)
 
 
+def _blocked_calls(calls: Calls, payload: bytes, timeouts: tuple[float | None, ...]
+                   ) -> tuple[list[threading.Thread], list[BaseException]]:
+    """One thread per timeout, each blocked in ``calls.call(1, payload, timeout)``; what they raise."""
+    outcome: list[BaseException] = []
+
+    def blocked(timeout: float | None) -> None:
+        try:
+            calls.call(1, payload, timeout)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    threads = [threading.Thread(target=blocked, args=(t,)) for t in timeouts]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    return threads, outcome
+
+
 def test_finalize_while_threads_wait_raises_bad_handle_in_each(pair) -> None:
     """Threads with and without deadlines wait (one of them reading): finalize ends every wait."""
     handle, peer = pair
     _Executive(peer, lambda p: 60.0)
     calls = Calls(handle, SERVICE)
-    outcome: list[BaseException] = []
-
-    def blocked(timeout: float | None) -> None:
-        try:
-            calls.call(1, b"never", timeout)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    threads = [threading.Thread(target=blocked, args=(t,)) for t in (None, None, 30.0, 30.0)]
-    for t in threads:
-        t.start()
-    time.sleep(0.2)
+    threads, outcome = _blocked_calls(calls, b"never", (None, None, 30.0, 30.0))
     started = time.monotonic()
     handle.finalize(calls)
     for t in threads:
@@ -223,18 +230,7 @@ def test_connection_lost_raises_library_in_every_waiting_call(pair) -> None:
     executive = _Executive(peer)
     executive.hold = True
     calls = Calls(handle, SERVICE)
-    outcome: list[BaseException] = []
-
-    def blocked(timeout: float | None) -> None:
-        try:
-            calls.call(1, b"x", timeout)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    threads = [threading.Thread(target=blocked, args=(t,)) for t in (None, 10.0, None)]
-    for t in threads:
-        t.start()
-    time.sleep(0.2)
+    threads, outcome = _blocked_calls(calls, b"x", (None, 10.0, None))
     peer.shutdown(socket.SHUT_RDWR)  # the executive goes away
     for t in threads:
         t.join(5)
@@ -330,3 +326,97 @@ def test_a_single_thread_call_sends_one_frame_and_reads_once(pair, monkeypatch) 
     for i in range(20):
         assert calls.call(1, b"%d" % i) == (b"%d" % i)[::-1]
     assert selects == [] and _idle(calls) and not calls._buf
+
+
+# -- calls with deadlines, answered after a delay (formerly MSG's own tests) ---------------------------
+
+
+def test_concurrent_calls_get_their_own_answers_in_any_order(pair) -> None:
+    handle, peer = pair
+    rng = random.Random(3)
+    _Executive(peer, lambda payload: rng.random() * 0.02)
+    mux = Calls(handle, SERVICE)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(40):
+                payload = f"{n}-{i}".encode()
+                assert mux.call(1, payload, 10.0) == payload[::-1]
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert not mux._waiting and not mux._answers and not mux._reading and not mux._sleepers
+
+
+def test_a_slow_answer_does_not_hold_up_a_fast_one(pair) -> None:
+    handle, peer = pair
+    _Executive(peer, lambda payload: 1.0 if payload == b"slow" else 0.0)
+    mux = Calls(handle, SERVICE)
+    slow: list[bytes] = []
+    reader = threading.Thread(target=lambda: slow.append(mux.call(1, b"slow", 10.0)))
+    reader.start()
+    time.sleep(0.1)  # the slow caller is the reader now
+    started = time.monotonic()
+    assert mux.call(1, b"fast", 10.0) == b"tsaf"
+    assert time.monotonic() - started < 0.5
+    reader.join(10)
+    assert slow == [b"wols"]
+
+
+def test_timeout_error_and_late_answer(pair) -> None:
+    handle, peer = pair
+    _Executive(peer, lambda payload: 0.3 if payload == b"late" else 0.0)
+    mux = Calls(handle, SERVICE)
+    with pytest.raises(openais.Timeout):
+        mux.call(1, b"late", 0.05)
+    with pytest.raises(openais.NotExist):
+        mux.call(1, b"fail", 5.0)
+    time.sleep(0.4)
+    assert mux.call(1, b"next", 5.0) == b"txen"  # the late answer was read and dropped
+    assert not mux._waiting and not mux._answers
+
+
+def test_each_call_waits_its_own_deadline(pair) -> None:
+    handle, peer = pair
+    _Executive(peer, lambda payload: 0.3 if payload.startswith(b"slow") else 0.0)
+    mux = Calls(handle, SERVICE)
+    started = time.monotonic()
+    with pytest.raises(openais.Timeout):
+        mux.call(1, b"slow-1", 0.05)  # the reader's kernel timeout is set to what is left: 50 ms
+    assert time.monotonic() - started < 0.25
+    assert mux.call(1, b"slow-2", 5.0) == b"2-wols"  # a longer wait is not cut short by the earlier one
+    started = time.monotonic()
+    with pytest.raises(openais.Timeout):
+        mux.call(1, b"slow-3", 0.1)
+    assert 0.09 < time.monotonic() - started < 0.3
+
+
+def test_finalize_wakes_a_blocked_call(pair) -> None:
+    handle, peer = pair
+    _Executive(peer, lambda payload: 60.0)
+    mux = Calls(handle, SERVICE)
+    outcome: list[BaseException] = []
+
+    def blocked() -> None:
+        try:
+            mux.call(1, b"never", None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    threads = [threading.Thread(target=blocked) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    handle._finalized = True
+    with mux._cv:
+        mux._cv.notify_all()
+    for t in threads:
+        t.join(5)
+    assert len(outcome) == 2 and all(isinstance(e, openais.BadHandle) for e in outcome)

@@ -8,21 +8,16 @@ once, and arms per-request deadlines on bare hub timers.  Each is checked here a
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import random
-import socket
 import struct
-import threading
-import time
 from collections.abc import Callable
 
 import pytest
 
 import openais
 from aisexec.testing import FakeConnection, ServiceCluster
-from openais import _wire, msg
-from openais._calls import Calls
+from openais import msg
 from openais.errors import SaAisError
 from openais.message import MessageError
 from openais.msg import Request, SendKind
@@ -89,156 +84,6 @@ def test_decode_got_refuses_what_the_strict_decoder_refuses() -> None:
                 msg.decode_got(payload)
         else:  # pragma: no cover - every mutant above is malformed
             raise AssertionError(f"mutant accepted: {payload!r}")
-
-
-# -- library: the multiplexed call path against a scripted executive -------------------------------------
-
-
-class _FakeHandle:
-    """What :class:`openais._calls.Calls` needs of a MsgHandle."""
-
-    _max_frame = _wire.MAX_FRAME
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._response = sock
-        self._finalized = False
-        self._dead = False
-
-    def _check(self) -> None:
-        if self._finalized:
-            raise openais.BadHandle("finalized")
-        if self._dead:
-            raise openais.Library("dead")
-
-
-class _Executive:
-    """Answers each request with its own payload reversed, after ``delay(payload)`` seconds (in a thread)."""
-
-    def __init__(self, sock: socket.socket, delay: Callable[[bytes], float]) -> None:
-        self.sock = sock
-        self.delay = delay
-        self.lock = threading.Lock()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        buf = bytearray()
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            buf += data
-            frames, used = _wire.split_requests(buf, _wire.MAX_FRAME)
-            del buf[:used]
-            for service, msg_id, rid, payload in frames:
-                threading.Timer(self.delay(payload), self._answer, (service, msg_id, rid, payload)).start()
-
-    def _answer(self, service: int, msg_id: int, rid: int, payload: bytes) -> None:
-        error = SaAisError.NOT_EXIST if payload == b"fail" else OK
-        with self.lock, contextlib.suppress(OSError):
-            self.sock.sendall(_wire.encode_response(service, msg_id, rid, int(error), payload[::-1]))
-
-
-@pytest.fixture
-def mux_pair():
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    handle = _FakeHandle(a)
-    yield handle, b
-    a.close()
-    b.close()
-
-
-def test_concurrent_calls_get_their_own_answers_in_any_order(mux_pair) -> None:
-    handle, peer = mux_pair
-    rng = random.Random(3)
-    _Executive(peer, lambda payload: rng.random() * 0.02)
-    mux = Calls(handle, msg.SERVICE_ID)
-    errors: list[BaseException] = []
-
-    def worker(n: int) -> None:
-        try:
-            for i in range(40):
-                payload = f"{n}-{i}".encode()
-                assert mux.call(1, payload, 10.0) == payload[::-1]
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors
-    assert not mux._waiting and not mux._answers and not mux._reading and not mux._sleepers
-
-
-def test_a_slow_answer_does_not_hold_up_a_fast_one(mux_pair) -> None:
-    handle, peer = mux_pair
-    _Executive(peer, lambda payload: 1.0 if payload == b"slow" else 0.0)
-    mux = Calls(handle, msg.SERVICE_ID)
-    slow: list[bytes] = []
-    reader = threading.Thread(target=lambda: slow.append(mux.call(1, b"slow", 10.0)))
-    reader.start()
-    time.sleep(0.1)  # the slow caller is the reader now
-    started = time.monotonic()
-    assert mux.call(1, b"fast", 10.0) == b"tsaf"
-    assert time.monotonic() - started < 0.5
-    reader.join(10)
-    assert slow == [b"wols"]
-
-
-def test_timeout_error_and_late_answer(mux_pair) -> None:
-    handle, peer = mux_pair
-    _Executive(peer, lambda payload: 0.3 if payload == b"late" else 0.0)
-    mux = Calls(handle, msg.SERVICE_ID)
-    with pytest.raises(openais.Timeout):
-        mux.call(1, b"late", 0.05)
-    with pytest.raises(openais.NotExist):
-        mux.call(1, b"fail", 5.0)
-    time.sleep(0.4)
-    assert mux.call(1, b"next", 5.0) == b"txen"  # the late answer was read and dropped
-    assert not mux._waiting and not mux._answers
-
-
-def test_each_call_waits_its_own_deadline(mux_pair) -> None:
-    handle, peer = mux_pair
-    _Executive(peer, lambda payload: 0.3 if payload.startswith(b"slow") else 0.0)
-    mux = Calls(handle, msg.SERVICE_ID)
-    started = time.monotonic()
-    with pytest.raises(openais.Timeout):
-        mux.call(1, b"slow-1", 0.05)  # the reader's kernel timeout is set to what is left: 50 ms
-    assert time.monotonic() - started < 0.25
-    assert mux.call(1, b"slow-2", 5.0) == b"2-wols"  # a longer wait is not cut short by the earlier one
-    started = time.monotonic()
-    with pytest.raises(openais.Timeout):
-        mux.call(1, b"slow-3", 0.1)
-    assert 0.09 < time.monotonic() - started < 0.3
-
-
-def test_finalize_wakes_a_blocked_call(mux_pair) -> None:
-    handle, peer = mux_pair
-    _Executive(peer, lambda payload: 60.0)
-    mux = Calls(handle, msg.SERVICE_ID)
-    outcome: list[BaseException] = []
-
-    def blocked() -> None:
-        try:
-            mux.call(1, b"never", None)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    threads = [threading.Thread(target=blocked) for _ in range(2)]
-    for t in threads:
-        t.start()
-    time.sleep(0.1)
-    handle._finalized = True
-    with mux._cv:
-        mux._cv.notify_all()
-    for t in threads:
-        t.join(5)
-    assert len(outcome) == 2 and all(isinstance(e, openais.BadHandle) for e in outcome)
 
 
 # -- engine: hub timers -------------------------------------------------------------------------------
