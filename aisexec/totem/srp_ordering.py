@@ -31,10 +31,6 @@ _MCAST_BODY = _MCAST.pack
 #: generated ``__new__`` is Python code, run on every token and every delivery).
 new_tuple = tuple.__new__
 
-#: Longest a token visit waits (ms) for a local client's answer to what this node delivered since its
-#: last visit (0: never waits).  The event loop's timers have a 1 ms resolution (libev's epoll backend),
-#: and a waiting node is idle, so a shorter value would not be kept: the wait would still last ~1.1 ms.
-LINGER_MS = 1.0
 #: Other members' messages delivered since the last visit, and the token's backlog and sends of the last
 #: rotation, up to which a visit may wait: more means the ring is busy, and the token goes at once.
 LINGER_MAX_DELIVERIES = 4
@@ -46,7 +42,9 @@ class OrderingMixin:
     """Token visit (§1.3), data receipt (§1.4), agreed/safe delivery (§1.6) and release (§1.8)."""
 
     # The token linger (:meth:`linger_check`): class defaults, shadowed per instance once used.
-    linger_ms: float = LINGER_MS
+    #: Longest a visit waits (ms; 0: never), ``totem.token_linger`` (SrpCore sets it from the config).  The
+    #: event loop's timers have a 1 ms resolution (libev's epoll backend), so a wait lasts at least ~1.1 ms.
+    linger_ms: float = 0.0
     lingering: OrfToken | None = None  # the token a visit waits with, not yet processed
     linger_seq = -1  # its token_seq: processed without a second wait when the wait ends
     linger_since = 0.0
@@ -335,6 +333,8 @@ class OrderingMixin:
         answer less than 2 times in 3 soon stops delaying the ring.  The wait is like a slower link: the
         token is processed whole when it ends, and no Totem timer is changed by it.
         """
+        if not self.linger_ms:  # off: nothing is counted or checked on the token's hot path
+            return False
         if self.lingering is not None:  # a copy came while one waited (a retransmission): this one goes now
             self.lingering = None
             self.cancel(_HOLD)
@@ -345,7 +345,7 @@ class OrderingMixin:
         fresh = delivered - self.linger_delivered
         self.linger_delivered = delivered
         if (fresh <= 0 or fresh > LINGER_MAX_DELIVERIES or self.pending or tok[7] > LINGER_MAX_DELIVERIES
-                or tok[8] > LINGER_MAX_DELIVERIES or tok[10] or not self.linger_ms
+                or tok[8] > LINGER_MAX_DELIVERIES or tok[10]
                 or self.memb_state is not _OPERATIONAL):
             return False
         if self.linger_skip:

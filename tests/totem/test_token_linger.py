@@ -12,13 +12,14 @@ import pytest
 
 from aisexec.totem import srp_ordering
 from aisexec.totem.api import MULTICAST, MembState, TimerName
+from aisexec.totem.config import TotemConfig
 from aisexec.totem.wire import T_ORF_TOKEN, HoldCancel
 from tests.totem.srp_harness import Loop
 
 Hook = Callable[[Loop, int, bytes], None]
 
 
-def _ring(linger_ms: float = srp_ordering.LINGER_MS) -> Loop:
+def _ring(linger_ms: float = float(TotemConfig().token_linger)) -> Loop:
     net = Loop([1, 2, 3])
     for core in net.cores.values():
         core.linger_ms = linger_ms
@@ -125,7 +126,7 @@ def test_an_unanswered_wait_ends_on_the_hold_timer_and_the_node_backs_off() -> N
 
     _request(net, 0)
     _run(net, start + 0.5, hook)
-    assert armed == [pytest.approx(srp_ordering.LINGER_MS / 1000.0)]
+    assert armed == [pytest.approx(TotemConfig().token_linger / 1000.0)]
     assert core.stats_counters["token_lingers"] == core.stats_counters["token_lingers_unanswered"] == 1
     assert core.lingering is None and net.deliveries(3)[-1] == b"req0"
     assert core.linger_skip == 3  # backoff 2: the next 3 eligible visits go at once
