@@ -22,12 +22,15 @@ publisher's own delivery, ``remote_median_us``/``remote_p99_us`` from
 them) and
 ``rss`` (node 1's executive, idle and after the load).  Executives run as real
 processes on 127.0.0.1..3 (udpu, crypto off), clients through the openais
-library.  ``publish`` returns only once the local node has handled the event
-(the contract), so one publishing thread is bound by one ring rotation per
-event; ``--procs P --publishers N`` runs P publishing processes on node 1 of
-N threads each, every thread with its own handle (``concurrency`` = P x N in
-the rows), and every size is also measured with one single publishing thread
-(``single_events_per_s``).  Subscribers count what they receive, and
+library.  Every throughput figure is measured both ways, a row each
+(``publish``): ``wait``, the contract's ``publish``, which returns only once
+the local node has handled the event, so one publishing thread is bound by
+one ring rotation per event: ``--procs P --publishers N`` runs P publishing
+processes on node 1 of N threads each, every thread with its own handle
+(``concurrency`` = P x N), and the size is also measured with one single
+publishing thread (``single_events_per_s``); and ``nowait``, one thread
+publishing with ``publish(data, wait=False)`` (pipelined, as CPG's
+``mcast``; the run ends with ``flush``).  Subscribers count what they receive, and
 lost-event notices, so a row also says whether the subscribers kept up.
 """
 
@@ -58,8 +61,12 @@ CPG_CLIENT = str(HERE / "cpg_client.py")
 # -- clients (run as ``bench/evt.py --client MODE ...`` against one node) ----------------------------------
 
 
-def client_publish(size: int, seconds: float, publishers: int) -> dict:
-    """``publishers`` threads publish events of ``size`` bytes for ``seconds``; count what returned."""
+def client_publish(size: int, seconds: float, publishers: int, wait: bool = True) -> dict:
+    """``publishers`` threads publish events of ``size`` bytes for ``seconds``; count what returned.
+
+    ``wait=False``: pipelined publishes (``publish(data, wait=False)``); each thread flushes at
+    the end, so the run lasts until the local node has handled every event counted.
+    """
     import openais
     from openais import evt
 
@@ -76,10 +83,11 @@ def client_publish(size: int, seconds: float, publishers: int) -> dict:
             start.wait()
             while time.monotonic() < stop[0]:
                 try:
-                    e.publish(payload)
+                    e.publish(payload, wait=wait)
                     counts[index] += 1
                 except openais.TryAgain:
                     time.sleep(0.0005)
+            h.flush()  # pipelined publishes: the run ends when the local node has handled every event
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(publishers)]
     for t in threads:
@@ -244,9 +252,10 @@ def _wait_quiet(subs: list[subprocess.Popen], expected: int, timeout: float = 60
     return reports
 
 
-def _publish(cluster: LocalCluster, me: str, size: int, seconds: float, procs: int, publishers: int) -> dict:
+def _publish(cluster: LocalCluster, me: str, size: int, seconds: float, procs: int, publishers: int,
+             mode: str = "wait") -> dict:
     """``procs`` publishing processes of ``publishers`` threads on node 1, side by side; their sum."""
-    args = [sys.executable, me, "--client", "publish", str(size), str(seconds), str(publishers)]
+    args = [sys.executable, me, "--client", "publish", str(size), str(seconds), str(publishers), mode]
     running = [subprocess.Popen(args, env=cluster.environ(1), stdout=subprocess.PIPE, text=True)
                for _ in range(procs)]
     results = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in running]
@@ -260,8 +269,7 @@ def run(seconds: float, procs: int, publishers: int, sizes: tuple[int, ...]) -> 
     """Both receiver counts on one 3-node cluster; EVT and CPG alternate per size."""
     me = str(Path(__file__).resolve())
     rows = []
-    base = {"impl": "openais-py", "service": "evt", "nodes": 3, "transport": "udpu", "crypto": "none",
-            "concurrency": procs * publishers}
+    base = {"impl": "openais-py", "service": "evt", "nodes": 3, "transport": "udpu", "crypto": "none"}
     with tempfile.TemporaryDirectory(prefix="evtbench-") as tmp, \
             LocalCluster(Path(tmp), 3, transport="udpu", secauth=False) as cluster:
         cluster.start_all()
@@ -275,15 +283,18 @@ def run(seconds: float, procs: int, publishers: int, sizes: tuple[int, ...]) -> 
             cpg_recv = [_spawn(cluster, i, [CPG_CLIENT, "receive"], "joined") for i in range(2, 2 + receivers)]
             try:
                 for size in sizes:
-                    before = [_report(p) for p in subs]
-                    cpu0 = [_cpu_s(p) for p in pids]
-                    sub0 = [_cpu_s(p.pid) for p in subs]
-                    result = _publish(cluster, me, size, seconds, procs, publishers)
-                    after = _wait_quiet(subs, result["events"] + min(b["received"] for b in before))
-                    evt_cpu = _per_op_us(pids, cpu0, result["events"])
-                    evt_clients = [round(result["cpu_s"] / max(result["events"], 1) * 1e6, 1),
-                                   *_per_op_us([p.pid for p in subs], sub0, result["events"])]
-                    peak = max(peak, _rss_kb(pid1))
+                    measured = {}
+                    for mode, (n_procs, n_threads) in (("wait", (procs, publishers)), ("nowait", (1, 1))):
+                        before = [_report(p) for p in subs]
+                        cpu0 = [_cpu_s(p) for p in pids]
+                        sub0 = [_cpu_s(p.pid) for p in subs]
+                        result = _publish(cluster, me, size, seconds, n_procs, n_threads, mode)
+                        after = _wait_quiet(subs, result["events"] + min(b["received"] for b in before))
+                        evt_cpu = _per_op_us(pids, cpu0, result["events"])
+                        evt_clients = [round(result["cpu_s"] / max(result["events"], 1) * 1e6, 1),
+                                       *_per_op_us([p.pid for p in subs], sub0, result["events"])]
+                        peak = max(peak, _rss_kb(pid1))
+                        measured[mode] = (n_procs * n_threads, result, before, after, evt_cpu, evt_clients)
                     single = _run(cluster, 1, [me, "--client", "publish", str(size), str(seconds), "1"])
                     _wait_quiet(subs, 0)
                     cpu0 = [_cpu_s(p) for p in pids]
@@ -293,25 +304,28 @@ def run(seconds: float, procs: int, publishers: int, sizes: tuple[int, ...]) -> 
                     cpg_cpu = _per_op_us(pids, cpu0, cpg["delivered"])
                     cpg_clients = [round((_children_cpu_s() - sender0) / max(cpg["delivered"], 1) * 1e6, 1),
                                    *_per_op_us([p.pid for p in cpg_recv], sub0, cpg["delivered"])]
-                    rows.append({**base, "test": "throughput", "receivers": receivers, "size": size,
-                                 "seconds": seconds, "events": result["events"],
-                                 "events_per_s": round(result["events_per_s"]),
-                                 "mb_per_s": round(result["mb_per_s"], 2),
-                                 "single_events_per_s": round(single["events_per_s"]),
-                                 "cpg_msgs_per_s": round(cpg["msgs_per_s"]),
-                                 "cpg_mb_per_s": round(cpg["mb_per_s"], 2),
-                                 "ratio_vs_cpg": round(result["events_per_s"] / max(cpg["msgs_per_s"], 1e-9), 3),
-                                 "exec_cpu_us_per_event": evt_cpu, "cpg_exec_cpu_us_per_msg": cpg_cpu,
-                                 "clients_cpu_us_per_event": evt_clients, "cpg_clients_cpu_us_per_msg": cpg_clients,
-                                 "total_cpu_us_per_event": round(sum(evt_cpu) + sum(evt_clients), 1),
-                                 "cpg_total_cpu_us_per_msg": round(sum(cpg_cpu) + sum(cpg_clients), 1),
-                                 "cpu_ratio_vs_cpg": round((sum(cpg_cpu) + sum(cpg_clients))
-                                                           / max(sum(evt_cpu) + sum(evt_clients), 1e-9), 3),
-                                 "subscribers_received": [a["received"] - b["received"] for a, b in zip(after, before,
-                                                                                                      strict=True)],
-                                 "subscribers_lost_notices": [a["lost"] - b["lost"] for a, b in zip(after, before,
-                                                                                                  strict=True)]})
-                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                    for mode, (concurrency, result, before, after, evt_cpu, evt_clients) in measured.items():
+                        rows.append({**base, "test": "throughput", "publish": mode, "concurrency": concurrency,
+                                     "receivers": receivers, "size": size, "seconds": seconds,
+                                     "events": result["events"], "events_per_s": round(result["events_per_s"]),
+                                     "mb_per_s": round(result["mb_per_s"], 2),
+                                     **({"single_events_per_s": round(single["events_per_s"])} if mode == "wait"
+                                        else {}),
+                                     "cpg_msgs_per_s": round(cpg["msgs_per_s"]),
+                                     "cpg_mb_per_s": round(cpg["mb_per_s"], 2),
+                                     "ratio_vs_cpg": round(result["events_per_s"] / max(cpg["msgs_per_s"], 1e-9), 3),
+                                     "exec_cpu_us_per_event": evt_cpu, "cpg_exec_cpu_us_per_msg": cpg_cpu,
+                                     "clients_cpu_us_per_event": evt_clients,
+                                     "cpg_clients_cpu_us_per_msg": cpg_clients,
+                                     "total_cpu_us_per_event": round(sum(evt_cpu) + sum(evt_clients), 1),
+                                     "cpg_total_cpu_us_per_msg": round(sum(cpg_cpu) + sum(cpg_clients), 1),
+                                     "cpu_ratio_vs_cpg": round((sum(cpg_cpu) + sum(cpg_clients))
+                                                               / max(sum(evt_cpu) + sum(evt_clients), 1e-9), 3),
+                                     "subscribers_received": [a["received"] - b["received"]
+                                                              for a, b in zip(after, before, strict=True)],
+                                     "subscribers_lost_notices": [a["lost"] - b["lost"]
+                                                                  for a, b in zip(after, before, strict=True)]})
+                        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
                 if receivers == 2:
                     lat = _run(cluster, 1, [me, "--client", "latency", "64", "2000"])
                     cpg_lat = _run(cluster, 1, [CPG_CLIENT, "latency", "64", "2000", "3"])
@@ -342,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.client:
         mode, *rest = args.client
         if mode == "publish":
-            result = client_publish(int(rest[0]), float(rest[1]), int(rest[2]))
+            result = client_publish(int(rest[0]), float(rest[1]), int(rest[2]), wait=rest[3:] != ["nowait"])
         elif mode == "latency":
             result = client_latency(int(rest[0]), int(rest[1]))
         else:

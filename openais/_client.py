@@ -311,12 +311,16 @@ class Handle:
         for _s, _m, rid, error, _payload in frames:
             self._settle(rid, error)
 
-    def _send_pipelined(self, msg_id: int, payload: bytes, timeout: float | None = None) -> None:
+    def _send_pipelined(self, msg_id: int, payload: bytes, timeout: float | None = None,
+                        room_wait: float = 0.0, window_bytes: int = PIPELINE_BYTES) -> None:
         """Send a request without waiting for its answer (at most PIPELINE_WINDOW outstanding).
 
-        Raises TryAgain when the window is full (the executive is backed up),
-        and raises the error of an earlier pipelined request that failed;
-        ``timeout``: seconds a send may wait for room in a full socket (default CALL_TIMEOUT).
+        Raises TryAgain when the window is full (the executive is backed up) and stays so
+        ``room_wait`` seconds (answers are read meanwhile; 0: at once), and raises the error
+        of an earlier pipelined request that failed; ``timeout``: seconds a send may wait
+        for room in a full socket (default CALL_TIMEOUT); ``window_bytes``: the window's bytes
+        for this request (at most the socket's buffer, so that a send never blocks on a parked
+        executive).
         """
         self._check()
         with self._call_lock:
@@ -329,13 +333,18 @@ class Handle:
                     if error is not None:
                         raise error
                 size = _wire.REQUEST.size + len(payload)
-                if self._pipelined and self._pipelined_bytes + size > PIPELINE_BYTES:
+                if self._pipelined and self._pipelined_bytes + size > window_bytes:
                     self._reap()
                 if self._pipelined and (len(self._pipelined) >= PIPELINE_WINDOW
-                                        or self._pipelined_bytes + size > PIPELINE_BYTES):
+                                        or self._pipelined_bytes + size > window_bytes) \
+                        and not (room_wait > 0 and self._wait_room(size, room_wait, window_bytes)):
                     from openais.errors import TryAgain
 
                     raise TryAgain("the executive has not yet taken this handle's earlier messages")
+                if self._deferred is not None:  # an answer read while waiting for room refused an earlier one
+                    error = self._take_deferred()
+                    if error is not None:
+                        raise error
                 self._next_request = (self._next_request + 1) & 0xFFFFFFFF or 1
                 request_id = self._next_request
                 frame = _wire.encode_request(self._service, msg_id, request_id, payload)
@@ -350,6 +359,23 @@ class Handle:
                     raise BadHandle("the handle was finalized") from None
                 self._dead = True
                 raise Library(f"lost the connection to the executive: {exc}") from None
+
+    def _wait_room(self, size: int, seconds: float, window_bytes: int = PIPELINE_BYTES) -> bool:
+        """Read answers (call lock held) until the window takes ``size`` more bytes; False after ``seconds``."""
+        sock = self._response
+        deadline = time.monotonic() + seconds
+        try:
+            while self._pipelined and (len(self._pipelined) >= PIPELINE_WINDOW
+                                       or self._pipelined_bytes + size > window_bytes):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                sock.settimeout(left)
+                _s, _m, rid, error, _payload = self._next_response(sock)
+                self._settle(rid, error)
+        except TimeoutError:  # a whole answer is read or none: the stream stays in step
+            return False
+        return True
 
     def _send_oneway(self, msg_id: int, payload: bytes) -> None:
         """Send a request the executive does not answer (on the response socket, in turn with the calls)."""

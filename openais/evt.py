@@ -38,6 +38,8 @@ from __future__ import annotations
 import enum
 import math
 import struct
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -52,6 +54,7 @@ from openais.errors import (
     BadHandle,
     Init,
     InvalidParam,
+    Library,
     SaAisError,
     TooBig,
 )
@@ -189,13 +192,15 @@ class Request(enum.IntEnum):
     OPEN = 0  #: OpenRequest -> OpenResponse (async: empty; the answer comes as OPEN_DONE)
     CLOSE = 1  #: ChannelRequest -> empty
     UNLINK = 2  #: NameRequest -> empty
-    PUBLISH = 3  #: PublishRequest -> PublishResponse
+    PUBLISH = 3  #: PublishRequest (id and time 0: the executive names the event) -> PublishResponse when applied
     SUBSCRIBE = 4  #: SubscribeRequest -> empty
     UNSUBSCRIBE = 5  #: UnsubscribeRequest -> empty
     CLEAR = 6  #: ClearRequest -> empty
     PULL = 7  #: PullRequest -> PullResponse (the waiting events in the answer; the library no longer uses it)
     DUMP = 8  #: empty -> DumpResponse (JSON, for openais-evttool)
     ACK = 9  #: ACK struct, one-way (no answer): pushed events taken, the window opens again
+    RESERVE = 10  #: empty -> IdBlock: event ids this connection may give the events it publishes
+    PUBLISH_NOWAIT = 11  #: PublishRequest (pipelined, the id from a reserved block) -> PublishResponse when applied
 
 
 class Callback(enum.IntEnum):
@@ -249,9 +254,16 @@ class NameRequest(Message):
 
 
 class PublishRequest(Message):
-    """Publish an event on an open channel (the data is the rest of the frame)."""
+    """Publish an event on an open channel (the data is the rest of the frame).
+
+    For PUBLISH both names are 0 and the executive gives them; for PUBLISH_NOWAIT the library
+    names the event: ``event_id`` from a block the executive reserved for this connection
+    (RESERVE), ``publish_time`` from the library's clock (the executive's: the same host).
+    """
 
     channel = U64()
+    event_id = U64()
+    publish_time = U64()
     priority = U8()
     retention_ns = U64()
     publisher_name = Str(max_len=MAX_NAME)
@@ -260,10 +272,17 @@ class PublishRequest(Message):
 
 
 class PublishResponse(Message):
-    """The id and publish time given to a published event."""
+    """The id and publish time of a published event (the answer once the local node has applied it)."""
 
     event_id = U64()
     publish_time = U64()
+
+
+class IdBlock(Message):
+    """Event ids reserved for one connection: ``first`` .. ``first + count - 1``, unique in the cluster."""
+
+    first = U64()
+    count = U32()
 
 
 class SubscribeRequest(Message):
@@ -403,7 +422,14 @@ EventDeliverFn = Callable[[int, "Event", int], None]
 
 
 _DEFAULT_ATTRS = EventAttributes([], LOWEST_PRIORITY, 0.0, "", TIME_UNKNOWN, EVENTID_NONE)
+#: Seconds ``publish(wait=False)`` waits for room in the handle's window of events in flight before TryAgain.
+PUBLISH_ROOM_WAIT = 5.0
+#: Bytes of events in flight per handle with ``publish(wait=False)``: two of the largest (an event is
+#: answered only once applied, so the window must keep the ring busy), below the default 208 KiB
+#: socket buffer, so that a send never blocks on a parked executive.
+PUBLISH_WINDOW_BYTES = 176 * 1024
 _PUBLISHED = struct.Struct("!QQ")  # PublishResponse: event id, publish time
+_NAMES = struct.Struct("!QQQ")  # PublishRequest's first fields: channel, event id, publish time
 _EVENT_ID = struct.Struct("!Q")  # the first field of an EventBody
 
 
@@ -509,8 +535,19 @@ class Event(ObjectHandle):
             self._decode()
         return self._data
 
-    def publish(self, data: bytes = b"") -> int:
-        """saEvtEventPublish: returns the event id once the local node has handled the event."""
+    def publish(self, data: bytes = b"", *, wait: bool = True) -> int:
+        """saEvtEventPublish: the event id, once the local node has handled the event (the contract).
+
+        ``wait=False`` (an extension, for throughput): return as soon as the event is on its
+        way, as CPG's ``mcast`` does.  The library then names the event itself (an id from a
+        block the executive reserved for this handle, and its publish time), every error of the
+        contract's row is still found here, and an error the executive finds when it applies
+        the event (the retention store full, say) is raised by the handle's next call,
+        ``dispatch``, ``flush`` or ``finalize``.  Events of one handle keep their order either
+        way; ``flush()`` waits until the local node has handled all of them.  While the
+        handle's window of events in flight is full, the call waits for room up to
+        ``PUBLISH_ROOM_WAIT`` seconds, then raises ``TryAgain`` (nothing was sent).
+        """
         self._check()
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidParam(f"data must be bytes, not {type(data).__name__}")
@@ -518,19 +555,31 @@ class Event(ObjectHandle):
             raise TooBig(f"event data of {len(data)} bytes, at most {MAX_EVT_SIZE}")
         if self._delivered:
             raise Access("a delivered event cannot be published")
-        if not self._channel.flags & CHANNEL_PUBLISHER:
+        channel = self._channel
+        if not channel.flags & CHANNEL_PUBLISHER:
             raise Access("the channel was not opened with CHANNEL_PUBLISHER")
-        self._channel._check()
+        channel._check()
         a = self._attrs
-        prefix = self._prefix
-        if prefix is None:  # the request up to its data (a Tail): made once per attributes
-            prefix = self._prefix = PublishRequest.pack(self._channel.object_id, a.priority,
-                                                        round(a.retention_time * 1e9), a.publisher_name,
-                                                        a.patterns, b"")
-        answer = self._channel._handle._call(Request.PUBLISH, prefix + data)
-        if len(answer) != _PUBLISHED.size:
-            PublishResponse.decode(answer)  # raises the decoding error
-        event_id, publish_time = _PUBLISHED.unpack(answer)
+        rest = self._prefix
+        if rest is None:  # the request between its names and its data: made once per attributes
+            rest = self._prefix = PublishRequest.pack(0, 0, 0, a.priority, round(a.retention_time * 1e9),
+                                                      a.publisher_name, a.patterns, b"")[_NAMES.size:]
+        handle = channel._handle
+        if wait:  # the executive names the event and answers once the local node has handled it
+            answer = handle._call(Request.PUBLISH, b"".join((_NAMES.pack(channel.object_id, 0, 0), rest, data)))
+            if len(answer) != _PUBLISHED.size:
+                PublishResponse.decode(answer)  # raises the decoding error
+            event_id, publish_time = _PUBLISHED.unpack(answer)
+        else:
+            with handle._publish_lock:  # ids leave in the order they are taken (the executive checks it)
+                event_id = handle._ids_next
+                if event_id >= handle._ids_end:
+                    event_id = handle._reserve_ids()
+                publish_time = time.time_ns()
+                handle._send_pipelined(Request.PUBLISH_NOWAIT,
+                                       b"".join((_NAMES.pack(channel.object_id, event_id, publish_time), rest, data)),
+                                       room_wait=PUBLISH_ROOM_WAIT, window_bytes=PUBLISH_WINDOW_BYTES)
+                handle._ids_next = event_id + 1
         self._attrs = EventAttributes(a.patterns, a.priority, a.retention_time, a.publisher_name, publish_time,
                                       event_id)
         return event_id
@@ -604,7 +653,17 @@ class EvtHandle(Handle):
         self._pending_opens: dict[int, list[tuple[str, int]]] = {}
         self._dispatch_mode = DISPATCH_ALL
         self._backlog: deque[bytes] = deque()  # EVENT frames read, not yet delivered
+        self._publish_lock = threading.Lock()
+        self._ids_next = self._ids_end = 0  # the event ids reserved for this handle, not yet used
         super().__init__(SERVICE_ID, path=path)
+
+    def _reserve_ids(self) -> int:
+        """Ask the executive for a new block of event ids (publish lock held); returns the first."""
+        block = IdBlock.decode(self._call(Request.RESERVE, b""))
+        if block.count < 1 or block.first <= MAX_RESERVED_EVENT_ID:
+            raise Library(f"the executive reserved no usable event ids: {block}")
+        self._ids_next, self._ids_end = block.first, block.first + block.count
+        return block.first
 
     # -- calls --------------------------------------------------------------------------------
 

@@ -345,7 +345,7 @@ def test_malformed_requests_are_answered_invalid_param_and_lose_nothing(cluster)
     rid = cluster.request(conn, evt.Request.OPEN, bad_flags)
     assert conn.response(rid)[0] == openais.SaAisError.BAD_FLAGS
     other = cluster.connect(1, evt.SERVICE_ID)  # another connection's channel handle is a bad handle
-    rid = cluster.request(other, evt.Request.PUBLISH, evt.PublishRequest.pack(ch.object_id, 0, 0, "", [], b""))
+    rid = cluster.request(other, evt.Request.PUBLISH, evt.PublishRequest.pack(ch.object_id, 0, 0, 0, 0, "", [], b""))
     assert other.response(rid)[0] == openais.SaAisError.BAD_HANDLE
     ch.event_subscribe([], 1)
     assert publish(ch, [b"ok"]) > 1000 and len(c.take()) == 1
@@ -375,10 +375,10 @@ def test_oversize_requests_that_bypass_the_library_get_too_big(cluster):
     c = Client(cluster, 1)
     ch = c.h.channel_open("big", ALL, timeout=1.0)
     conn = c.h.conn
-    head = evt.PublishRequest.pack(ch.object_id, 0, 0, "p", [], b"")
+    head = evt.PublishRequest.pack(ch.object_id, 0, 0, 0, 0, "p", [], b"")
 
-    def publish_with(patterns_wire: bytes) -> bytes:  # channel, priority, retention, publisher "p", patterns
-        return struct.pack("!QBQH", ch.object_id, 0, 0, 1) + b"p" + patterns_wire
+    def publish_with(patterns_wire: bytes) -> bytes:  # channel, id, time, priority, retention, "p", patterns
+        return struct.pack("!QQQBQH", ch.object_id, 0, 0, 0, 0, 1) + b"p" + patterns_wire
 
     frames = {
         "data": head + b"x" * (evt.MAX_EVT_SIZE + 1),
@@ -524,3 +524,89 @@ def test_a_callback_that_raises_does_not_stall_delivery(cluster):
     assert c.h.conn.dispatched  # re-armed: something is on its way again, the selection object stays readable
     c.h._deliver_fn = c._deliver
     assert [x[3] for x in c.take()] == [bytes([11]), bytes([12])]
+
+
+# -- pipelined publish: event ids the library names from blocks the executive reserves ------------------
+
+
+def _reserve(cluster, conn) -> tuple[int, int]:
+    rid = cluster.request(conn, evt.Request.RESERVE, b"")
+    cluster.run()
+    error, answer = conn.response(rid)
+    assert error == openais.SaAisError.OK
+    block = evt.IdBlock.decode(answer)
+    return block.first, block.count
+
+
+def test_reserved_id_blocks_double_and_are_unique_across_connections_and_nodes(cluster):
+    from plugins.evt.engine import ID_BLOCK_FIRST, ID_BLOCK_MOST
+
+    conns = [cluster.connect(n, evt.SERVICE_ID) for n in (1, 1, 2)]
+    seen: set[int] = set()
+    for conn in conns:
+        sizes = []
+        for _ in range(10):
+            first, count = _reserve(cluster, conn)
+            ids = set(range(first, first + count))
+            assert not ids & seen and first > evt.MAX_RESERVED_EVENT_ID
+            seen |= ids
+            sizes.append(count)
+        assert sizes[:3] == [ID_BLOCK_FIRST, 2 * ID_BLOCK_FIRST, 4 * ID_BLOCK_FIRST]
+        assert max(sizes) == ID_BLOCK_MOST
+    assert {i >> 32 for i in seen} == {1, 2}  # the node's id in the high half: no node can collide
+
+
+def test_a_publish_must_use_its_own_reserved_ids_in_order_and_the_hosts_clock(cluster):
+    c = Client(cluster, 1)
+    ch = c.h.channel_open("ids", ALL, timeout=1.0)
+    ch.event_subscribe([], 1)
+    conn = c.h.conn
+    other = cluster.connect(1, evt.SERVICE_ID)
+    first, _count = _reserve(cluster, conn)
+    theirs, _ = _reserve(cluster, other)
+    now = time.time_ns()
+
+    def raw(event_id, when=now):
+        rid = cluster.request(conn, evt.Request.PUBLISH_NOWAIT,
+                              evt.PublishRequest.pack(ch.object_id, event_id, when, 0, 0, "raw", [], b"d"))
+        cluster.run()
+        return conn.response(rid)[0]
+
+    assert raw(first + 5) == openais.SaAisError.OK  # a gap is allowed, going back is not
+    assert raw(first + 5) == openais.SaAisError.INVALID_PARAM  # used already
+    assert raw(first + 1) == openais.SaAisError.INVALID_PARAM
+    assert raw(theirs) == openais.SaAisError.INVALID_PARAM  # another connection's block
+    assert raw(first + 6, now + 10 * 10**9) == openais.SaAisError.INVALID_PARAM  # later than this host's clock
+    assert raw(first + 7) == openais.SaAisError.OK
+    assert [x[1] for x in c.take()] == [first + 5, first + 7]  # only the accepted ones were published
+    rid = cluster.request(conn, evt.Request.PUBLISH,  # a waiting publish leaves the names to the executive
+                          evt.PublishRequest.pack(ch.object_id, first + 8, now, 0, 0, "raw", [], b"d"))
+    cluster.run()
+    assert conn.response(rid)[0] == openais.SaAisError.INVALID_PARAM
+
+
+def test_pipelined_publish_names_its_event_and_an_error_found_when_applied_reaches_the_next_call(cluster):
+    c = Client(cluster, 2)
+    ch = c.h.channel_open("later", ALL, timeout=1.0)
+    ch.event_subscribe([], 1)
+    e = ch.event_allocate()
+    e.attributes_set([b"p"], evt.HIGHEST_PRIORITY, 100.0, "pub")
+    before = time.time_ns()
+    ids = [e.publish(b"x", wait=False) for _ in range(3)]
+    assert ids == [ids[0], ids[0] + 1, ids[0] + 2] and ids[0] >> 32 == 2
+    attrs = e.attributes_get()
+    assert attrs.event_id == ids[2] and before <= attrs.publish_time <= time.time_ns()
+    assert [x[1] for x in c.take()] == ids
+    for n in (1, 2, 3):  # the retention store is full everywhere: the next event is refused when applied
+        engine(cluster, n).state.max_retained_events = len(engine(cluster, n).state.events)
+    with pytest.raises(openais.NoResources):
+        e.publish(b"v")  # waiting: the refusal is the call's own answer
+    refused = e.publish(b"y", wait=False)  # accepted by the library: the refusal is found on delivery
+    assert refused == ids[2] + 1
+    with pytest.raises(openais.NoResources):
+        ch.event_allocate().publish(b"z", wait=False)  # the next call raises it (and sends nothing)
+    assert c.take() == []
+    e.attributes_set([b"p"], evt.HIGHEST_PRIORITY, 0.0, "pub")  # not retained: no store needed
+    assert e.publish(b"w", wait=False) > refused
+    assert e.publish(b"u") > refused  # waiting and pipelined publishes mix on one handle
+    assert len(c.take()) == 2

@@ -8,6 +8,7 @@ through ``_on_dispatch`` exactly as ``dispatch`` runs them.
 from __future__ import annotations
 
 import collections
+import threading
 
 import pytest
 
@@ -36,17 +37,36 @@ class Bridged(evt.EvtHandle):
         self._dispatch_mode = openais.DISPATCH_ALL
         self._finalized = False
         self._dead = False
+        self._publish_lock = threading.Lock()
+        self._ids_next = self._ids_end = 0
+        self._deferred = None
         self.cluster = cluster
         self.conn = cluster.connect(nodeid, evt.SERVICE_ID)
 
     def _call(self, msg_id, payload, timeout=None):
         self._check()
+        self._raise_kept()
         rid = self.cluster.request(self.conn, msg_id, payload)
         self.cluster.run()
         error, answer = self.conn.response(rid)
         if error != SaAisError.OK:
             raise AisError.from_code(error)
         return answer
+
+    def _send_pipelined(self, msg_id, payload, timeout=None, room_wait=0.0, window_bytes=0):
+        """As the socket handle: the answer is not awaited; its error is kept for the next call."""
+        self._check()
+        self._raise_kept()
+        rid = self.cluster.request(self.conn, msg_id, payload)
+        self.cluster.run()
+        error, _answer = self.conn.response(rid)
+        if error != SaAisError.OK:
+            self._deferred = AisError.from_code(error)
+
+    def _raise_kept(self):
+        error, self._deferred = self._deferred, None
+        if error is not None:
+            raise error
 
     def _send_oneway(self, msg_id, payload):
         self._check()

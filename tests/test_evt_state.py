@@ -149,7 +149,7 @@ def test_open_unlink_close_lifecycle():
 
 
 def publish_msg(cid, event_id, retention_ns=0, publish_time=1000, data=b"d"):
-    return m.Publish(9, 1, cid, event_id, publish_time, 1, retention_ns, "p", [b"x"], data)
+    return m.Publish(9, 1, evt.Request.PUBLISH, cid, event_id, publish_time, 1, retention_ns, "p", [b"x"], data)
 
 
 def test_publish_retain_clear_expire_effects():
@@ -246,9 +246,13 @@ def test_records_decode_strictly():
 
 
 def test_publish_shares_its_bytes_with_the_request_and_the_delivered_body():
-    request = evt.PublishRequest.pack(77, 2, 5, "pub", [b"a", b"bc"], b"data")
-    head = m.PUBLISH_HEAD.pack(1, 2, 3, 4 << 32 | 9, 123)
+    request = evt.PublishRequest.pack(77, 4 << 32 | 9, 123, 2, 5, "pub", [b"a", b"bc"], b"data")
+    head = m.PUBLISH_HEAD.pack(1, 2, evt.Request.PUBLISH_NOWAIT, 3)
     frame = head + request[m.REQUEST_REST_OFFSET:]
-    assert frame == m.Publish.pack(1, 2, 3, 4 << 32 | 9, 123, 2, 5, "pub", [b"a", b"bc"], b"data")
+    assert frame == m.Publish.pack(1, 2, evt.Request.PUBLISH_NOWAIT, 3, 4 << 32 | 9, 123, 2, 5, "pub", [b"a", b"bc"],
+                                   b"data")
+    unnamed = evt.PublishRequest.pack(77, 0, 0, 2, 5, "pub", [b"a", b"bc"], b"data")  # PUBLISH: the node names it
+    named = m.PUBLISH_NAMED_HEAD.pack(1, 2, evt.Request.PUBLISH, 3, 4 << 32 | 9, 123) + unnamed[m.REQUEST_NAMED_OFFSET:]
+    assert named == m.Publish.pack(1, 2, evt.Request.PUBLISH, 3, 4 << 32 | 9, 123, 2, 5, "pub", [b"a", b"bc"], b"data")
     body = evt.EventBody.decode(frame[m.PUBLISH_BODY_OFFSET:])
     assert body == evt.EventBody(4 << 32 | 9, 123, 2, 5, "pub", [b"a", b"bc"], b"data")

@@ -333,6 +333,34 @@ def test_pipelined_requests_are_parked_not_refused_and_the_window_bounds_them(se
     h.finalize()
 
 
+def test_a_full_window_waits_room_wait_for_answers_then_raises_try_again(server):
+    import threading
+
+    from openais import _client
+
+    h = EchoHandle(server.path)
+    server.router.room = False
+    for i in range(_client.PIPELINE_WINDOW):
+        h._send_pipelined(10, str(i).encode())
+    started = time.monotonic()
+    with pytest.raises(openais.TryAgain):
+        h._send_pipelined(10, b"no room", room_wait=0.3)
+    assert time.monotonic() - started >= 0.3  # it waited for answers before giving up
+    threading.Timer(0.2, setattr, (server.router, "room", True)).start()
+    h._send_pipelined(10, b"room came", room_wait=5.0)  # answers arrive while it waits: sent
+    h.flush(timeout=5)
+    assert server.engine.taken_payloads[-1] == b"room came" and len(server.engine.taken_payloads) == 65
+    server.router.room = False  # the bytes of the window bound it too, per call
+    h._send_pipelined(10, b"a" * 600, window_bytes=1000)
+    with pytest.raises(openais.TryAgain):
+        h._send_pipelined(10, b"b" * 600, window_bytes=1000)
+    h._send_pipelined(10, b"c" * 600)  # the default window takes it
+    server.router.room = True
+    h.flush(timeout=5)
+    assert server.engine.taken_payloads[-2:] == [b"a" * 600, b"c" * 600]
+    h.finalize()
+
+
 def test_finalize_raises_the_error_of_the_last_pipelined_request_after_closing(server):
     h = EchoHandle(server.path)
     h._send_pipelined(10, b"fine")

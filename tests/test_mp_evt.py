@@ -389,3 +389,42 @@ def test_a_subscriber_killed_mid_delivery_is_cleaned_up(cluster, agents):
     assert [d["data"] for d in got] == [f"g:{i}" for i in range(300)]
     pub.do("pub gone 1 3 0 g after")
     assert [d["data"] for d in other.collect(1)] == ["after:0"]
+
+
+PIPELINED = r'''
+import json, sys
+import openais
+from openais import evt
+h = evt.initialize()
+ch = h.channel_open("piped", evt.CHANNEL_CREATE | evt.CHANNEL_PUBLISHER, timeout=20.0)
+e = ch.event_allocate()
+e.attributes_set([b"piped"], evt.LOWEST_PRIORITY, 0.0, "pipe")
+ids = [e.publish(str(i).encode(), wait=False) for i in range(500)]
+h.flush()  # every event applied by the local node
+# one more, named with an id the executive never reserved for it (as a library that bypassed its checks)
+h._send_pipelined(evt.Request.PUBLISH_NOWAIT, evt.PublishRequest.pack(ch.object_id, 5000, 0, 0, 0, "pipe", [], b"bad"))
+try:
+    h.finalize()
+    outcome = "finalized"
+except openais.AisError as exc:
+    outcome = type(exc).__name__
+print(json.dumps({"ids": ids, "finalize": outcome}))
+'''
+
+
+def test_pipelined_publish_delivers_in_order_and_the_last_refusal_reaches_finalize(cluster, agents):
+    sub = agents(2)
+    sub.do(f"open piped {ALL}")
+    sub.do("sub piped 1")
+    run = subprocess.run([sys.executable, "-c", PIPELINED], env=cluster.environ(1), capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["finalize"] == "InvalidParam"  # the refusal of the last message was not lost at finalize
+    ids = result["ids"]
+    assert ids == sorted(ids) and len(set(ids)) == 500
+    got = sub.collect(500)
+    assert [d["id"] for d in got] == ids  # in publish order, exactly once
+    assert [d["data"] for d in got] == [str(i) for i in range(500)]
+    assert sub.settle(0.5) == []  # and not the refused one
+    assert cluster.log(1).count("refusing pipelined request") >= 1

@@ -24,7 +24,8 @@ def rows() -> list[dict]:
 
 def test_throughput_rows_carry_every_process_cpu_and_their_totals(rows):
     throughput = [row for row in rows if row["test"] == "throughput"]
-    assert [(row["receivers"], row["size"], row["concurrency"]) for row in throughput] == [(1, 64, 2), (2, 64, 2)]
+    assert [(row["receivers"], row["size"], row["publish"], row["concurrency"]) for row in throughput] == [
+        (1, 64, "wait", 2), (1, 64, "nowait", 1), (2, 64, "wait", 2), (2, 64, "nowait", 1)]
     for row in throughput:
         receivers = row["receivers"]
         assert row["events"] > 0 and row["subscribers_received"] == [row["events"]] * receivers

@@ -58,6 +58,9 @@ log = logging.getLogger("aisexec.evt")
 
 #: Most channel handles open on one node.
 MAX_HANDLES = 65536
+#: Event ids in a connection's first reserved block, and in its largest (each block doubles the last).
+ID_BLOCK_FIRST = 64
+ID_BLOCK_MOST = 8192
 #: Longest DUMP answer, in characters of (ASCII) JSON.
 DUMP_MAX = 1 << 20
 _MAX_PUBLISH = wire.MAX_EVT_SIZE + wire.MAX_NUM_PATTERNS * (wire.MAX_PATTERN_SIZE + 4) + 2048
@@ -67,11 +70,15 @@ _E = SaAisError
 _unpack_publish = m.Publish.unpack
 _unpack_request = wire.PublishRequest.unpack
 _pack_publish_head = m.PUBLISH_HEAD.pack
+_pack_named_head = m.PUBLISH_NAMED_HEAD.pack
 _REQUEST_REST_OFFSET = m.REQUEST_REST_OFFSET
+_REQUEST_NAMED_OFFSET = m.REQUEST_NAMED_OFFSET
 _PUBLISH = int(Request.PUBLISH)
+_PUBLISH_NOWAIT = int(Request.PUBLISH_NOWAIT)
 _EXEC_PUBLISH = int(Exec.PUBLISH)
 _pack_published = wire.PublishResponse.fixed.pack  # event id, publish time (fixed-width: one struct)
 _BODY_OFFSET = m.PUBLISH_BODY_OFFSET
+_CLOCK_SLACK_NS = 1_000_000_000  # a publish time later than the executive's clock by more is refused
 _REQUEST_OF = {Exec.OPEN: Request.OPEN, Exec.UNLINK: Request.UNLINK, Exec.PUBLISH: Request.PUBLISH,
                Exec.SUBSCRIBE: Request.SUBSCRIBE, Exec.CLEAR: Request.CLEAR}
 
@@ -110,6 +117,9 @@ class EventEngine(ServiceEngine):
             Request.CLOSE: LibHandler(self._lib_close, max_size=64),
             Request.UNLINK: LibHandler(self._lib_unlink, needs_cluster=True, max_size=1024),
             Request.PUBLISH: LibHandler(self._lib_publish, needs_cluster=True, max_size=_MAX_PUBLISH),
+            Request.PUBLISH_NOWAIT: LibHandler(self._lib_publish_nowait, needs_cluster=True, max_size=_MAX_PUBLISH,
+                                               pipelined=True),
+            Request.RESERVE: LibHandler(self._lib_reserve, needs_cluster=True, max_size=0),
             Request.SUBSCRIBE: LibHandler(self._lib_subscribe, needs_cluster=True,
                                           max_size=wire.MAX_NUM_PATTERNS * (wire.MAX_PATTERN_SIZE + 5) + 64),
             Request.UNSUBSCRIBE: LibHandler(self._lib_unsubscribe, max_size=64),
@@ -223,25 +233,65 @@ class EventEngine(ServiceEngine):
         self._mcast(conn, Request.UNLINK, request_id, Exec.UNLINK, m.Unlink.pack(conn.id, request_id, req.name))
 
     def _lib_publish(self, conn: Any, request_id: int, payload: bytes) -> None:
-        try:  # strict, into a plain tuple (the hot path: no message object)
-            channel, priority, retention_ns, _name, _patterns, _data = _unpack_request(payload)
-        except MessageError as exc:
-            conn.respond(self.id, _PUBLISH, request_id, int(_decode_error(exc)))
+        """PUBLISH: this node names the event; the answer comes once the local node has applied it."""
+        checked = self._checked_publish(conn, _PUBLISH, request_id, payload)
+        if checked is None:
             return
-        h = self.handles.get(conn, channel)
-        if h is None or not h.open:
-            conn.respond(self.id, _PUBLISH, request_id, int(_E.BAD_HANDLE))
-            return
-        if priority > LOWEST_PRIORITY or retention_ns > wire._MAX_RETENTION_NS:
+        h, event_id, publish_time = checked
+        if event_id or publish_time:  # the library leaves the naming to the executive
             conn.respond(self.id, _PUBLISH, request_id, int(_E.INVALID_PARAM))
             return
-        if not h.flags & CHANNEL_PUBLISHER:
-            conn.respond(self.id, _PUBLISH, request_id, int(_E.ACCESS))
-            return
-        # the request was checked whole; the cluster message reuses its bytes after the channel field
-        head = _pack_publish_head(conn.id, request_id, h.channel_id, self._new_id(), time.time_ns())
+        head = _pack_named_head(conn.id, request_id, _PUBLISH, h.channel_id, self._new_id(), time.time_ns())
         mcast_request(self.api, self.id, conn, _PUBLISH, request_id, _EXEC_PUBLISH,
+                      head + memoryview(payload)[_REQUEST_NAMED_OFFSET:])
+
+    def _lib_publish_nowait(self, conn: Any, request_id: int, payload: bytes) -> None:
+        """PUBLISH_NOWAIT (pipelined): the library named the event from its reserved ids; answered when applied."""
+        checked = self._checked_publish(conn, _PUBLISH_NOWAIT, request_id, payload)
+        if checked is None:
+            return
+        h, event_id, publish_time = checked
+        client = self.local.clients[conn.id]
+        if not client.ids_next <= event_id < client.ids_end or publish_time > time.time_ns() + _CLOCK_SLACK_NS:
+            conn.respond(self.id, _PUBLISH_NOWAIT, request_id, int(_E.INVALID_PARAM))  # not its id, or used
+            return
+        client.ids_next = event_id + 1
+        # the request was checked whole; the cluster message reuses its bytes after the channel field
+        head = _pack_publish_head(conn.id, request_id, _PUBLISH_NOWAIT, h.channel_id)
+        mcast_request(self.api, self.id, conn, _PUBLISH_NOWAIT, request_id, _EXEC_PUBLISH,
                       head + memoryview(payload)[_REQUEST_REST_OFFSET:])
+
+    def _checked_publish(self, conn: Any, request: int, request_id: int, payload: bytes
+                         ) -> tuple[ChannelHandle, int, int] | None:
+        """A publish request checked whole (strict, into a plain tuple): its handle and names, or answered."""
+        try:
+            channel, event_id, publish_time, priority, retention_ns, _name, _patterns, _data = \
+                _unpack_request(payload)
+        except MessageError as exc:
+            conn.respond(self.id, request, request_id, int(_decode_error(exc)))
+            return None
+        h = self.handles.get(conn, channel)
+        if h is None or not h.open:
+            conn.respond(self.id, request, request_id, int(_E.BAD_HANDLE))
+            return None
+        if priority > LOWEST_PRIORITY or retention_ns > wire._MAX_RETENTION_NS:
+            conn.respond(self.id, request, request_id, int(_E.INVALID_PARAM))
+            return None
+        if not h.flags & CHANNEL_PUBLISHER:
+            conn.respond(self.id, request, request_id, int(_E.ACCESS))
+            return None
+        return h, event_id, publish_time
+
+    def _lib_reserve(self, conn: Any, request_id: int, payload: bytes) -> None:
+        """A block of event ids for the connection: unique in the cluster, each block twice the last."""
+        client = self.local.clients[conn.id]
+        count = min(max(client.ids_block * 2, ID_BLOCK_FIRST), ID_BLOCK_MOST)
+        if self._seq + count > 0xFFFFFFFF:  # this node's sequence numbers wrap (after 4 billion ids)
+            self._seq = 0
+        first = (self.api.nodeid & 0xFFFFFFFF) << 32 | (self._seq + 1)
+        self._seq += count
+        client.ids_next, client.ids_end, client.ids_block = first, first + count, count
+        conn.respond(self.id, Request.RESERVE, request_id, _OK, wire.IdBlock.pack(first, count))
 
     def _lib_subscribe(self, conn: Any, request_id: int, payload: bytes) -> None:
         try:
@@ -349,8 +399,8 @@ class EventEngine(ServiceEngine):
     def _exec_publish(self, sender: int, payload: bytes) -> None:
         """The hot path of EXEC PUBLISH: strict plain-tuple decode, no effect objects, the answer inline."""
         try:
-            conn_id, request_id, cid, event_id, publish_time, priority, retention_ns, name, patterns, data = \
-                _unpack_publish(payload)
+            conn_id, request_id, request, cid, event_id, publish_time, priority, retention_ns, name, patterns, \
+                data = _unpack_publish(payload)
         except MessageError as exc:
             self.malformed += 1
             log.warning("dropping malformed EVT message %s from node %d: %s", Exec.PUBLISH.name, sender, exc)
@@ -374,9 +424,9 @@ class EventEngine(ServiceEngine):
             client = self.local.clients.get(conn_id)
             if client is not None:
                 if event is not None:
-                    client.conn.respond(self.id, _PUBLISH, request_id, _OK, _pack_published(event_id, publish_time))
+                    client.conn.respond(self.id, request, request_id, _OK, _pack_published(event_id, publish_time))
                 else:
-                    client.conn.respond(self.id, _PUBLISH, request_id, int(error))
+                    client.conn.respond(self.id, request, request_id, int(error))
 
     def _remapped(self, msg: Any) -> Any:
         """A message in flight across a merge may name a channel id the merge folded into another."""

@@ -99,13 +99,19 @@ class ChannelHandle:
 
 
 class Client:
-    """One local library connection: its delivery queue and push window."""
+    """One local library connection: its delivery queue and push window, and the event ids it may use.
 
-    __slots__ = ("conn", "queue")
+    ``ids_next`` .. ``ids_end - 1`` is what is left of the last block of ids reserved for it; the
+    connection's events must use them in increasing order.  ``ids_block``: that block's size (the
+    next one doubles it, up to the engine's most).
+    """
+
+    __slots__ = ("conn", "ids_block", "ids_end", "ids_next", "queue")
 
     def __init__(self, conn: Any, size: int, resume: int) -> None:
         self.conn = conn
         self.queue = DeliveryQueue(size, resume)
+        self.ids_next = self.ids_end = self.ids_block = 0
 
 
 class LocalDelivery:

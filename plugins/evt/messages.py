@@ -65,6 +65,7 @@ class Publish(Message):
 
     conn_id = U64()
     request_id = U32()
+    request = U8()  # the library request it answers: PUBLISH or PUBLISH_NOWAIT
     channel_id = U64()
     event_id = U64()
     publish_time = U64()
@@ -75,13 +76,17 @@ class Publish(Message):
     data = Tail(max_len=MAX_EVT_SIZE)
 
 
-#: The fields of a Publish before the ones it shares, byte for byte, with the library's PublishRequest
-#: (everything after its channel field): conn_id, request_id, channel_id, event_id, publish_time.
-PUBLISH_HEAD = struct.Struct("!QIQQQ")
+#: The fields of a Publish before the ones it shares, byte for byte, with a PUBLISH_NOWAIT request
+#: (everything after its channel field, from the event id the library chose): conn_id, request_id,
+#: request, channel_id.
+PUBLISH_HEAD = struct.Struct("!QIBQ")
+#: The same for a PUBLISH request, whose event the executive names: then event_id and publish_time too.
+PUBLISH_NAMED_HEAD = struct.Struct("!QIBQQQ")
 #: Offset in an encoded Publish where an encoded :class:`openais.evt.EventBody` starts (event_id onwards).
-PUBLISH_BODY_OFFSET = 20
-#: Offset in an encoded PublishRequest after its channel field.
+PUBLISH_BODY_OFFSET = 21
+#: Offsets in an encoded PublishRequest after its channel field, and after its event id and publish time.
 REQUEST_REST_OFFSET = 8
+REQUEST_NAMED_OFFSET = 24
 
 
 class Subscribe(Message):

@@ -245,7 +245,8 @@ class EvtState:
         return _OK, event
 
     def _publish(self, sender: int, msg: m.Publish) -> list[Effect]:
-        conn_id, request_id, cid, event_id, publish_time, priority, retention_ns, publisher, patterns, data = msg
+        conn_id, request_id, _request, cid, event_id, publish_time, priority, retention_ns, publisher, patterns, \
+            data = msg
         error, event = self.publish(sender, cid, event_id, publish_time, priority, retention_ns, publisher,
                                     patterns, data)
         if event is None:
