@@ -420,3 +420,29 @@ def test_finalize_wakes_a_blocked_call(pair) -> None:
     for t in threads:
         t.join(5)
     assert len(outcome) == 2 and all(isinstance(e, openais.BadHandle) for e in outcome)
+
+
+def test_wake_ends_a_waiting_call_at_once_not_at_the_end_of_its_slice(pair) -> None:
+    handle, peer = pair
+    _Executive(peer, lambda payload: 60.0)
+    mux = Calls(handle, SERVICE)
+    mux.SLICE = 3.0  # without wake, a waiter would notice the finalize only after a slice
+    ended: list[tuple[float, BaseException]] = []
+
+    def blocked() -> None:
+        try:
+            mux.call(1, b"never", None)
+        except BaseException as exc:
+            ended.append((time.monotonic(), exc))
+
+    threads = [threading.Thread(target=blocked) for _ in range(2)]  # a reader and a sleeper
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    handle._finalized = True  # no socket shutdown: only wake() can end the sleeper's wait
+    woken = time.monotonic()
+    mux.wake()
+    for t in threads:
+        t.join(10)
+    assert len(ended) == 2 and all(isinstance(e, openais.BadHandle) for _, e in ended)
+    assert min(at for at, _ in ended) - woken < 1.0  # the sleeper, woken at once
