@@ -713,9 +713,14 @@ class EvtHandle(Handle):
         return DumpResponse.decode(self._call(Request.DUMP, b"")).json
 
     def finalize(self) -> None:
-        """saEvtFinalize: closes every channel (and so every event) of this handle."""
-        super().finalize()
-        self._channels.clear()
+        """saEvtFinalize: closes every channel (and so every event) of this handle.
+
+        Raises, after closing, the error kept from a pipelined publish (``publish(wait=False)``).
+        """
+        try:
+            super().finalize()
+        finally:
+            self._channels.clear()
 
     # -- dispatch -------------------------------------------------------------------------------
 
