@@ -21,7 +21,11 @@ The class becomes a :class:`typing.NamedTuple`-like tuple with those fields
 (defaults allowed from the first defaulted field on), an ``encode()`` method
 and a ``decode(buffer)`` class method, both generated once per class as
 straight-line code: consecutive fixed-width fields are packed by one
-:class:`struct.Struct`, network byte order.
+:class:`struct.Struct`, network byte order.  The code is generated and
+compiled at the first use of any of the class's functions, not when the
+class is made (an executive defines a few hundred messages and uses few of
+them); a reference taken before (``_unpack = Msg.unpack``) runs the generated
+code directly once it exists.
 
 The decoder rejects anything malformed with :class:`MessageError`, which names
 the message and the field: a truncated frame, trailing bytes, a length or
@@ -247,6 +251,9 @@ class Optional(Field):
         self.field = field
 
 
+#: The field types code is generated for (a List's item may also be a Message class).
+_FIELD_TYPES = (_Scalar, Bytes, Str, Tail, List, Nested, Optional)
+
 # -- code generation ------------------------------------------------------------------------------
 #
 # Each class gets three generated functions:
@@ -294,10 +301,11 @@ class _Enc:
 class _Gen:
     """Holds the constants the generated source of one class refers to."""
 
-    def __init__(self, cls_name: str) -> None:
+    def __init__(self, cls_name: str, env: dict[str, Any] | None = None) -> None:
         self.cn = cls_name
-        self.env: dict[str, Any] = {"MessageError": MessageError, "struct": struct, "_trunc": _trunc,
-                                    "_bad": _bad, "_nest": _nest, "bytes": bytes, "str": str, "len": len, "any": any}
+        self.env: dict[str, Any] = {} if env is None else env
+        self.env.update({"MessageError": MessageError, "struct": struct, "_trunc": _trunc, "_bad": _bad,
+                         "_nest": _nest, "bytes": bytes, "str": str, "len": len, "any": any})
         self._n = 0
 
     def const(self, value: Any) -> str:
@@ -614,16 +622,27 @@ def _dec_tail_at(gen: _Gen, d: list[str], target: str, f: Tail, at: int) -> None
     d.append(f"    {target} = _m[{at}:]" if f.view else f"    {target} = bytes(_m[{at}:])")
 
 
-def _build(cls_name: str, fields: list[Field], *, blame: str | None = None) -> dict[str, Any]:
-    """Generate and compile the three functions of one message class.
+def _check_layout(cls_name: str, fields: list[Field]) -> None:
+    """Raise TypeError for a layout no code can be generated for (checked when the class is made)."""
+    for i, f in enumerate(fields):
+        if isinstance(f, Tail) and i != len(fields) - 1:
+            raise TypeError(f"{cls_name}.{f.name}: Tail must be the last field")
+        inner: Any = f
+        while isinstance(inner, (List, Optional)):
+            inner = inner.item if isinstance(inner, List) else inner.field
+        if not (isinstance(inner, _FIELD_TYPES) or (isinstance(inner, type) and issubclass(inner, Message))):
+            raise TypeError(f"{cls_name}.{f.name}: unknown field type {type(inner).__name__}")
+
+
+def _build(cls_name: str, fields: list[Field], *, blame: str | None = None,
+           env: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Generate and compile the five functions of one message class (into ``env`` when given).
 
     ``blame``: the field every unexpected error is attributed to (the one-field encoders that
     :func:`_diagnose` builds); None: find the field with :func:`_diagnose`.
     """
-    for i, f in enumerate(fields):
-        if isinstance(f, Tail) and i != len(fields) - 1:
-            raise TypeError(f"{cls_name}.{f.name}: Tail must be the last field")
-    gen = _Gen(cls_name)
+    _check_layout(cls_name, fields)
+    gen = _Gen(cls_name, env)
     names = [f.name for f in fields]
     args = ", ".join(names)
     src = ["def _encode_parts(self, _p):"]
@@ -734,13 +753,13 @@ class _MessageMeta(type):
         for index, fname in enumerate(names):
             ns[fname] = _field_property(index, f"Field {index}: {fname}")
         cls = super().__new__(mcs, name, bases, ns)
-        env = _build(name, list(fields))
-        env["_cls"] = cls
-        cls._encode_parts = env["_encode_parts"]
-        cls.pack = staticmethod(env["_pack"])
-        cls._decode_at = staticmethod(env["_decode_at"])
-        cls.decode = staticmethod(env["_decode"])
-        cls.unpack = staticmethod(env["_unpack"])
+        _check_layout(name, list(fields))
+        codecs = _Lazy(lambda env: _build(name, list(fields), env=env), {"_cls": cls})
+        cls._encode_parts = codecs.stub("_encode_parts")
+        cls.pack = staticmethod(codecs.stub("_pack"))
+        cls._decode_at = staticmethod(codecs.stub("_decode_at"))
+        cls.decode = staticmethod(codecs.stub("_decode"))
+        cls.unpack = staticmethod(codecs.stub("_unpack"))
         cls.__new__ = _make_new(names, defaults)
         return cls
 
@@ -756,8 +775,9 @@ def _field_property(index: int, doc: str) -> Any:
 
 
 def _make_new(names: tuple[str, ...], defaults: list[Any]) -> Any:
-    params = []
+    """The class's ``__new__`` (generated at its first call)."""
     env: dict[str, Any] = {"_tnew": tuple.__new__}
+    params = []
     for i, (n, d) in enumerate(zip(names, defaults, strict=True)):
         if d is _NO_DEFAULT:
             params.append(n)
@@ -766,8 +786,68 @@ def _make_new(names: tuple[str, ...], defaults: list[Any]) -> Any:
             params.append(f"{n}=_d{i}")
     body = ", ".join(names) + ("," if names else "")
     src = f"def __new__(_cls, {', '.join(params)}):\n    return _tnew(_cls, ({body}))\n"
-    exec(src, env)  # our own generated code
-    return env["__new__"]
+
+    def build(into: dict[str, Any]) -> dict[str, Any]:
+        exec(compile(src, "<message __new__>", "exec"), into)  # our own generated code
+        return into
+
+    return _Lazy(build, env).stub("__new__")
+
+
+class _Lazy:
+    """Generated functions compiled at the first call of any of them, not when the class is made.
+
+    Each :meth:`stub` is a function object whose code, at its first call, is replaced by the
+    generated function's (``__code__`` and defaults; the stub already runs in the generated
+    code's globals), so a reference taken before (``_unpack = Msg.unpack`` on a hot path)
+    calls the generated code directly afterwards.  Making a message class then costs no
+    compilation: an executive loads hundreds of messages and uses few of them.
+    """
+
+    __slots__ = ("_build", "_built", "_env", "_lock", "_stubs")
+
+    def __init__(self, build: Callable[[dict[str, Any]], dict[str, Any]], env: dict[str, Any]) -> None:
+        import threading
+
+        self._build = build
+        self._env = env
+        env["_materialize"] = self.materialize
+        self._stubs: dict[str, Any] = {}
+        self._built = False
+        self._lock = threading.Lock()
+
+    def stub(self, name: str) -> Any:
+        """The stand-in for generated function ``name`` (made once per name)."""
+        import types
+
+        fn = self._stubs.get(name)
+        if fn is None:
+            fn = self._stubs[name] = types.FunctionType(_STUB_CODE, self._env, name)
+            fn.__kwdefaults__ = {"_name": name}  # the stub's own argument: which function it stands for
+        return fn
+
+    def materialize(self, name: str) -> Any:
+        """Generate every function (once), give each stub its code, and return function ``name``."""
+        with self._lock:
+            if not self._built:
+                env = self._build(self._env)
+                for key, fn in self._stubs.items():
+                    real = env[key]
+                    fn.__code__ = real.__code__
+                    fn.__defaults__ = real.__defaults__
+                    fn.__kwdefaults__ = real.__kwdefaults__
+                self._built = True
+        return self._stubs[name]
+
+
+def _stub_code() -> Any:
+    def stub(*args: Any, _name: str = "", **kwargs: Any) -> Any:
+        return _materialize(_name)(*args, **kwargs)  # type: ignore[name-defined]  # noqa: F821
+
+    return stub.__code__
+
+
+_STUB_CODE = _stub_code()
 
 
 class Message(tuple, metaclass=_MessageMeta):

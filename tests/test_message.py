@@ -19,6 +19,7 @@ from openais.message import (
     Bool,
     Bytes,
     Enum,
+    Field,
     List,
     Message,
     MessageError,
@@ -218,6 +219,7 @@ def test_a_huge_declared_count_in_a_tiny_frame_is_rejected_without_allocating():
         items = List(U64(), max_count=2**32 - 1)
         blobs = List(Bytes(max_len=2**31), max_count=2**32 - 1)
 
+    assert Many.decode(b"\0" * 8) == Many([], [])  # the decoder is generated at its first use: not traced
     tracemalloc.start()
     try:
         frames = (b"\xff\xff\xff\xff" + b"\0" * 8, b"\0\0\0\0\xff\xff\xff\xff", b"\0\0\0\0\0\0\0\1\x7f\xff\xff\xff")
@@ -331,3 +333,57 @@ def test_the_example_in_docs_services_runs():
     section = doc.split("## Defining messages", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(code, "docs/services.md", "exec"), {"__name__": "docs_example"})
+
+
+def test_codecs_are_generated_at_first_use_and_references_taken_before_run_them():
+    from openais import message as m
+
+    class Lazy(Message):
+        a = U32()
+        b = Str(max_len=8)
+
+    unpack, pack = Lazy.unpack, Lazy.pack  # as a hot path takes them at import time
+    assert unpack.__code__ is m._STUB_CODE and Lazy.__new__.__code__ is m._STUB_CODE  # nothing compiled yet
+    assert unpack(pack(7, "x")) == (7, "x")
+    assert pack.__code__ is not m._STUB_CODE and Lazy.decode.__code__ is not m._STUB_CODE  # all five at once
+    assert unpack is Lazy.unpack  # the same function object, now running the generated code
+    assert Lazy(1, "y").encode() == pack(1, "y") and Lazy.decode(pack(1, "y")) == Lazy(a=1, b="y")
+    with pytest.raises(MessageError) as info:
+        unpack(b"\0\0\0\1\0\x09" + b"z" * 9)
+    assert (info.value.message_name, info.value.field) == ("Lazy", "b")
+
+
+def test_many_threads_using_a_fresh_class_at_once_generate_it_once():
+    import threading
+
+    class Fresh(Message):
+        n = U64()
+        data = Bytes(max_len=64)
+
+    results: list[tuple] = []
+    start = threading.Barrier(8)
+
+    def use(i: int) -> None:
+        start.wait()
+        results.append(Fresh.unpack(Fresh.pack(i, bytes([i]) * i)))
+
+    threads = [threading.Thread(target=use, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [(i, bytes([i]) * i) for i in range(8)]
+
+
+def test_a_layout_no_code_can_be_made_for_is_refused_when_the_class_is_made():
+    with pytest.raises(TypeError, match="Tail must be the last field"):
+        class TailFirst(Message):
+            rest = Tail(max_len=8)
+            after = U8()
+
+    class Odd(Field):
+        pass
+
+    with pytest.raises(TypeError, match="unknown field type Odd"):
+        class Unknown(Message):
+            x = List(Odd(), max_count=2)
