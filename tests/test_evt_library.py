@@ -43,23 +43,23 @@ class Bridged(evt.EvtHandle):
         self.cluster = cluster
         self.conn = cluster.connect(nodeid, evt.SERVICE_ID)
 
-    def _call(self, msg_id, payload, timeout=None):
+    def _exchange(self, msg_id, payload):
+        """Send a request, run the cluster, return (error, answer); a kept error is raised first."""
         self._check()
         self._raise_kept()
         rid = self.cluster.request(self.conn, msg_id, payload)
         self.cluster.run()
-        error, answer = self.conn.response(rid)
+        return self.conn.response(rid)
+
+    def _call(self, msg_id, payload, timeout=None):
+        error, answer = self._exchange(msg_id, payload)
         if error != SaAisError.OK:
             raise AisError.from_code(error)
         return answer
 
     def _send_pipelined(self, msg_id, payload, timeout=None, room_wait=0.0, window_bytes=0):
         """As the socket handle: the answer is not awaited; its error is kept for the next call."""
-        self._check()
-        self._raise_kept()
-        rid = self.cluster.request(self.conn, msg_id, payload)
-        self.cluster.run()
-        error, _answer = self.conn.response(rid)
+        error, _answer = self._exchange(msg_id, payload)
         if error != SaAisError.OK:
             self._deferred = AisError.from_code(error)
 
