@@ -31,10 +31,10 @@ _MCAST_BODY = _MCAST.pack
 #: generated ``__new__`` is Python code, run on every token and every delivery).
 new_tuple = tuple.__new__
 
-#: Other members' messages delivered since the last visit, and the token's backlog and sends of the last
+#: Other members' messages originated since the last visit, and the token's backlog and sends of the last
 #: rotation, up to which a visit may wait: more means the ring is busy, and the token goes at once.
 LINGER_MAX_DELIVERIES = 4
-#: Unanswered waits make a node skip up to 2**this - 1 eligible visits before it tries again.
+#: Unanswered waits make a node pause its waits for up to 2**this - 1 times ``linger_ms`` (255 ms by default).
 LINGER_BACKOFF_MAX = 8
 
 
@@ -48,8 +48,8 @@ class OrderingMixin:
     lingering: OrfToken | None = None  # the token a visit waits with, not yet processed
     linger_seq = -1  # its token_seq: processed without a second wait when the wait ends
     linger_since = 0.0
-    linger_delivered = 0  # other members' messages delivered, as counted at the last visit
-    linger_skip = 0  # eligible visits still to skip (after unanswered waits)
+    linger_seen_seq = -1  # the seq of the token this node last sent on: what came after is new at its next visit
+    linger_resume = 0.0  # no wait before this time (a pause after unanswered waits)
     linger_backoff = 0
 
     # ------------------------------------------------------------ data messages
@@ -275,6 +275,7 @@ class OrderingMixin:
         else:
             self.my_aru_count = 0
         self.my_token_seq = token_seq
+        self.linger_seen_seq = seq_now
         retrans_flg = tok_retrans
         if not operational:
             retrans_flg = self.recovery_token_counters(seq_now, aru, retrans_flg)
@@ -324,14 +325,17 @@ class OrderingMixin:
         One-at-a-time traffic between clients on different nodes (a request and its answer, a lock
         grant and the unlock) otherwise loses a rotation at the answering node: the token arrives
         right behind the request and is passed on before the local client has answered.  So a visit
-        waits up to ``linger_ms`` when this node delivered 1..LINGER_MAX_DELIVERIES messages of other
-        members since its last visit, has nothing of its own to send, and the token shows a ring busy
-        with nothing else (backlog and last rotation's sends within that bound, no retransmission
-        request).  The first local submission (:meth:`request_hold_cancel`) ends the wait and leaves on
-        this visit.  A wait that ends unanswered (the HOLD timer) raises the backoff by 2, an answered
-        one lowers it by 1, and the node skips ``2**backoff - 1`` eligible visits: a node whose clients
-        answer less than 2 times in 3 soon stops delaying the ring.  The wait is like a slower link: the
-        token is processed whole when it ends, and no Totem timer is changed by it.
+        waits up to ``linger_ms`` when other members originated 1..LINGER_MAX_DELIVERIES messages since
+        this node's last visit (delivered here already, or still on their way: a member's copies may
+        reach this node after the token does), this node has nothing of its own to send, and the
+        token shows a ring busy with nothing else (backlog and last rotation's sends within that
+        bound, no retransmission request).  The first local submission (:meth:`request_hold_cancel`)
+        ends the wait and leaves on this visit.  A wait that ends unanswered (the HOLD timer) raises
+        the backoff by 2 and pauses the waits for ``(2**backoff - 1) * linger_ms``; an answered one
+        lowers it by 1.  A node whose clients answer less than 2 times in 3 soon waits only about
+        every quarter of a second, and one whose traffic turns to requests and answers waits again
+        within that time (a pause counted in visits would last as many requests).  The wait is like
+        a slower link: the token is processed whole when it ends, and no Totem timer is changed by it.
         """
         if not self.linger_ms:  # off: nothing is counted or checked on the token's hot path
             return False
@@ -339,17 +343,12 @@ class OrderingMixin:
             self.lingering = None
             self.cancel(_HOLD)
             return False
-        counters = self.stats_counters
-        # This node's own messages are delivered on the visit that sends them: not counted.
-        delivered = counters["messages_delivered"] - counters["messages_originated"]
-        fresh = delivered - self.linger_delivered
-        self.linger_delivered = delivered
+        # Every message originated since this node's last visit is another member's (its own were
+        # originated before the token it sent then, whose seq is linger_seen_seq).
+        fresh = tok[4] - self.linger_seen_seq
         if (fresh <= 0 or fresh > LINGER_MAX_DELIVERIES or self.pending or tok[7] > LINGER_MAX_DELIVERIES
-                or tok[8] > LINGER_MAX_DELIVERIES or tok[10]
+                or tok[8] > LINGER_MAX_DELIVERIES or tok[10] or now < self.linger_resume
                 or self.memb_state is not _OPERATIONAL):
-            return False
-        if self.linger_skip:
-            self.linger_skip -= 1
             return False
         if self.successor() == self._nodeid:
             return False
@@ -357,6 +356,7 @@ class OrderingMixin:
         self.linger_seq = tok[3]
         self.linger_since = now
         self.arm(now, _HOLD, self.linger_ms)
+        counters = self.stats_counters
         counters["token_lingers"] = counters.get("token_lingers", 0) + 1
         return True
 
@@ -373,13 +373,12 @@ class OrderingMixin:
         counters = self.stats_counters
         if answered is False:
             self.linger_backoff = backoff = min(self.linger_backoff + 2, LINGER_BACKOFF_MAX)
-            self.linger_skip = (1 << backoff) - 1
+            self.linger_resume = now + ((1 << backoff) - 1) * self.linger_ms / 1000.0
             counters["token_lingers_unanswered"] = counters.get("token_lingers_unanswered", 0) + 1
         else:
             self.cancel(_HOLD)
             if answered and self.linger_backoff:
                 self.linger_backoff -= 1
-                self.linger_skip = (1 << self.linger_backoff) - 1
         waited_us = int((now - self.linger_since) * 1e6)
         counters["token_linger_us"] = counters.get("token_linger_us", 0) + waited_us
         self.on_token(now, tok)

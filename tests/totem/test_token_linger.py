@@ -118,22 +118,33 @@ def test_an_unanswered_wait_ends_on_the_hold_timer_and_the_node_backs_off() -> N
     net = _ring()
     core = net.cores[2]
     armed: list[float] = []
+    ended: list[float] = []
     start = net.now
 
     def hook(net: Loop, target: int, packet: bytes) -> None:
         if target == 2 and core.lingering is not None and not armed:
             armed.append(net.timers[(2, TimerName.HOLD)] - net.now)
 
+    def ends(net: Loop, target: int, packet: bytes) -> None:
+        if not ended and core.stats_counters.get("token_lingers_unanswered", 0):
+            ended.append(net.now)
+
     _request(net, 0)
-    _run(net, start + 0.5, hook)
-    assert armed == [pytest.approx(TotemConfig().token_linger / 1000.0)]
+    _run(net, start + 0.5, lambda n, t, p: (hook(n, t, p), ends(n, t, p)))
+    linger_s = TotemConfig().token_linger / 1000.0
+    assert armed == [pytest.approx(linger_s)]
     assert core.stats_counters["token_lingers"] == core.stats_counters["token_lingers_unanswered"] == 1
     assert core.lingering is None and net.deliveries(3)[-1] == b"req0"
-    assert core.linger_skip == 3  # backoff 2: the next 3 eligible visits go at once
+    # backoff 2: no wait for 3 x linger_ms after the unanswered one ended (time, not a count of visits)
+    assert core.linger_backoff == 2
+    assert core.linger_resume == pytest.approx(ended[0] + 3 * linger_s)
+    assert net.now > core.linger_resume
+    core.linger_resume = net.now + 3 * linger_s  # as if it had just ended: requests within the pause go at once
     for k in range(1, 4):
         _request(net, k)
-        _run(net, net.now + 0.5)
-    assert core.stats_counters["token_lingers"] == 1 and core.linger_skip == 0
+        _run(net, net.now + linger_s / 4)
+    assert core.stats_counters["token_lingers"] == 1
+    _run(net, core.linger_resume + 0.001)
     _request(net, 4)
     _run(net, net.now + 0.5)
     assert core.stats_counters["token_lingers"] == 2
@@ -142,15 +153,95 @@ def test_an_unanswered_wait_ends_on_the_hold_timer_and_the_node_backs_off() -> N
     assert sum(c.stats_counters["token_losses"] for c in net.cores.values()) == 0
 
 
-def test_answered_waits_lower_the_backoff() -> None:
+def test_the_longest_pause_is_a_quarter_second_however_many_visits() -> None:
     net = _ring()
     core = net.cores[2]
-    core.linger_backoff, core.linger_skip = 4, 0
+    core.linger_backoff = srp_ordering.LINGER_BACKOFF_MAX
+    _request(net, 0)
+    _run(net, net.now + 0.5)
+    assert core.stats_counters["token_lingers_unanswered"] == 1
+    pause = core.linger_resume - net.now + 0.5  # ended right after it began, 0.5 s ago at most
+    assert core.linger_backoff == srp_ordering.LINGER_BACKOFF_MAX
+    assert 0.2 < pause < 0.5 + 1e-6
+    core.linger_resume = net.now + 0.255
+    for k in range(1, 9):  # eligible visits while paused: none waits
+        _request(net, k)
+        _run(net, net.now + 0.01)
+    assert core.stats_counters["token_lingers"] == 1
+    _run(net, net.now + 0.3)
+    _request(net, 9)
+    _run(net, net.now + 0.5)
+    assert core.stats_counters["token_lingers"] == 2
+
+
+def test_answered_waits_lower_the_backoff_without_a_pause() -> None:
+    net = _ring()
+    core = net.cores[2]
+    core.linger_backoff = 4
     sends: list = []
     hook = _answer_after_token(sends)
     _request(net, 0)
     _run(net, net.now + 0.5, hook)
-    assert core.linger_backoff == 3 and core.linger_skip == 7
+    assert core.linger_backoff == 3 and core.linger_resume < net.now
+    assert core.stats_counters["token_lingers"] == 1
+    _request(net, 1)
+    _run(net, net.now + 0.5, hook)
+    assert core.linger_backoff == 2 and core.stats_counters["token_lingers"] == 2
+    assert core.stats_counters.get("token_lingers_unanswered", 0) == 0
+
+
+def test_a_visit_waits_for_a_message_still_on_its_way() -> None:
+    """Node 1's copy of node 2's answer comes after the token (node 2 sent it last): node 1 still waits."""
+    net = _ring()
+    core1 = net.cores[1]
+    held: list[bytes] = []
+    seen: list[tuple[int, int]] = []
+
+    def hook(net: Loop, target: int, packet: bytes) -> None:
+        # hold node 2's data messages for node 1 back until node 1 has the token
+        for i, (t, p) in enumerate(list(net.queue)):
+            if t == 1 and not _is_token(p) and p.endswith(b"ans0"):
+                del net.queue[i]
+                held.append(p)
+                break
+        if target == 1 and _is_token(packet) and held:
+            seen.append((core1.my_aru, core1.lingering is not None))
+            for p in held:
+                net.queue.append((1, p))
+            held.clear()
+
+    answered: set[bytes] = set()
+    asked: list[bool] = []
+
+    def both(net: Loop, target: int, packet: bytes) -> None:
+        hook(net, target, packet)
+        if target == 2 and _is_token(packet):  # node 2 answers once the request is in
+            for request in net.deliveries(2):
+                if request.startswith(b"req") and request not in answered:
+                    answered.add(request)
+                    net.cores[2].submit(net.now, b"ans" + request[3:])
+                    net.collect(2)
+                    hook(net, 0, b"")  # the copy for node 1 is held back at once
+        if target == 1 and not _is_token(packet) and b"ans0" in net.deliveries(1) and core1.lingering is not None:
+            asked.append(core1.lingering is not None)
+            core1.submit(net.now, b"req1")  # node 1's client asks again once it has the answer
+            ready = core1.take_ready()  # the question leaves on the visit that waited, with the token
+            asked.append(any(d == MULTICAST and p.endswith(b"req1") for d, p in ready.sends)
+                         and any(d == 2 and _is_token(p) for d, p in ready.sends))
+            for name, when in ready.timers.items():
+                if when is None:
+                    net.timers.pop((1, name), None)
+                else:
+                    net.timers[(1, name)] = when
+            net.events[1].extend(ready.events)
+            for dest, pkt in ready.sends:
+                net.queue.extend((t, pkt) for t in ([2, 3] if dest == MULTICAST else [dest]))
+
+    _request(net, 0)
+    _run(net, net.now + 0.5, both)
+    assert seen and seen[0][1] is True  # the token came first, and node 1 waited for what it announced
+    assert net.deliveries(3)[-4:] == [b"req0", b"ans0", b"req1", b"ans1"]
+    assert asked[:2] == [True, True]
 
 
 def test_a_busy_ring_does_not_wait() -> None:
