@@ -34,8 +34,11 @@ new_tuple = tuple.__new__
 #: Other members' messages originated since the last visit, and the token's backlog and sends of the last
 #: rotation, up to which a visit may wait: more means the ring is busy, and the token goes at once.
 LINGER_MAX_DELIVERIES = 4
-#: Unanswered waits make a node pause its waits for up to 2**this - 1 times ``linger_ms`` (255 ms by default).
-LINGER_BACKOFF_MAX = 8
+#: A node waits at every eligible visit while its estimate of the share of waits that were answered (a
+#: moving average, weight 1/8 for each wait's outcome) is at least this; below, it only probes.
+LINGER_ANSWERED_MIN = 0.75
+#: The longest time between two probes (ms): after each unanswered probe the next comes twice as late.
+LINGER_PROBE_MAX_MS = 256.0
 
 
 class OrderingMixin:
@@ -49,8 +52,9 @@ class OrderingMixin:
     linger_seq = -1  # its token_seq: processed without a second wait when the wait ends
     linger_since = 0.0
     linger_seen_seq = -1  # the seq of the token this node last sent on: what came after is new at its next visit
-    linger_resume = 0.0  # no wait before this time (a pause after unanswered waits)
-    linger_backoff = 0
+    linger_answered = 1.0  # moving average of the waits' outcomes (1 answered, 0 not)
+    linger_probe_ms = 0.0  # while that is low: the time between probes (0: the next is the first)
+    linger_probe_at = 0.0  # and no probe before this time
 
     # ------------------------------------------------------------ data messages
     def on_mcast(self, now: float, sender: int, ring_rep: int, ring_seq: int, seq: int, guarantee: int,
@@ -330,12 +334,14 @@ class OrderingMixin:
         reach this node after the token does), this node has nothing of its own to send, and the
         token shows a ring busy with nothing else (backlog and last rotation's sends within that
         bound, no retransmission request).  The first local submission (:meth:`request_hold_cancel`)
-        ends the wait and leaves on this visit.  A wait that ends unanswered (the HOLD timer) raises
-        the backoff by 2 and pauses the waits for ``(2**backoff - 1) * linger_ms``; an answered one
-        lowers it by 1.  A node whose clients answer less than 2 times in 3 soon waits only about
-        every quarter of a second, and one whose traffic turns to requests and answers waits again
-        within that time (a pause counted in visits would last as many requests).  The wait is like
-        a slower link: the token is processed whole when it ends, and no Totem timer is changed by it.
+        ends the wait and leaves on this visit.  A node waits at each such visit while at least
+        LINGER_ANSWERED_MIN of its recent waits were answered (a moving average); below that it only
+        probes, each unanswered probe doubling the time to the next (up to LINGER_PROBE_MAX_MS).  So a
+        node whose clients never answer (a bystander of another pair's traffic) costs the ring one
+        wait a quarter second, and one whose traffic turns to requests and answers (or whose clients
+        were only slow for a while) waits again after a few probes: an answer makes the next
+        eligible visit a probe.  The wait is like a slower link: the token is processed whole when it
+        ends, and no Totem timer is changed by it.
         """
         if not self.linger_ms:  # off: nothing is counted or checked on the token's hot path
             return False
@@ -347,8 +353,9 @@ class OrderingMixin:
         # originated before the token it sent then, whose seq is linger_seen_seq).
         fresh = tok[4] - self.linger_seen_seq
         if (fresh <= 0 or fresh > LINGER_MAX_DELIVERIES or self.pending or tok[7] > LINGER_MAX_DELIVERIES
-                or tok[8] > LINGER_MAX_DELIVERIES or tok[10] or now < self.linger_resume
-                or self.memb_state is not _OPERATIONAL):
+                or tok[8] > LINGER_MAX_DELIVERIES or tok[10] or self.memb_state is not _OPERATIONAL):
+            return False
+        if self.linger_answered < LINGER_ANSWERED_MIN and now < self.linger_probe_at:
             return False
         if self.successor() == self._nodeid:
             return False
@@ -372,13 +379,17 @@ class OrderingMixin:
             return False
         counters = self.stats_counters
         if answered is False:
-            self.linger_backoff = backoff = min(self.linger_backoff + 2, LINGER_BACKOFF_MAX)
-            self.linger_resume = now + ((1 << backoff) - 1) * self.linger_ms / 1000.0
+            self.linger_answered -= self.linger_answered / 8
+            if self.linger_answered < LINGER_ANSWERED_MIN:
+                self.linger_probe_ms = probe = min(max(2 * self.linger_probe_ms, self.linger_ms), LINGER_PROBE_MAX_MS)
+                self.linger_probe_at = now + probe / 1000.0
             counters["token_lingers_unanswered"] = counters.get("token_lingers_unanswered", 0) + 1
         else:
             self.cancel(_HOLD)
-            if answered and self.linger_backoff:
-                self.linger_backoff -= 1
+            if answered:
+                self.linger_answered += (1.0 - self.linger_answered) / 8
+                self.linger_probe_ms = 0.0
+                self.linger_probe_at = now
         waited_us = int((now - self.linger_since) * 1e6)
         counters["token_linger_us"] = counters.get("token_linger_us", 0) + waited_us
         self.on_token(now, tok)

@@ -114,80 +114,92 @@ def test_without_the_linger_the_answer_waits_for_the_next_visit() -> None:
     assert net.deliveries(1)[-2:] == [b"req0", b"ans0"]
 
 
+def _unanswered(net: Loop, k: int) -> float:
+    """Request ``k`` from node 1 that node 2 does not answer; the time its wait ended."""
+    core = net.cores[2]
+    before = core.stats_counters.get("token_lingers_unanswered", 0)
+    ended: list[float] = []
+
+    def hook(net: Loop, target: int, packet: bytes) -> None:
+        if not ended and core.stats_counters.get("token_lingers_unanswered", 0) > before:
+            ended.append(net.now)
+
+    _request(net, k)
+    _run(net, net.now + 0.5, hook)
+    assert len(ended) == 1 and core.stats_counters["token_lingers_unanswered"] == before + 1
+    return ended[0]
+
+
 def test_an_unanswered_wait_ends_on_the_hold_timer_and_the_node_backs_off() -> None:
     net = _ring()
     core = net.cores[2]
     armed: list[float] = []
-    ended: list[float] = []
-    start = net.now
 
     def hook(net: Loop, target: int, packet: bytes) -> None:
         if target == 2 and core.lingering is not None and not armed:
             armed.append(net.timers[(2, TimerName.HOLD)] - net.now)
 
-    def ends(net: Loop, target: int, packet: bytes) -> None:
-        if not ended and core.stats_counters.get("token_lingers_unanswered", 0):
-            ended.append(net.now)
-
     _request(net, 0)
-    _run(net, start + 0.5, lambda n, t, p: (hook(n, t, p), ends(n, t, p)))
+    _run(net, net.now + 0.5, hook)
     linger_s = TotemConfig().token_linger / 1000.0
     assert armed == [pytest.approx(linger_s)]
     assert core.stats_counters["token_lingers"] == core.stats_counters["token_lingers_unanswered"] == 1
     assert core.lingering is None and net.deliveries(3)[-1] == b"req0"
-    # backoff 2: no wait for 3 x linger_ms after the unanswered one ended (time, not a count of visits)
-    assert core.linger_backoff == 2
-    assert core.linger_resume == pytest.approx(ended[0] + 3 * linger_s)
-    assert net.now > core.linger_resume
-    core.linger_resume = net.now + 3 * linger_s  # as if it had just ended: requests within the pause go at once
-    for k in range(1, 4):
+    # one unanswered wait of a node whose waits were answered: it still waits at the next visit
+    assert core.linger_answered == pytest.approx(7 / 8) and core.linger_probe_ms == 0.0
+    _unanswered(net, 1)
+    assert core.linger_answered == pytest.approx(49 / 64) and core.linger_probe_ms == 0.0
+    # the third in a row takes the estimate below 3/4: from now on it only probes, later each time
+    ended = _unanswered(net, 2)
+    assert core.linger_answered < srp_ordering.LINGER_ANSWERED_MIN
+    assert core.linger_probe_ms == 1.0 and core.linger_probe_at == pytest.approx(ended + linger_s)
+    ended = _unanswered(net, 3)
+    assert core.linger_probe_ms == 2.0 and core.linger_probe_at == pytest.approx(ended + 2 * linger_s)
+    core.linger_probe_at = net.now + 0.002  # as if it had just ended: requests before the probe go at once
+    for k in range(4, 7):
         _request(net, k)
-        _run(net, net.now + linger_s / 4)
-    assert core.stats_counters["token_lingers"] == 1
-    _run(net, core.linger_resume + 0.001)
-    _request(net, 4)
-    _run(net, net.now + 0.5)
-    assert core.stats_counters["token_lingers"] == 2
-    assert [net.deliveries(i)[-5:] for i in (1, 2, 3)] == [[b"req%d" % k for k in range(5)]] * 3
+        _run(net, net.now + 0.0005)
+    assert core.stats_counters["token_lingers"] == 4
+    _run(net, core.linger_probe_at + 0.001)
+    _unanswered(net, 7)  # the probe
+    assert core.stats_counters["token_lingers"] == 5 and core.linger_probe_ms == 4.0
+    assert [net.deliveries(i)[-8:] for i in (1, 2, 3)] == [[b"req%d" % k for k in range(8)]] * 3
     assert all(c.state == MembState.OPERATIONAL for c in net.cores.values())
     assert sum(c.stats_counters["token_losses"] for c in net.cores.values()) == 0
 
 
-def test_the_longest_pause_is_a_quarter_second_however_many_visits() -> None:
+def test_a_node_whose_waits_go_unanswered_probes_every_quarter_second() -> None:
     net = _ring()
     core = net.cores[2]
-    core.linger_backoff = srp_ordering.LINGER_BACKOFF_MAX
-    _request(net, 0)
-    _run(net, net.now + 0.5)
-    assert core.stats_counters["token_lingers_unanswered"] == 1
-    pause = core.linger_resume - net.now + 0.5  # ended right after it began, 0.5 s ago at most
-    assert core.linger_backoff == srp_ordering.LINGER_BACKOFF_MAX
-    assert 0.2 < pause < 0.5 + 1e-6
-    core.linger_resume = net.now + 0.255
-    for k in range(1, 9):  # eligible visits while paused: none waits
+    core.linger_answered, core.linger_probe_ms = 0.0, srp_ordering.LINGER_PROBE_MAX_MS
+    ended = _unanswered(net, 0)
+    assert core.linger_probe_ms == srp_ordering.LINGER_PROBE_MAX_MS
+    assert core.linger_probe_at == pytest.approx(ended + 0.256)
+    core.linger_probe_at = net.now + 0.256
+    for k in range(1, 9):  # eligible visits before the probe is due (time, not a count of visits): none waits
         _request(net, k)
         _run(net, net.now + 0.01)
     assert core.stats_counters["token_lingers"] == 1
-    _run(net, net.now + 0.3)
-    _request(net, 9)
-    _run(net, net.now + 0.5)
+    _run(net, core.linger_probe_at + 0.001)
+    _unanswered(net, 9)
     assert core.stats_counters["token_lingers"] == 2
 
 
-def test_answered_waits_lower_the_backoff_without_a_pause() -> None:
+def test_an_answer_makes_a_probing_node_wait_at_the_next_visit() -> None:
     net = _ring()
     core = net.cores[2]
-    core.linger_backoff = 4
+    core.linger_answered, core.linger_probe_ms = 0.5, 64.0
     sends: list = []
     hook = _answer_after_token(sends)
     _request(net, 0)
     _run(net, net.now + 0.5, hook)
-    assert core.linger_backoff == 3 and core.linger_resume < net.now
-    assert core.stats_counters["token_lingers"] == 1
+    assert core.linger_answered == pytest.approx(0.5 + 0.5 / 8)
+    assert core.linger_probe_ms == 0.0 and core.linger_probe_at < net.now
     _request(net, 1)
     _run(net, net.now + 0.5, hook)
-    assert core.linger_backoff == 2 and core.stats_counters["token_lingers"] == 2
+    assert core.stats_counters["token_lingers"] == 2
     assert core.stats_counters.get("token_lingers_unanswered", 0) == 0
+    assert net.deliveries(1)[-4:] == [b"req0", b"ans0", b"req1", b"ans1"]
 
 
 def test_a_visit_waits_for_a_message_still_on_its_way() -> None:
