@@ -49,6 +49,7 @@ class OrderingMixin:
     #: event loop's timers have a 1 ms resolution (libev's epoll backend), so a wait lasts at least ~1.1 ms.
     linger_ms: float = 0.0
     lingering: OrfToken | None = None  # the token a visit waits with, not yet processed
+    idle_holding = False  # that wait is the idle representative's hold (:meth:`idle_hold`), not a linger
     linger_seq = -1  # its token_seq: processed without a second wait when the wait ends
     linger_since = 0.0
     linger_seen_seq = -1  # the seq of the token this node last sent on: what came after is new at its next visit
@@ -293,7 +294,11 @@ class OrderingMixin:
             self.install(now)
 
     def forward_token(self, now: float, tok: OrfToken, hold: bool) -> None:
-        """Send the token to my successor, or hold it (idle rep, or a one-node ring)."""
+        """Send the token to my successor (a one-node ring keeps it, paced by the hold timer when ``hold``).
+
+        An idle ring's representative holds the token *before* processing it (:meth:`idle_hold`), so
+        the multi-node case always sends.
+        """
         cfg = self.cfg
         out = self.out
         timers = out.timers
@@ -315,11 +320,6 @@ class OrderingMixin:
         raw = tok.encode()
         self.last_token_copy = raw
         self.last_token_dest = dest
-        if hold:
-            self.held_token = tok
-            self.cancel(_TOKEN_RETRANSMIT)
-            self.arm(now, TimerName.HOLD, cfg.hold)
-            return
         out.sends.append((dest, raw))
         timers[_TOKEN_RETRANSMIT] = now + cfg.token_retransmit / 1000.0
 
@@ -343,11 +343,16 @@ class OrderingMixin:
         eligible visit a probe.  The wait is like a slower link: the token is processed whole when it
         ends, and no Totem timer is changed by it.
         """
-        if not self.linger_ms:  # off: nothing is counted or checked on the token's hot path
-            return False
         if self.lingering is not None:  # a copy came while one waited (a retransmission): this one goes now
             self.lingering = None
+            self.idle_holding = False
             self.cancel(_HOLD)
+            return False
+        if (tok[4] == self.my_last_seq and self.my_seq_unchanged >= self.cfg.seqno_unchanged_const
+                and self.ring_id[0] == self._nodeid and not self.pending and self.memb_state is _OPERATIONAL
+                and self.successor() != self._nodeid):
+            return self.idle_hold(now, tok)
+        if not self.linger_ms:  # off: nothing more is counted or checked on the token's hot path
             return False
         # Every message originated since this node's last visit is another member's (its own were
         # originated before the token it sent then, whose seq is linger_seen_seq).
@@ -367,16 +372,54 @@ class OrderingMixin:
         counters["token_lingers"] = counters.get("token_lingers", 0) + 1
         return True
 
+    def idle_hold(self, now: float, tok: OrfToken) -> bool:
+        """The representative of a ring idle for ``seqno_unchanged_const`` visits keeps the token, unprocessed.
+
+        For up to ``hold`` ms, until a local submission (which then leaves on this very visit) or a
+        member's hold cancel; the expiry processes and passes it on, and it comes back to be held
+        again.  Holding the token before processing it, rather than its processed copy, is what
+        lets the representative's own first message after a quiet spell leave at once: a processed
+        copy released for it would carry nothing, and the message would wait a whole rotation.
+        """
+        self.lingering = tok
+        self.linger_seq = tok[3]
+        self.linger_since = now
+        self.idle_holding = True
+        # the token arrived: its loss (and heartbeat) deadlines count from now, as at any visit
+        timers = self.out.timers
+        timers[_TOKEN_LOSS] = now + self.cfg.token / 1000.0
+        if self.heartbeat_ms:
+            timers[_HEARTBEAT] = now + self.heartbeat_ms / 1000.0
+        self.cancel(_TOKEN_RETRANSMIT)
+        self.arm(now, _HOLD, self.cfg.hold)
+        return True
+
     def end_linger(self, now: float, answered: bool | None) -> bool:
         """Process the token a visit waited with; False (nothing done) when it is of a ring since left.
 
         ``answered``: True for a local submission, False when the wait timed out, None when another
-        member asked for the token (a hold cancel).
+        member asked for the token (a hold cancel).  The end of an idle hold (:meth:`idle_hold`) with
+        work to do makes the ring count as busy again.
         """
         tok = self.lingering
         self.lingering = None
+        idle = self.idle_holding
+        self.idle_holding = False
         if tok is None or self.memb_state is not _OPERATIONAL or (tok[1], tok[2]) != tuple(self.ring_id):
             return False
+        if idle:
+            self.cancel(_HOLD)
+            if answered is not False:
+                self.my_seq_unchanged = 0
+            self.on_token(now, tok)
+            # The token was received when the hold began: its deadlines still count from then.
+            timers = self.out.timers
+            since = self.linger_since
+            if timers.get(_TOKEN_LOSS) is not None:
+                timers[_TOKEN_LOSS] = since + self.cfg.token / 1000.0
+            if self.heartbeat_ms and timers.get(_HEARTBEAT) is not None:
+                timers[_HEARTBEAT] = since + self.heartbeat_ms / 1000.0
+            return True
         counters = self.stats_counters
         if answered is False:
             self.linger_answered -= self.linger_answered / 8

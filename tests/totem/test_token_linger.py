@@ -258,8 +258,7 @@ def test_a_visit_waits_for_a_message_still_on_its_way() -> None:
 
 def test_a_busy_ring_does_not_wait() -> None:
     net = _ring()
-    for k in range(srp_ordering.LINGER_MAX_DELIVERIES + 1):
-        net.cores[1].submit(net.now, b"bulk%d" % k)
+    net.cores[1].submit_many(net.now, [(b"bulk%d" % k, 0) for k in range(srp_ordering.LINGER_MAX_DELIVERIES + 1)])
     net.collect(1)
     _run(net, net.now + 0.5)
     assert len([p for p in net.deliveries(2) if p.startswith(b"bulk")]) == srp_ordering.LINGER_MAX_DELIVERIES + 1
@@ -326,17 +325,89 @@ def test_a_hold_cancel_from_another_member_ends_the_wait() -> None:
     assert core.stats_counters.get("token_lingers_unanswered", 0) == 0
 
 
-def test_a_wait_left_from_an_old_ring_does_not_keep_a_held_token() -> None:
+def test_a_wait_left_from_an_old_ring_is_dropped_unprocessed() -> None:
     net = _ring()
     net.run(net.now + 1.0)  # idle: the representative holds the token
     rep = net.cores[min(net.cores[2].members)]
-    assert rep.held_token is not None
-    stale = rep.held_token._replace(ring_seq=rep.held_token.ring_seq - 4)
+    assert rep.lingering is not None and rep.idle_holding
+    stale = rep.lingering._replace(ring_seq=rep.lingering.ring_seq - 4)
     rep.lingering = stale
+    seq = rep.my_token_seq
     rep.release_held_token(net.now)  # the hold timer fires
     ready = rep.take_ready()
-    assert rep.lingering is None and rep.held_token is None
-    assert [d for d, p in ready.sends if _is_token(p)]
+    assert rep.lingering is None and not rep.idle_holding and rep.held_token is None
+    assert not [d for d, p in ready.sends if _is_token(p)] and rep.my_token_seq == seq
+
+
+# ---------------------------------------------------------------- the idle representative's hold
+
+
+def _idle_ring(token: int = 1000) -> Loop:
+    net = Loop([1, 2, 3], TotemConfig(token=token))
+    net.start()
+    net.run(2.0)
+    assert all(c.state == MembState.OPERATIONAL and c.members == (1, 2, 3) for c in net.cores.values())
+    return net
+
+
+def test_an_idle_ring_s_representative_holds_the_token_unprocessed() -> None:
+    net = _idle_ring()
+    rep = net.cores[1]
+    assert rep.lingering is not None and rep.idle_holding and rep.held_token is None
+    assert rep.lingering.token_seq == rep.my_token_seq + 3  # received (a visit at 2 and 3 since), not processed
+    hold = TotemConfig().validate().hold / 1000.0
+    assert net.timers[(1, TimerName.HOLD)] == pytest.approx(rep.linger_since + hold)
+    assert (1, TimerName.TOKEN_RETRANSMIT) not in net.timers
+    # the token still goes round once per hold, as the held copy did: a visit at each node per period
+    before = {i: c.stats_counters["tokens_received"] for i, c in net.cores.items()}
+    net.run(net.now + 20 * hold)
+    for i, c in net.cores.items():
+        assert 18 <= c.stats_counters["tokens_received"] - before[i] <= 21
+    assert rep.stats_counters.get("token_lingers", 0) == 0  # a hold is not a linger
+    assert sum(c.stats_counters["token_losses"] for c in net.cores.values()) == 0
+
+
+def test_the_representative_s_own_message_leaves_on_the_held_visit() -> None:
+    net = _idle_ring()
+    rep = net.cores[1]
+    assert rep.idle_holding
+    rep.submit(net.now, b"first")
+    ready = rep.take_ready()
+    # the message and the token, at once (a released processed copy would have carried nothing)
+    assert [p for d, p in ready.sends if d == MULTICAST and p.endswith(b"first")]
+    assert [d for d, p in ready.sends if d == 2 and _is_token(p)]
+    assert rep.lingering is None and not rep.idle_holding and rep.my_seq_unchanged <= 1
+    net.cores[1].out = ready  # hand it to the network as collect() would
+    net.collect(1)
+    net.run(net.now + 0.1)
+    assert [net.deliveries(i)[-1] for i in (1, 2, 3)] == [b"first"] * 3
+
+
+def test_a_member_s_hold_cancel_ends_the_idle_hold() -> None:
+    net = _idle_ring()
+    rep = net.cores[1]
+    assert rep.idle_holding
+    net.cores[2].submit(net.now, b"from2")  # node 2 sees an idle ring: it multicasts a hold cancel
+    net.collect(2)
+    assert net.cores[2].stats_counters["hold_cancels_sent"] == 1
+    t0 = net.now
+    net.run(net.now + 0.05)
+    assert rep.stats_counters["tokens_received"] > 0 and not (rep.idle_holding and rep.linger_since < t0)
+    assert [net.deliveries(i)[-1] for i in (1, 2, 3)] == [b"from2"] * 3
+
+
+def test_a_held_token_s_loss_counts_from_its_arrival() -> None:
+    """The hold keeps the deadlines the held copy had: the token's arrival plus ``token`` (and heartbeat)."""
+    net = _idle_ring()
+    rep = net.cores[1]
+    assert rep.idle_holding
+    since = rep.linger_since
+    assert net.timers[(1, TimerName.TOKEN_LOSS)] == pytest.approx(since + 1.0)
+    rep.release_held_token(since + 0.1)  # the hold ends (as the HOLD timer would, earlier)
+    ready = rep.take_ready()
+    assert ready.timers[TimerName.TOKEN_LOSS] == pytest.approx(since + 1.0)
+    assert [d for d, p in ready.sends if d == 2 and _is_token(p)]
+    assert not rep.idle_holding and rep.lingering is None
 
 
 def test_totem_token_linger_sets_the_wait_and_is_checked() -> None:
