@@ -31,11 +31,14 @@ _MCAST_BODY = _MCAST.pack
 #: generated ``__new__`` is Python code, run on every token and every delivery).
 new_tuple = tuple.__new__
 
-#: Other members' messages delivered since the last visit, and the token's backlog and sends of the last
+#: Other members' messages originated since the last visit, and the token's backlog and sends of the last
 #: rotation, up to which a visit may wait: more means the ring is busy, and the token goes at once.
 LINGER_MAX_DELIVERIES = 4
-#: Unanswered waits make a node skip up to 2**this - 1 eligible visits before it tries again.
-LINGER_BACKOFF_MAX = 8
+#: A node waits at every eligible visit while its estimate of the share of waits that were answered (a
+#: moving average, weight 1/8 for each wait's outcome) is at least this; below, it only probes.
+LINGER_ANSWERED_MIN = 0.75
+#: The longest time between two probes (ms): after each unanswered probe the next comes twice as late.
+LINGER_PROBE_MAX_MS = 256.0
 
 
 class OrderingMixin:
@@ -46,11 +49,13 @@ class OrderingMixin:
     #: event loop's timers have a 1 ms resolution (libev's epoll backend), so a wait lasts at least ~1.1 ms.
     linger_ms: float = 0.0
     lingering: OrfToken | None = None  # the token a visit waits with, not yet processed
+    idle_holding = False  # that wait is the idle representative's hold (:meth:`idle_hold`), not a linger
     linger_seq = -1  # its token_seq: processed without a second wait when the wait ends
     linger_since = 0.0
-    linger_delivered = 0  # other members' messages delivered, as counted at the last visit
-    linger_skip = 0  # eligible visits still to skip (after unanswered waits)
-    linger_backoff = 0
+    linger_seen_seq = -1  # the seq of the token this node last sent on: what came after is new at its next visit
+    linger_answered = 1.0  # moving average of the waits' outcomes (1 answered, 0 not)
+    linger_probe_ms = 0.0  # while that is low: the time between probes (0: the next is the first)
+    linger_probe_at = 0.0  # and no probe before this time
 
     # ------------------------------------------------------------ data messages
     def on_mcast(self, now: float, sender: int, ring_rep: int, ring_seq: int, seq: int, guarantee: int,
@@ -275,6 +280,7 @@ class OrderingMixin:
         else:
             self.my_aru_count = 0
         self.my_token_seq = token_seq
+        self.linger_seen_seq = seq_now
         retrans_flg = tok_retrans
         if not operational:
             retrans_flg = self.recovery_token_counters(seq_now, aru, retrans_flg)
@@ -288,7 +294,11 @@ class OrderingMixin:
             self.install(now)
 
     def forward_token(self, now: float, tok: OrfToken, hold: bool) -> None:
-        """Send the token to my successor, or hold it (idle rep, or a one-node ring)."""
+        """Send the token to my successor (a one-node ring keeps it, paced by the hold timer when ``hold``).
+
+        An idle ring's representative holds the token *before* processing it (:meth:`idle_hold`), so
+        the multi-node case always sends.
+        """
         cfg = self.cfg
         out = self.out
         timers = out.timers
@@ -310,11 +320,6 @@ class OrderingMixin:
         raw = tok.encode()
         self.last_token_copy = raw
         self.last_token_dest = dest
-        if hold:
-            self.held_token = tok
-            self.cancel(_TOKEN_RETRANSMIT)
-            self.arm(now, TimerName.HOLD, cfg.hold)
-            return
         out.sends.append((dest, raw))
         timers[_TOKEN_RETRANSMIT] = now + cfg.token_retransmit / 1000.0
 
@@ -324,32 +329,38 @@ class OrderingMixin:
         One-at-a-time traffic between clients on different nodes (a request and its answer, a lock
         grant and the unlock) otherwise loses a rotation at the answering node: the token arrives
         right behind the request and is passed on before the local client has answered.  So a visit
-        waits up to ``linger_ms`` when this node delivered 1..LINGER_MAX_DELIVERIES messages of other
-        members since its last visit, has nothing of its own to send, and the token shows a ring busy
-        with nothing else (backlog and last rotation's sends within that bound, no retransmission
-        request).  The first local submission (:meth:`request_hold_cancel`) ends the wait and leaves on
-        this visit.  A wait that ends unanswered (the HOLD timer) raises the backoff by 2, an answered
-        one lowers it by 1, and the node skips ``2**backoff - 1`` eligible visits: a node whose clients
-        answer less than 2 times in 3 soon stops delaying the ring.  The wait is like a slower link: the
-        token is processed whole when it ends, and no Totem timer is changed by it.
+        waits up to ``linger_ms`` when other members originated 1..LINGER_MAX_DELIVERIES messages since
+        this node's last visit (delivered here already, or still on their way: a member's copies may
+        reach this node after the token does), this node has nothing of its own to send, and the
+        token shows a ring busy with nothing else (backlog and last rotation's sends within that
+        bound, no retransmission request).  The first local submission (:meth:`request_hold_cancel`)
+        ends the wait and leaves on this visit.  A node waits at each such visit while at least
+        LINGER_ANSWERED_MIN of its recent waits were answered (a moving average); below that it only
+        probes, each unanswered probe doubling the time to the next (up to LINGER_PROBE_MAX_MS).  So a
+        node whose clients never answer (a bystander of another pair's traffic) costs the ring one
+        wait a quarter second, and one whose traffic turns to requests and answers (or whose clients
+        were only slow for a while) waits again after a few probes: an answer makes the next
+        eligible visit a probe.  The wait is like a slower link: the token is processed whole when it
+        ends, and no Totem timer is changed by it.
         """
-        if not self.linger_ms:  # off: nothing is counted or checked on the token's hot path
-            return False
         if self.lingering is not None:  # a copy came while one waited (a retransmission): this one goes now
             self.lingering = None
+            self.idle_holding = False
             self.cancel(_HOLD)
             return False
-        counters = self.stats_counters
-        # This node's own messages are delivered on the visit that sends them: not counted.
-        delivered = counters["messages_delivered"] - counters["messages_originated"]
-        fresh = delivered - self.linger_delivered
-        self.linger_delivered = delivered
-        if (fresh <= 0 or fresh > LINGER_MAX_DELIVERIES or self.pending or tok[7] > LINGER_MAX_DELIVERIES
-                or tok[8] > LINGER_MAX_DELIVERIES or tok[10]
-                or self.memb_state is not _OPERATIONAL):
+        if (tok[4] == self.my_last_seq and self.my_seq_unchanged >= self.cfg.seqno_unchanged_const
+                and self.ring_id[0] == self._nodeid and not self.pending and self.memb_state is _OPERATIONAL
+                and self.successor() != self._nodeid):
+            return self.idle_hold(now, tok)
+        if not self.linger_ms:  # off: nothing more is counted or checked on the token's hot path
             return False
-        if self.linger_skip:
-            self.linger_skip -= 1
+        # Every message originated since this node's last visit is another member's (its own were
+        # originated before the token it sent then, whose seq is linger_seen_seq).
+        fresh = tok[4] - self.linger_seen_seq
+        if (fresh <= 0 or fresh > LINGER_MAX_DELIVERIES or self.pending or tok[7] > LINGER_MAX_DELIVERIES
+                or tok[8] > LINGER_MAX_DELIVERIES or tok[10] or self.memb_state is not _OPERATIONAL):
+            return False
+        if self.linger_answered < LINGER_ANSWERED_MIN and now < self.linger_probe_at:
             return False
         if self.successor() == self._nodeid:
             return False
@@ -357,29 +368,71 @@ class OrderingMixin:
         self.linger_seq = tok[3]
         self.linger_since = now
         self.arm(now, _HOLD, self.linger_ms)
+        counters = self.stats_counters
         counters["token_lingers"] = counters.get("token_lingers", 0) + 1
+        return True
+
+    def idle_hold(self, now: float, tok: OrfToken) -> bool:
+        """The representative of a ring idle for ``seqno_unchanged_const`` visits keeps the token, unprocessed.
+
+        For up to ``hold`` ms, until a local submission (which then leaves on this very visit) or a
+        member's hold cancel; the expiry processes and passes it on, and it comes back to be held
+        again.  Holding the token before processing it, rather than its processed copy, is what
+        lets the representative's own first message after a quiet spell leave at once: a processed
+        copy released for it would carry nothing, and the message would wait a whole rotation.
+        """
+        self.lingering = tok
+        self.linger_seq = tok[3]
+        self.linger_since = now
+        self.idle_holding = True
+        # the token arrived: its loss (and heartbeat) deadlines count from now, as at any visit
+        timers = self.out.timers
+        timers[_TOKEN_LOSS] = now + self.cfg.token / 1000.0
+        if self.heartbeat_ms:
+            timers[_HEARTBEAT] = now + self.heartbeat_ms / 1000.0
+        self.cancel(_TOKEN_RETRANSMIT)
+        self.arm(now, _HOLD, self.cfg.hold)
         return True
 
     def end_linger(self, now: float, answered: bool | None) -> bool:
         """Process the token a visit waited with; False (nothing done) when it is of a ring since left.
 
         ``answered``: True for a local submission, False when the wait timed out, None when another
-        member asked for the token (a hold cancel).
+        member asked for the token (a hold cancel).  The end of an idle hold (:meth:`idle_hold`) with
+        work to do makes the ring count as busy again.
         """
         tok = self.lingering
         self.lingering = None
+        idle = self.idle_holding
+        self.idle_holding = False
         if tok is None or self.memb_state is not _OPERATIONAL or (tok[1], tok[2]) != tuple(self.ring_id):
             return False
+        if idle:
+            self.cancel(_HOLD)
+            if answered is not False:
+                self.my_seq_unchanged = 0
+            self.on_token(now, tok)
+            # The token was received when the hold began: its deadlines still count from then.
+            timers = self.out.timers
+            since = self.linger_since
+            if timers.get(_TOKEN_LOSS) is not None:
+                timers[_TOKEN_LOSS] = since + self.cfg.token / 1000.0
+            if self.heartbeat_ms and timers.get(_HEARTBEAT) is not None:
+                timers[_HEARTBEAT] = since + self.heartbeat_ms / 1000.0
+            return True
         counters = self.stats_counters
         if answered is False:
-            self.linger_backoff = backoff = min(self.linger_backoff + 2, LINGER_BACKOFF_MAX)
-            self.linger_skip = (1 << backoff) - 1
+            self.linger_answered -= self.linger_answered / 8
+            if self.linger_answered < LINGER_ANSWERED_MIN:
+                self.linger_probe_ms = probe = min(max(2 * self.linger_probe_ms, self.linger_ms), LINGER_PROBE_MAX_MS)
+                self.linger_probe_at = now + probe / 1000.0
             counters["token_lingers_unanswered"] = counters.get("token_lingers_unanswered", 0) + 1
         else:
             self.cancel(_HOLD)
-            if answered and self.linger_backoff:
-                self.linger_backoff -= 1
-                self.linger_skip = (1 << self.linger_backoff) - 1
+            if answered:
+                self.linger_answered += (1.0 - self.linger_answered) / 8
+                self.linger_probe_ms = 0.0
+                self.linger_probe_at = now
         waited_us = int((now - self.linger_since) * 1e6)
         counters["token_linger_us"] = counters.get("token_linger_us", 0) + waited_us
         self.on_token(now, tok)
