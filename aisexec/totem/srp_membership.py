@@ -254,14 +254,23 @@ class MembershipMixin:
         self.arm(now, TimerName.TOKEN_LOSS, self.cfg.token)
 
     def restore_old_ring(self) -> None:
-        """Abandon a COMMIT/RECOVERY attempt: the old ring's queue and counters come back."""
+        """Abandon a COMMIT/RECOVERY attempt: the old ring's queue and counters come back.
+
+        The old-ring messages an abandoned recovery brought (encapsulated) are kept, as at installation:
+        without them every attempt starts from the same arus and resends the same backlog, and a backlog
+        whose bursts always cost a token (receive buffers smaller than a rotation's traffic, with the
+        heartbeat on) fails the same way for ever.  With them each attempt starts where the last stopped.
+        """
+        recovered = self.keep_recovered() if self.memb_state == MembState.RECOVERY else 0
         self.ring_id = self.old_ring_id
         self.my_memb = self.old_memb
         self.sort_queue = self.old_sort_queue
         self.reset_ring_counters()
         self.my_aru = self.old_aru
-        self.my_high_seq_received = self.old_high_seq
+        self.my_high_seq_received = max(self.old_high_seq, recovered)
         self.my_high_delivered = self.old_high_delivered
         self.last_released = self.old_last_released
         self.recovery_queue.clear()
         self.commit_members = ()
+        if recovered:
+            self.advance_aru()

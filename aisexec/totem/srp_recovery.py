@@ -70,10 +70,17 @@ class RecoveryMixin:
             self.install_aru_ok = 0
         return retrans_flg
 
-    def install(self, now: float) -> None:
-        """Deliver the old ring's remainder and both configurations, then become OPERATIONAL."""
+    def keep_recovered(self) -> int:
+        """Move the old-ring messages that came encapsulated in this ring into the old ring's queue.
+
+        Done at installation, and also when a recovery is abandoned (:meth:`restore_old_ring`): what an
+        attempt recovered is kept, so the next attempt starts from higher arus with less to resend.
+        Returns the highest old-ring seq moved (0: none).
+        """
         osq = self.old_sort_queue
-        old_ring = self.old_ring_id
+        old_ring = tuple(self.old_ring_id)
+        floor = self.old_last_released
+        high = 0
         for _seq, m in sorted(self.sort_queue.items()):
             if not m[4]:
                 continue
@@ -82,9 +89,18 @@ class RecoveryMixin:
             except MalformedPacket:
                 self.count("packets_malformed")
                 continue
-            if isinstance(inner, Mcast) and (inner.ring_rep, inner.ring_seq) == tuple(old_ring):
-                if inner.seq > self.old_last_released and inner.seq not in osq:
-                    osq[inner.seq] = (inner.sender, inner.guarantee, inner.payload, m[2], False)
+            if isinstance(inner, Mcast) and (inner.ring_rep, inner.ring_seq) == old_ring:
+                seq = inner.seq
+                if seq > floor and seq not in osq:
+                    osq[seq] = (inner.sender, inner.guarantee, inner.payload, m[2], False)
+                    if seq > high:
+                        high = seq
+        return high
+
+    def install(self, now: float) -> None:
+        """Deliver the old ring's remainder and both configurations, then become OPERATIONAL."""
+        osq = self.old_sort_queue
+        self.keep_recovered()
         high = max(osq, default=0)
         delivered = self.old_high_delivered
         stable = self.trans_high_delivered

@@ -56,6 +56,7 @@ REGRESSION_SEEDS = (
     24,  # SAFE message of the old ring delivered in the old regular configuration a departed node lacked
     30,  # the same, 13 nodes
     424411,  # a window below the ring size starved recovery for ever (generator now keeps window >= nodes)
+    777168,  # receive buffers below a rotation's traffic + heartbeat: every recovery retry resent the same backlog
 )
 
 
