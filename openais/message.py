@@ -70,6 +70,8 @@ import enum
 import json
 import operator
 import struct
+import threading
+import types
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -807,8 +809,6 @@ class _Lazy:
     __slots__ = ("_build", "_built", "_env", "_lock", "_stubs")
 
     def __init__(self, build: Callable[[dict[str, Any]], dict[str, Any]], env: dict[str, Any]) -> None:
-        import threading
-
         self._build = build
         self._env = env
         env["_materialize"] = self.materialize
@@ -818,8 +818,6 @@ class _Lazy:
 
     def stub(self, name: str) -> Any:
         """The stand-in for generated function ``name`` (made once per name)."""
-        import types
-
         fn = self._stubs.get(name)
         if fn is None:
             fn = self._stubs[name] = types.FunctionType(_STUB_CODE, self._env, name)
