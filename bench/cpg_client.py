@@ -37,8 +37,12 @@ def _wait_members(handle: cpg.CpgHandle, count: int, timeout: float = 30.0) -> N
     raise SystemExit(f"group {GROUP} did not reach {count} members")
 
 
-def send(size: int, seconds: float, members: int) -> None:
-    """Throughput: multicast for ``seconds``; msgs/s = own deliveries / (last own delivery - first send)."""
+def send(size: int, seconds: float, members: int, hold: bool = False) -> None:
+    """Throughput: multicast for ``seconds``; msgs/s = own deliveries / (last own delivery - first send).
+
+    ``hold`` (bench/cpuprof.py): print ``ready`` once the group is complete and start at a line on stdin;
+    after the result, wait for stdin to close (so the caller can read this process's CPU time).
+    """
     me = os.getpid()
     delivered = 0
     last = 0.0
@@ -53,7 +57,11 @@ def send(size: int, seconds: float, members: int) -> None:
         h.join(GROUP)
         _wait_members(h, members)
         payload = b"x" * size
+        if hold:
+            print(json.dumps({"ready": True}), flush=True)
+            sys.stdin.readline()
         sent = 0
+        busy = 0
         first = time.monotonic()
         stop = first + seconds
         while time.monotonic() < stop:
@@ -61,6 +69,7 @@ def send(size: int, seconds: float, members: int) -> None:
                 h.mcast(payload)
                 sent += 1
             except openais.TryAgain:
+                busy += 1
                 select.select([h], [], [], 0.001)
             h.dispatch(openais.DISPATCH_ALL)
         drain_deadline = time.monotonic() + 30
@@ -68,8 +77,11 @@ def send(size: int, seconds: float, members: int) -> None:
             select.select([h], [], [], 0.05)
             h.dispatch(openais.DISPATCH_ALL)
         elapsed = max(last - first, 1e-9)
-        print(json.dumps({"sent": sent, "delivered": delivered, "seconds": elapsed,
-                          "msgs_per_s": delivered / elapsed, "mb_per_s": delivered * size / elapsed / 1e6}))
+        print(json.dumps({"sent": sent, "delivered": delivered, "seconds": elapsed, "try_again": busy,
+                          "msgs_per_s": delivered / elapsed, "mb_per_s": delivered * size / elapsed / 1e6}),
+              flush=True)
+        if hold:
+            sys.stdin.read()
 
 
 def latency(size: int, count: int, members: int) -> None:
@@ -148,7 +160,7 @@ def main() -> None:
     """Dispatch on the mode argument."""
     mode = sys.argv[1]
     if mode == "send":
-        send(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))
+        send(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), hold=sys.argv[5:6] == ["hold"])
     elif mode == "latency":
         latency(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     elif mode == "receive":
