@@ -296,7 +296,9 @@ class PacketCrypto:
                     continue
                 aead = self._aead(cipher, sender, epoch)
             try:
-                packet = aead.decrypt(nonce(counter, 0), datagram[_HEADER_SIZE:], datagram[:_HEADER_SIZE])
+                # views, not slices: the ciphertext (up to a frame) and the header are not copied first
+                view = memoryview(datagram)
+                packet = aead.decrypt(nonce(counter, 0), view[_HEADER_SIZE:], view[:_HEADER_SIZE])
             except InvalidTag:
                 stats.auth_failures += 1
                 self._log_failure(f"packet from node {sender}")
