@@ -418,3 +418,25 @@ def test_totem_token_linger_sets_the_wait_and_is_checked() -> None:
     assert SrpCore(1, TotemConfig(token_linger=0).validate()).linger_ms == 0.0
     with pytest.raises(TotemConfigError, match=r"totem\.token_linger"):
         TotemConfig(token_linger=500).validate()
+
+
+def test_a_one_sender_latency_stream_makes_silent_bystanders_linger_rarely() -> None:
+    """bench/run.py's latency test: node 1 sends one message at a time, nodes 2 and 3 never answer.
+
+    After three unanswered waits each bystander only probes, at doubling intervals up to a quarter
+    second, so over 1.2 s of one-at-a-time traffic it waits at about 15 visits (3 + 9 probes up to
+    the cap + about 3 at the cap), not at every one: the linger stays off the latency path.
+    """
+    net = _ring()
+    count = 600
+    for k in range(count):
+        _request(net, k)
+        _run(net, net.now + 0.002)
+    _run(net, net.now + 0.01)
+    for node in (2, 3):
+        counters = net.cores[node].stats_counters
+        assert 10 <= counters["token_lingers"] <= 16
+        assert counters["token_lingers_unanswered"] == counters["token_lingers"]
+        assert counters["token_linger_us"] <= 16 * 1000 * (TotemConfig().token_linger + 0.5)
+    assert net.cores[1].stats_counters.get("token_lingers", 0) == 0  # its own messages: never waits
+    assert [net.deliveries(i)[-count:] for i in (1, 2, 3)] == [[b"req%d" % k for k in range(count)]] * 3
