@@ -244,6 +244,13 @@ class MembershipMixin:
         self.sort_queue = {}
         self.ring_id = new_ring
         self.commit_members = members
+        # The gather's sets did their work: they chose ``members``.  From here on they describe this
+        # attempt, as an installation's do (proc = members, fail = {}), so that an attempt abandoned in
+        # COMMIT/RECOVERY does not carry the old fail set into the next gather (see totem.md, "stale
+        # fail set"): that fail set may name nodes a member that already installed now hears again, and
+        # the symmetric-fail rule would split the two groups once more, at every retry (seed 501045).
+        self.proc_set = set(members)
+        self.fail_set = set()
         self.ring_seq_floor = max(self.ring_seq_floor, new_ring.seq)
         self.max_seen_ring_seq = max(self.max_seen_ring_seq, new_ring.seq)
         self.out.ring_seq_to_persist = new_ring.seq

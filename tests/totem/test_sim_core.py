@@ -57,6 +57,8 @@ REGRESSION_SEEDS = (
     30,  # the same, 13 nodes
     424411,  # a window below the ring size starved recovery for ever (generator now keeps window >= nodes)
     777168,  # receive buffers below a rotation's traffic + heartbeat: every recovery retry resent the same backlog
+    501045,  # a recovery abandoned for a join kept its gather's fail set: two healed groups re-split for ever
+    502365,  # the same, 16 nodes in groups of 10 and 6
 )
 
 
