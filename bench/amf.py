@@ -38,6 +38,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from aisexec.localcluster import LocalCluster  # noqa: E402
+from bench.procstat import rss_kb as _rss_kb  # noqa: E402
 from openais import amf  # noqa: E402
 from tests.amf_components.confgen import multi_conf  # noqa: E402
 
@@ -213,13 +214,6 @@ def cpg_latency(b: Bench) -> float:
     out = subprocess.run([sys.executable, CPG_CLIENT, "latency", "64", "500", "1"], env=b.cluster.environ(1),
                          capture_output=True, text=True, timeout=120)
     return json.loads(out.stdout.strip().splitlines()[-1])["median_us"]
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def rss_with_components(root: Path, count: int = 100) -> tuple[int, int]:

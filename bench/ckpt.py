@@ -44,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from aisexec.localcluster import LocalCluster  # noqa: E402
+from bench.procstat import rss_kb as _rss_kb  # noqa: E402
 
 SIZES = (64, 1024, 16 * 1024, 64 * 1024)
 CPG_CLIENT = str(HERE / "cpg_client.py")
@@ -278,14 +279,6 @@ def _run(cluster: LocalCluster, index: int, *args: str, script: str = __file__, 
     if out.returncode != 0:
         raise RuntimeError(f"{args} failed: {out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _rss_kb(pid: int, field: str = "VmRSS") -> int:
-    """``VmRSS`` (or ``VmHWM``, the peak) of ``pid`` in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 #: The AEAD the executives seal with, as node 1 reports it at start-up (set by :func:`run_nodes`).

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -27,22 +26,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aisexec.localcluster import LocalCluster
+from bench.procstat import cpu_s as _cpu_s
+from bench.procstat import sys_s as _sys_s
 
 HERE = Path(__file__).resolve().parent
 CLIENT = str(HERE / "cpg_client.py")
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float:
-    """utime + stime of ``pid`` in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def _sys_s(pid: int) -> float:
-    """stime of ``pid`` in seconds (the kernel's share of :func:`_cpu_s`)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[12]) / TICK
 
 
 def _counters(pid: int) -> tuple[int, int, int]:

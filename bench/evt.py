@@ -52,6 +52,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from aisexec.localcluster import LocalCluster  # noqa: E402
+from bench.procstat import cpu_s as _cpu_s  # noqa: E402
+from bench.procstat import rss_kb as _rss_kb  # noqa: E402
 
 SIZES = (64, 1024, 16 * 1024, 64 * 1024)
 CHANNEL = "bench"
@@ -216,19 +218,6 @@ def _stop(procs: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _per_op_us(pids: list[int], before: list[float], ops: int) -> list[float]:

@@ -17,7 +17,6 @@ lingers, unanswered lingers, time lingered), read through the CFG library.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path.cwd()))
 sys.path.insert(0, str(Path.cwd() / "bench"))
 # the tree in the working directory: its bench/run.py (same client and warm-up) and its executive
 import run as benchrun
+from procstat import cpu_s  # this script's own directory (the tree measured may predate it)
 
 from aisexec.localcluster import LocalCluster
 
@@ -33,7 +33,6 @@ COUNTERS = ("tokens_received", "messages_originated", "token_lingers", "token_li
             "token_linger_us", "hold_cancels_sent", "token_retransmits")
 _PROBE = ("import json\nfrom openais import cfg\nwith cfg.initialize() as h:\n"
           "    st = h.ring_status().stats or {}\n    print(json.dumps(st.get('totem', st)))\n")
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _counters(cluster: LocalCluster) -> dict[int, dict]:
@@ -50,11 +49,7 @@ def _counters(cluster: LocalCluster) -> dict[int, dict]:
 
 def _cpu_s(cluster: LocalCluster) -> float:
     """User + system CPU seconds of all executives so far."""
-    total = 0
-    for proc in cluster.procs.values():
-        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / _TICK
+    return sum(cpu_s(proc.pid) for proc in cluster.procs.values())
 
 
 def main(argv: list[str]) -> int:

@@ -51,6 +51,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from aisexec.localcluster import LocalCluster  # noqa: E402
+from bench.procstat import cpu_s as _cpu_s  # noqa: E402
+from bench.procstat import ctx_switches as _ctx_switches  # noqa: E402
+from bench.procstat import rss_kb as _rss_kb  # noqa: E402
+from bench.procstat import sys_s as _sys_s  # noqa: E402
 
 CPG_CLIENT = str(HERE / "cpg_client.py")
 
@@ -187,34 +191,6 @@ def _cpg(cluster: LocalCluster, *args: str) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"cpg client {args} failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _sys_s(pid: int) -> float:
-    """System (kernel) CPU seconds a process has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
-
-
-def _ctx_switches(pid: int) -> int:
-    """Context switches of a process's main thread so far (voluntary + involuntary)."""
-    total = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
-            total += int(line.split()[1])
-    return total
 
 
 def _machine_cpu() -> tuple[int, int]:

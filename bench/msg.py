@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import select
 import statistics
 import subprocess
@@ -43,6 +42,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tree's bench package
+from bench.procstat import cpu_s
+from bench.procstat import rss_kb as _rss_kb
 
 HERE = Path(__file__).resolve().parent
 SIZES = (64, 1024, 16 * 1024, 64 * 1024, 1 << 20)
@@ -220,21 +223,10 @@ def _spawn(cluster, index: int, *args: str) -> subprocess.Popen:
     return proc
 
 
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def _cpu_s(cluster) -> float:
     """CPU seconds (user + system) the executives used so far: per-operation cost that a shared host's
     scheduling noise does not distort the way it does wall-clock rates."""
-    total = 0.0
-    for proc in cluster.procs.values():
-        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_s(proc.pid) for proc in cluster.procs.values())
 
 
 def _per_op_us(cpu_before: float, cpu_after: float, ops: int) -> float | None:

@@ -30,6 +30,9 @@ from pathlib import Path
 from aisexec.localcluster import LocalCluster
 from aisexec.totem.config import CRYPTO_CIPHERS, TotemConfig, resolve_crypto_cipher
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tree's bench package
+from bench.procstat import rss_kb as _rss_kb
+
 HERE = Path(__file__).resolve().parent
 CLIENT = str(HERE / "cpg_client.py")
 SIZES = (64, 1024, 16 * 1024, 64 * 1024)
@@ -58,13 +61,6 @@ def _spawn(cluster: LocalCluster, index: int, mode: str) -> subprocess.Popen:
     if "joined" not in line:
         raise RuntimeError(f"{mode} client on node {index} did not join")
     return proc
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def run_config(nodes: int, receivers: int, crypto: bool, transport: str, seconds: float, rep: int,
