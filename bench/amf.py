@@ -38,6 +38,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from aisexec.localcluster import LocalCluster  # noqa: E402
+from bench.hostinfo import host_fields  # noqa: E402
 from bench.procstat import rss_kb as _rss_kb  # noqa: E402
 from openais import amf  # noqa: E402
 from tests.amf_components.confgen import multi_conf  # noqa: E402
@@ -49,7 +50,7 @@ TOKEN, CONSENSUS = 1000, 1200
 
 
 def _row(test: str, **fields: object) -> dict:
-    row = {"impl": "openais-py", "test": test, "nodes": 3, "transport": "udpu", "token_ms": TOKEN,
+    row = {"impl": "openais-py", **host_fields(), "test": test, "nodes": 3, "transport": "udpu", "token_ms": TOKEN,
            "consensus_ms": CONSENSUS}
     row.update(fields)
     return row

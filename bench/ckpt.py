@@ -44,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from aisexec.localcluster import LocalCluster  # noqa: E402
+from bench.hostinfo import host_fields  # noqa: E402
 from bench.procstat import rss_kb as _rss_kb  # noqa: E402
 
 SIZES = (64, 1024, 16 * 1024, 64 * 1024)
@@ -286,7 +287,7 @@ _CRYPTO = ["unknown"]
 
 
 def _row(**fields: object) -> dict:
-    row = {"impl": "openais-py", "service": "ckpt", "transport": "udpu", "crypto": _CRYPTO[0]}
+    row = {"impl": "openais-py", "service": "ckpt", "transport": "udpu", "crypto": _CRYPTO[0], **host_fields()}
     row.update(fields)
     return row
 

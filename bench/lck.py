@@ -51,6 +51,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from aisexec.localcluster import LocalCluster  # noqa: E402
+from bench.hostinfo import host_fields  # noqa: E402
 from bench.procstat import cpu_s as _cpu_s  # noqa: E402
 from bench.procstat import ctx_switches as _ctx_switches  # noqa: E402
 from bench.procstat import rss_kb as _rss_kb  # noqa: E402
@@ -381,7 +382,7 @@ def run(quick: bool, only: tuple[str, ...] = GROUPS, clients_list: tuple[int, ..
     seconds = 2.0 if quick else 5.0
     count = 500 if quick else 2000
     resources = 10_000 if quick else 100_000
-    fixed = {"impl": "openais-py", "nodes": 3, "transport": "udpu", "crypto": "on"}
+    fixed = {"impl": "openais-py", "nodes": 3, "transport": "udpu", "crypto": "on", **host_fields()}
     with tempfile.TemporaryDirectory(prefix="lckbench-") as tmp, \
             LocalCluster(Path(tmp), 3, transport="udpu", secauth=True) as cluster:
         cluster.start_all()

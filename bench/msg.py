@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tree's bench package
+from bench.hostinfo import host_fields
 from bench.procstat import cpu_s
 from bench.procstat import rss_kb as _rss_kb
 
@@ -260,7 +261,7 @@ def bench(sizes: tuple[int, ...], seconds: float, reps: int = 1, tests: tuple[st
     from aisexec.localcluster import LocalCluster
 
     rows: list[dict] = []
-    base = {"impl": "openais-py", "service": "msg", "nodes": 3, "transport": "udpu"}
+    base = {"impl": "openais-py", "service": "msg", "nodes": 3, "transport": "udpu", **host_fields()}
     with tempfile.TemporaryDirectory(prefix="aisbench-msg-") as tmp, \
             LocalCluster(Path(tmp), 3, transport="udpu", secauth=True) as cluster:
         cluster.start_all()

@@ -31,6 +31,7 @@ from aisexec.localcluster import LocalCluster
 from aisexec.totem.config import CRYPTO_CIPHERS, TotemConfig, resolve_crypto_cipher
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tree's bench package
+from bench.hostinfo import host_fields
 from bench.procstat import rss_kb as _rss_kb
 
 HERE = Path(__file__).resolve().parent
@@ -78,7 +79,7 @@ def run_config(nodes: int, receivers: int, crypto: bool, transport: str, seconds
     base = {"nodes": nodes, "transport": transport, "crypto": aead, "cipher": aead,
             "receivers": receivers, "token_ms": token, "consensus_ms": int(token * 1.2), "netmtu": netmtu,
             "max_messages": flow.max_messages, "window_size": flow.window_size,
-            "sched": "rr" if realtime else "other", "rep": rep}
+            "sched": "rr" if realtime else "other", "rep": rep, **host_fields()}
     rows = []
     with tempfile.TemporaryDirectory(prefix="aisbench-") as tmp, \
             LocalCluster(Path(tmp), nodes, transport=transport, secauth=crypto, token=token,
