@@ -19,7 +19,8 @@ is the ``ratio_vs_cpg`` a CPU-bound machine allows, and scatters less),
 ``latency`` (``median_us``/``p99_us`` from ``publish`` to the
 publisher's own delivery, ``remote_median_us``/``remote_p99_us`` from
 ``publish`` to the delivery on node 2, with CPG's mcast-to-own-delivery beside
-them) and
+them; the EVT and CPG probes alternate in rounds, ``rounds_median_us`` and
+``cpg_rounds_median_us`` the median of each) and
 ``rss`` (node 1's executive, idle and after the load).  Executives run as real
 processes on 127.0.0.1..3 (udpu, crypto off), clients through the openais
 library.  Every throughput figure is measured both ways, a row each
@@ -47,6 +48,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -58,6 +60,11 @@ from bench.procstat import rss_kb as _rss_kb  # noqa: E402
 SIZES = (64, 1024, 16 * 1024, 64 * 1024)
 CHANNEL = "bench"
 CPG_CLIENT = str(HERE / "cpg_client.py")
+#: The latency probes: payload size, untimed warm-up per probe, alternating rounds and samples per round.
+LATENCY_SIZE = 64
+LATENCY_WARMUP = 100
+LATENCY_ROUNDS = 5
+LATENCY_SAMPLES = 400
 
 
 # -- clients (run as ``bench/evt.py --client MODE ...`` against one node) ----------------------------------
@@ -108,8 +115,22 @@ def client_publish(size: int, seconds: float, publishers: int, wait: bool = True
             "mb_per_s": total * size / elapsed / 1e6, "cpu_s": cpu}
 
 
-def client_latency(size: int, count: int) -> dict:
-    """One event at a time: from ``publish`` to the publisher's own delivery of it."""
+def _probe_rounds(one: Any, warmup: int) -> None:
+    """Serve latency rounds on stdin: ``warmup`` untimed probes, ``ready``, then a line ``N`` per round.
+
+    Each round answers with a JSON line of its ``N`` samples (microseconds, in the order taken); the
+    round ends when stdin closes.  ``one()`` takes one sample.  The orchestrator alternates the EVT and
+    the CPG probe round by round, so slow drift of the host hits both alike.
+    """
+    for _ in range(warmup):
+        one()
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        print(json.dumps({"samples": [one() for _ in range(int(line))]}), flush=True)
+
+
+def client_latency(size: int, warmup: int) -> dict:
+    """One event at a time, in rounds (:func:`_probe_rounds`): from ``publish`` to the publisher's own delivery."""
     import openais
     from openais import evt
 
@@ -119,13 +140,13 @@ def client_latency(size: int, count: int) -> dict:
         got[0] += 1
         event.free()
 
-    samples = []
     with evt.initialize(event_deliver=deliver) as h:
         ch = h.channel_open(CHANNEL, evt.CHANNEL_CREATE | evt.CHANNEL_PUBLISHER | evt.CHANNEL_SUBSCRIBER, timeout=30)
         ch.event_subscribe([evt.EventFilter(evt.EXACT_FILTER, b"latency")], 1)
         e = ch.event_allocate()
         e.attributes_set([b"latency"], evt.HIGHEST_PRIORITY, 0.0, "bench")
-        for _ in range(count):
+
+        def one() -> float:
             want = got[0] + 1
             t0 = time.perf_counter()
             payload = time.monotonic_ns().to_bytes(8, "big").ljust(size, b"l")  # remote subscribers time it
@@ -138,9 +159,50 @@ def client_latency(size: int, count: int) -> dict:
             while got[0] < want:
                 select.select([h], [], [], 1.0)
                 h.dispatch(openais.DISPATCH_ALL)
-            samples.append((time.perf_counter() - t0) * 1e6)
-    samples.sort()
-    return {"median_us": statistics.median(samples), "p99_us": samples[int(len(samples) * 0.99) - 1]}
+            return (time.perf_counter() - t0) * 1e6
+
+        _probe_rounds(one, warmup)
+    return {}
+
+
+def client_cpg_latency(size: int, warmup: int, members: int) -> dict:
+    """CPG's probe beside :func:`client_latency`: one message at a time, from ``mcast`` to own delivery.
+
+    Joins the group of ``bench/cpg_client.py`` (whose receivers run on the other nodes) and waits
+    for ``members`` members; the payload has the same size and is built the same way per message.
+    """
+    import openais
+    from bench.cpg_client import GROUP, _wait_members
+    from openais import cpg
+
+    me = os.getpid()
+    got = [False]
+
+    def deliver(group: str, nodeid: int, pid: int, data: bytes) -> None:
+        if pid == me:
+            got[0] = True
+
+    with cpg.initialize(deliver=deliver) as h:
+        h.join(GROUP)
+        _wait_members(h, members)
+
+        def one() -> float:
+            got[0] = False
+            t0 = time.perf_counter()
+            payload = time.monotonic_ns().to_bytes(8, "big").ljust(size, b"l")
+            while True:
+                try:
+                    h.mcast(payload)
+                    break
+                except openais.TryAgain:
+                    time.sleep(0.0005)
+            while not got[0]:
+                select.select([h], [], [], 1.0)
+                h.dispatch(openais.DISPATCH_ALL)
+            return (time.perf_counter() - t0) * 1e6
+
+        _probe_rounds(one, warmup)
+    return {}
 
 
 def client_subscribe() -> dict:
@@ -254,6 +316,45 @@ def _publish(cluster: LocalCluster, me: str, size: int, seconds: float, procs: i
             "cpu_s": sum(r["cpu_s"] for r in results)}
 
 
+def _p99(ordered: list[float]) -> float:
+    return ordered[max(0, int(len(ordered) * 0.99) - 1)]
+
+
+def _latency(cluster: LocalCluster, me: str, remote_sub: subprocess.Popen) -> dict:
+    """EVT's and CPG's latency probes on node 1, in alternating rounds (EVT, CPG, EVT, CPG, ...).
+
+    Both probes start first (each with the same untimed warm-up), then take ``LATENCY_ROUNDS`` rounds
+    of ``LATENCY_SAMPLES`` samples each in turn.  The medians and p99s are over every sample of each;
+    ``rounds_median_us``/``cpg_rounds_median_us``: the median of each round, in the order taken.
+    ``remote_*``: the EVT probes' publish-to-deliver times at the subscriber on node 2 (every probe, warm-up too).
+    """
+    warm = str(LATENCY_WARMUP)
+    probes = [_spawn(cluster, 1, [me, "--client", "latency", str(LATENCY_SIZE), warm], "ready"),
+              _spawn(cluster, 1, [me, "--client", "cpg-latency", str(LATENCY_SIZE), warm, "3"], "ready")]
+    rounds: list[list[list[float]]] = [[], []]
+    try:
+        for _ in range(LATENCY_ROUNDS):
+            for which, proc in enumerate(probes):
+                proc.stdin.write(f"{LATENCY_SAMPLES}\n")  # type: ignore[union-attr]
+                proc.stdin.flush()  # type: ignore[union-attr]
+                rounds[which].append(json.loads(proc.stdout.readline())["samples"])  # type: ignore[union-attr]
+    finally:
+        _stop(probes)
+    remote = _report(remote_sub)
+    evt_all, cpg_all = (sorted(s for r in rs for s in r) for rs in rounds)
+    evt_median, cpg_median = statistics.median(evt_all), statistics.median(cpg_all)
+    return {"median_us": round(evt_median, 1), "p99_us": round(_p99(evt_all), 1),
+            "remote_median_us": round(remote.get("latency_median_us", 0), 1),
+            "remote_p99_us": round(remote.get("latency_p99_us", 0), 1),
+            "cpg_median_us": round(cpg_median, 1), "cpg_p99_us": round(_p99(cpg_all), 1),
+            "ratio_vs_cpg": round(evt_median / max(cpg_median, 1e-9), 3),
+            "rounds": LATENCY_ROUNDS, "samples_per_round": LATENCY_SAMPLES, "warmup": LATENCY_WARMUP,
+            "rounds_median_us": [round(statistics.median(r), 1) for r in rounds[0]],
+            "cpg_rounds_median_us": [round(statistics.median(r), 1) for r in rounds[1]],
+            "rounds_ratio_vs_cpg": [round(statistics.median(a) / max(statistics.median(b), 1e-9), 3)
+                                    for a, b in zip(rounds[0], rounds[1], strict=True)]}
+
+
 def run(seconds: float, procs: int, publishers: int, sizes: tuple[int, ...]) -> list[dict]:
     """Both receiver counts on one 3-node cluster; EVT and CPG alternate per size."""
     me = str(Path(__file__).resolve())
@@ -316,16 +417,8 @@ def run(seconds: float, procs: int, publishers: int, sizes: tuple[int, ...]) -> 
                                                                   for a, b in zip(after, before, strict=True)]})
                         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
                 if receivers == 2:
-                    lat = _run(cluster, 1, [me, "--client", "latency", "64", "2000"])
-                    cpg_lat = _run(cluster, 1, [CPG_CLIENT, "latency", "64", "2000", "3"])
-                    remote = _report(subs[0])
-                    rows.append({**base, "test": "latency", "receivers": receivers, "size": 64,
-                                 "median_us": round(lat["median_us"], 1), "p99_us": round(lat["p99_us"], 1),
-                                 "remote_median_us": round(remote.get("latency_median_us", 0), 1),
-                                 "remote_p99_us": round(remote.get("latency_p99_us", 0), 1),
-                                 "cpg_median_us": round(cpg_lat["median_us"], 1),
-                                 "cpg_p99_us": round(cpg_lat["p99_us"], 1),
-                                 "ratio_vs_cpg": round(lat["median_us"] / max(cpg_lat["median_us"], 1e-9), 3)})
+                    rows.append({**base, "test": "latency", "receivers": receivers, "size": LATENCY_SIZE,
+                                 **_latency(cluster, me, subs[0])})
             finally:
                 _stop(subs + cpg_recv)
         rows.append({**base, "test": "rss", "phase": "load", "rss_kb": max(peak, _rss_kb(pid1))})
@@ -348,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
             result = client_publish(int(rest[0]), float(rest[1]), int(rest[2]), wait=rest[3:] != ["nowait"])
         elif mode == "latency":
             result = client_latency(int(rest[0]), int(rest[1]))
+        elif mode == "cpg-latency":
+            result = client_cpg_latency(int(rest[0]), int(rest[1]), int(rest[2]))
         else:
             result = client_subscribe()
         print(json.dumps(result), flush=True)

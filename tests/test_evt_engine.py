@@ -610,3 +610,64 @@ def test_pipelined_publish_names_its_event_and_an_error_found_when_applied_reach
     assert e.publish(b"w", wait=False) > refused
     assert e.publish(b"u") > refused  # waiting and pipelined publishes mix on one handle
     assert len(c.take()) == 2
+
+
+def test_repeated_patterns_are_matched_afresh_when_subscriptions_change(cluster):
+    """Events with the same name and patterns (decoded once, matched once per handle) follow every
+    subscription change, on the publisher's node and on the others."""
+    subs = [Client(cluster, n) for n in (1, 2)]
+    chans = [c.h.channel_open("same", ALL, timeout=1.0) for c in subs]
+    pub = chans[0]
+
+    def phase(events, expected):
+        for patterns, data in events:
+            publish(pub, patterns, data)
+        for c in subs:
+            assert [(x[0], x[2], x[3]) for x in c.take()] == expected
+
+    for ch in chans:
+        ch.event_subscribe([EventFilter(evt.EXACT_FILTER, b"a")], 1)
+    phase([([b"a", b"b"], b"1"), ([b"a", b"b"], b"2")], [(1, [b"a", b"b"], b"1"), (1, [b"a", b"b"], b"2")])
+    for ch in chans:
+        ch.event_subscribe([EventFilter(evt.PREFIX_FILTER, b"")], 2)
+        ch.event_unsubscribe(1)
+    phase([([b"a", b"b"], b"3"), ([b"z"], b"4"), ([b"a", b"b"], b"5")],  # other patterns, then the old ones
+          [(2, [b"a", b"b"], b"3"), (2, [b"z"], b"4"), (2, [b"a", b"b"], b"5")])
+    for ch in chans:
+        ch.event_unsubscribe(2)
+        ch.event_subscribe([EventFilter(evt.EXACT_FILTER, b"z")], 3)
+    phase([([b"a", b"b"], b"6"), ([b"z"], b"7"), ([b"z"], b"8")], [(3, [b"z"], b"7"), (3, [b"z"], b"8")])
+    for ch in chans:
+        ch.event_subscribe([EventFilter(evt.EXACT_FILTER, b"a")], 4)
+    phase([([b"z"], b"9"), ([b"a", b"b"], b"10")], [(3, [b"z"], b"9"), (4, [b"a", b"b"], b"10")])
+
+
+def test_a_malformed_publish_is_refused_after_well_formed_ones_with_the_same_head(cluster):
+    """The cluster message and the request whose name and patterns repeat the last ones skip decoding them:
+    one that differs there, or whose data is over the limit, is still decoded strictly and refused."""
+    c = Client(cluster, 1)
+    ch = c.h.channel_open("strict", ALL, timeout=1.0)
+    ch.event_subscribe([], 1)
+    publish(ch, [b"p"], b"x")
+    eng = engine(cluster, 1)
+    cid = next(cid for cid, chan in eng.state.channels.items() if chan.name == "strict")
+    good = m.Publish.pack(0, 0, evt.Request.PUBLISH, cid, 2 << 32 | 0x7F000001, time.time_ns(), 0, 0, "test", [b"p"],
+                          b"y")
+    eng.exec_handlers[m.Exec.PUBLISH].fn(2, good)
+    before = eng.malformed
+    head = m.PUBLISH_FIXED.size
+    bad_name = good[:head] + b"\x00\x04\xff\xfe\xfd\xfc" + good[head + 6:]  # the same length, not UTF-8
+    too_many = good[:head + 6] + b"\x00\x00\x10\x00" + good[head + 10:]  # a pattern count over the limit
+    truncated = good[:head + 8]
+    over = good + b"z" * (evt.MAX_EVT_SIZE + 1)
+    for bad in (bad_name, too_many, truncated, over):
+        eng.exec_handlers[m.Exec.PUBLISH].fn(2, bad)
+    assert eng.malformed == before + 4
+    conn = c.h.conn
+    request = evt.PublishRequest.pack(ch.object_id, 0, 0, 0, 0, "test", [b"p"], b"x" * 10)
+    for data in (b"x" * 10, b"x" * (evt.MAX_EVT_SIZE + 1)):
+        rid = cluster.request(conn, evt.Request.PUBLISH, request[:len(request) - 10] + data)
+        cluster.run()
+        expected = openais.SaAisError.OK if len(data) == 10 else openais.SaAisError.TOO_BIG
+        assert conn.response(rid)[0] == expected
+    assert [x[3] for x in c.take()] == [b"x", b"y", b"x" * 10]

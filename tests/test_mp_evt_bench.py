@@ -43,4 +43,10 @@ def test_throughput_rows_carry_every_process_cpu_and_their_totals(rows):
 def test_latency_and_rss_rows(rows):
     (latency,) = [row for row in rows if row["test"] == "latency"]
     assert 0 < latency["median_us"] <= latency["p99_us"] and latency["remote_median_us"] > 0
+    assert 0 < latency["cpg_median_us"] <= latency["cpg_p99_us"]
+    # EVT's and CPG's probes take turns: a median per round of each, in the order taken
+    rounds = latency["rounds"]
+    assert rounds > 1 and len(latency["rounds_median_us"]) == len(latency["cpg_rounds_median_us"]) == rounds
+    assert len(latency["rounds_ratio_vs_cpg"]) == rounds and all(r > 0 for r in latency["rounds_ratio_vs_cpg"])
+    assert min(latency["rounds_median_us"]) <= latency["median_us"] <= max(latency["rounds_median_us"])
     assert {row["phase"] for row in rows if row["test"] == "rss"} == {"idle", "load"}

@@ -112,6 +112,9 @@ class EventEngine(ServiceEngine):
         self._sync_records: list[tuple[int, Any]] = []
         self._sync_members: tuple[int, ...] = ()
         self.malformed = 0
+        #: the publisher name and patterns of the last EXEC PUBLISH and of the last publish request decoded
+        self._publish_attrs = m.AttrsCache(m.PUBLISH_FIXED)
+        self._request_attrs = m.AttrsCache(m.REQUEST_FIXED)
         self.lib_handlers = {
             Request.OPEN: LibHandler(self._lib_open, needs_cluster=True, max_size=1024),
             Request.CLOSE: LibHandler(self._lib_close, max_size=64),
@@ -264,12 +267,15 @@ class EventEngine(ServiceEngine):
     def _checked_publish(self, conn: Any, request: int, request_id: int, payload: bytes
                          ) -> tuple[ChannelHandle, int, int] | None:
         """A publish request checked whole (strict, into a plain tuple): its handle and names, or answered."""
-        try:
-            channel, event_id, publish_time, priority, retention_ns, _name, _patterns, _data = \
-                _unpack_request(payload)
-        except MessageError as exc:
-            conn.respond(self.id, request, request_id, int(_decode_error(exc)))
-            return None
+        fields = self._request_attrs.fixed(payload)  # the name and patterns of the last request again
+        if fields is None:
+            try:
+                fields = _unpack_request(payload)
+            except MessageError as exc:
+                conn.respond(self.id, request, request_id, int(_decode_error(exc)))
+                return None
+            self._request_attrs.remember(payload, fields[5], fields[6], len(fields[7]))
+        channel, event_id, publish_time, priority, retention_ns = fields[:5]
         h = self.handles.get(conn, channel)
         if h is None or not h.open:
             conn.respond(self.id, request, request_id, int(_E.BAD_HANDLE))
@@ -398,13 +404,17 @@ class EventEngine(ServiceEngine):
 
     def _exec_publish(self, sender: int, payload: bytes) -> None:
         """The hot path of EXEC PUBLISH: strict plain-tuple decode, no effect objects, the answer inline."""
-        try:
-            conn_id, request_id, request, cid, event_id, publish_time, priority, retention_ns, name, patterns, \
-                data = _unpack_publish(payload)
-        except MessageError as exc:
-            self.malformed += 1
-            log.warning("dropping malformed EVT message %s from node %d: %s", Exec.PUBLISH.name, sender, exc)
-            return
+        fields = self._publish_attrs.split(payload)  # the name and patterns of the last event again: not decoded
+        if fields is None:
+            try:
+                fields = _unpack_publish(payload)
+            except MessageError as exc:
+                self.malformed += 1
+                log.warning("dropping malformed EVT message %s from node %d: %s", Exec.PUBLISH.name, sender, exc)
+                return
+            self._publish_attrs.remember(payload, fields[8], fields[9], len(fields[10]))
+        conn_id, request_id, request, cid, event_id, publish_time, priority, retention_ns, name, patterns, data = \
+            fields
         if self._remap:
             cid = self._remap.get(cid, cid)
         error, event = self.state.publish(sender, cid, event_id, publish_time, priority, retention_ns, name,

@@ -57,7 +57,7 @@ def compiled_match(tests: tuple[tuple[int, int, bytes], ...], patterns: list[byt
 class ChannelHandle:
     """One channel handle of a local connection."""
 
-    __slots__ = ("channel_id", "compiled", "conn_id", "flags", "handle", "invocation", "open", "pending",
+    __slots__ = ("channel_id", "compiled", "conn_id", "flags", "handle", "invocation", "memo", "open", "pending",
                  "received", "started", "subs", "timeout_ns")
 
     def __init__(self, conn_id: int, flags: int, invocation: int | None, timeout_ns: int) -> None:
@@ -71,6 +71,9 @@ class ChannelHandle:
         self.started = time.monotonic()
         self.subs: dict[int, list[Any]] = {}  # subscription id -> filters, oldest first
         self.compiled: tuple[tuple[int, tuple], ...] | None = None  # (id, compiled filters), oldest first
+        #: the last match: (patterns object, ``compiled`` it was matched by, subscription id or None); a
+        #: later event with the same patterns object (and the same ``compiled``) matches the same way
+        self.memo: tuple[Any, Any, int | None] = (None, None, None)
         self.pending: set[int] = set()  # subscription ids multicast, not yet in effect
         self.received: set[int] = set()  # ids of retained events this handle has had queued
 
@@ -185,13 +188,18 @@ class LocalDelivery:
         # a snapshot: a push may fail a connection, whose cleanup unindexes its handles
         for h in tuple(handles.values()):
             compiled = h.compiled
-            if compiled is None:
-                compiled = h.recompile()
-            sid = None
-            for subscription_id, tests in compiled:  # the oldest matching subscription (ChannelHandle.match, inline)
-                if not tests or compiled_match(tests, patterns):
-                    sid = subscription_id
-                    break
+            memo = h.memo
+            if memo[0] is patterns and memo[1] is compiled and compiled is not None:
+                sid = memo[2]  # the patterns object of the last event again (shared by the engine's decoder)
+            else:
+                if compiled is None:
+                    compiled = h.recompile()
+                sid = None
+                for subscription_id, tests in compiled:  # the oldest matching subscription (ChannelHandle.match)
+                    if not tests or compiled_match(tests, patterns):
+                        sid = subscription_id
+                        break
+                h.memo = (patterns, compiled, sid)
             if sid is None:
                 continue
             client = clients.get(h.conn_id)

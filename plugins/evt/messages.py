@@ -14,8 +14,9 @@ from openais.evt import MAX_EVT_SIZE, MAX_NAME, MAX_NUM_PATTERNS, MAX_PATTERN_SI
 from openais.message import U8, U32, U64, Bool, Bytes, List, Message, MessageError, Str, Tail
 
 __all__ = [
-    "Clear", "Close", "Exec", "Expire", "Forget", "MessageError", "Open", "Publish", "RecChannel", "RecEvent",
-    "RecOpeners", "RecSeq", "RecTombstone", "RecordKind", "Subscribe", "Unlink", "Unsubscribe", "decode_record",
+    "AttrsCache", "Clear", "Close", "Exec", "Expire", "Forget", "MessageError", "Open", "Publish", "RecChannel",
+    "RecEvent", "RecOpeners", "RecSeq", "RecTombstone", "RecordKind", "Subscribe", "Unlink", "Unsubscribe",
+    "decode_record",
 ]
 
 
@@ -87,6 +88,61 @@ PUBLISH_BODY_OFFSET = 21
 #: Offsets in an encoded PublishRequest after its channel field, and after its event id and publish time.
 REQUEST_REST_OFFSET = 8
 REQUEST_NAMED_OFFSET = 24
+#: The fixed-width head of a Publish (conn_id .. retention_ns) and of a PublishRequest (channel ..
+#: retention_ns): the publisher name, the patterns and the data follow at ``.size``.
+PUBLISH_FIXED = struct.Struct("!QIBQQQBQ")
+REQUEST_FIXED = struct.Struct("!QQQBQ")
+#: An encoded empty publisher name and empty pattern list (a U16 length, a U32 count).
+_NO_ATTRS = b"\0" * 6
+
+
+class AttrsCache:
+    """The publisher name and patterns of the last publish decoded, by their encoded bytes.
+
+    In a Publish and a PublishRequest the fixed-width fields come first, then the publisher name
+    and the patterns (self-delimiting: length- and count-prefixed), then the data to the end.  A
+    publisher sends the same name and patterns event after event, so a message whose bytes from
+    ``offset`` start with exactly the bytes of the last one's name and patterns has, decoded
+    strictly, the same name and patterns, ending at the same offset: :meth:`split` takes them
+    from here (the same objects, shared: never mutated) and decodes only the fixed fields, and
+    checks the data's length as the strict decoder does.  On a miss the caller decodes the whole
+    message strictly and :meth:`remember` keeps its name and patterns.
+    """
+
+    __slots__ = ("_fixed", "end", "name", "offset", "patterns", "raw")
+
+    def __init__(self, fixed: struct.Struct) -> None:
+        self._fixed = fixed
+        self.offset = fixed.size
+        self.raw = _NO_ATTRS
+        self.end = self.offset + len(_NO_ATTRS)
+        self.name = ""
+        self.patterns: list[bytes] = []
+
+    def split(self, payload: bytes | memoryview) -> tuple | None:
+        """The fixed fields, name, patterns and data of ``payload`` when its name and patterns are the last ones.
+
+        None when they are not (or the data is over its limit): decode strictly instead.
+        """
+        end = self.end
+        if payload[self.offset:end] != self.raw or len(payload) - end > MAX_EVT_SIZE:
+            return None
+        return *self._fixed.unpack_from(payload, 0), self.name, self.patterns, bytes(payload[end:])
+
+    def fixed(self, payload: bytes | memoryview) -> tuple | None:
+        """Only the fixed fields of what :meth:`split` would split (a message checked, its data not needed)."""
+        end = self.end
+        if payload[self.offset:end] != self.raw or len(payload) - end > MAX_EVT_SIZE:
+            return None
+        return self._fixed.unpack_from(payload, 0)
+
+    def remember(self, payload: bytes | memoryview, name: str, patterns: list[bytes], data_size: int) -> None:
+        """``payload`` was decoded strictly into ``name``, ``patterns`` and ``data_size`` bytes of data."""
+        end = len(payload) - data_size
+        self.raw = bytes(payload[self.offset:end])
+        self.end = end
+        self.name = name
+        self.patterns = patterns
 
 
 class Subscribe(Message):
