@@ -16,11 +16,12 @@ receiver's; ``total_cpu_us_per_event``/``cpg_total_cpu_us_per_msg``: all of
 them, executives included: the machine's cost of one event, which bounds the
 rate when the cores are busy; ``cpu_ratio_vs_cpg``, CPG's total over EVT's,
 is the ``ratio_vs_cpg`` a CPU-bound machine allows, and scatters less),
-``latency`` (``median_us``/``p99_us`` from ``publish`` to the
-publisher's own delivery, ``remote_median_us``/``remote_p99_us`` from
-``publish`` to the delivery on node 2, with CPG's mcast-to-own-delivery beside
-them; the EVT and CPG probes alternate in rounds, ``rounds_median_us`` and
-``cpg_rounds_median_us`` the median of each) and
+``latency`` (a row per ``publish`` mode, ``wait`` and ``nowait`` as below:
+``median_us``/``p99_us`` from ``publish`` to the publisher's own delivery,
+``remote_median_us``/``remote_p99_us`` from ``publish`` to the delivery on
+node 2, with CPG's mcast-to-own-delivery beside them; the EVT probes and
+CPG's alternate in rounds, ``rounds_median_us`` and ``cpg_rounds_median_us``
+the median of each) and
 ``rss`` (node 1's executive, idle and after the load).  Executives run as real
 processes on 127.0.0.1..3 (udpu, crypto off), clients through the openais
 library.  Every throughput figure is measured both ways, a row each
@@ -54,6 +55,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from aisexec.localcluster import LocalCluster  # noqa: E402
+from bench.hostinfo import host_fields  # noqa: E402
 from bench.procstat import cpu_s as _cpu_s  # noqa: E402
 from bench.procstat import rss_kb as _rss_kb  # noqa: E402
 
@@ -129,8 +131,12 @@ def _probe_rounds(one: Any, warmup: int) -> None:
         print(json.dumps({"samples": [one() for _ in range(int(line))]}), flush=True)
 
 
-def client_latency(size: int, warmup: int) -> dict:
-    """One event at a time, in rounds (:func:`_probe_rounds`): from ``publish`` to the publisher's own delivery."""
+def client_latency(size: int, warmup: int, wait: bool = True) -> dict:
+    """One event at a time, in rounds (:func:`_probe_rounds`): from ``publish`` to the publisher's own delivery.
+
+    ``wait``: the contract's ``publish``, which returns once the local node has handled the event;
+    False: ``publish(data, wait=False)``, which returns once the event is on its way (as CPG's ``mcast``).
+    """
     import openais
     from openais import evt
 
@@ -152,7 +158,7 @@ def client_latency(size: int, warmup: int) -> dict:
             payload = time.monotonic_ns().to_bytes(8, "big").ljust(size, b"l")  # remote subscribers time it
             while True:
                 try:
-                    e.publish(payload)
+                    e.publish(payload, wait=wait)
                     break
                 except openais.TryAgain:
                     time.sleep(0.0005)
@@ -320,18 +326,22 @@ def _p99(ordered: list[float]) -> float:
     return ordered[max(0, int(len(ordered) * 0.99) - 1)]
 
 
-def _latency(cluster: LocalCluster, me: str, remote_sub: subprocess.Popen) -> dict:
-    """EVT's and CPG's latency probes on node 1, in alternating rounds (EVT, CPG, EVT, CPG, ...).
+def _latency(cluster: LocalCluster, me: str, remote_sub: subprocess.Popen) -> list[dict]:
+    """EVT's latency probes (both ``publish`` modes) and CPG's on node 1, in alternating rounds.
 
-    Both probes start first (each with the same untimed warm-up), then take ``LATENCY_ROUNDS`` rounds
-    of ``LATENCY_SAMPLES`` samples each in turn.  The medians and p99s are over every sample of each;
-    ``rounds_median_us``/``cpg_rounds_median_us``: the median of each round, in the order taken.
-    ``remote_*``: the EVT probes' publish-to-deliver times at the subscriber on node 2 (every probe, warm-up too).
+    The three probes start first (each with the same untimed warm-up), then take ``LATENCY_ROUNDS``
+    rounds of ``LATENCY_SAMPLES`` samples each in turn (EVT wait, EVT nowait, CPG, EVT wait, ...).
+    One row per EVT mode (``publish``), each with CPG's figures beside it.  The medians and p99s are
+    over every sample of each probe; ``rounds_median_us``/``cpg_rounds_median_us``: the median of each
+    round, in the order taken.  ``remote_*`` (``publish: wait`` row): publish-to-deliver times at the
+    subscriber on node 2, over every probe of both modes, warm-up too.
     """
     warm = str(LATENCY_WARMUP)
-    probes = [_spawn(cluster, 1, [me, "--client", "latency", str(LATENCY_SIZE), warm], "ready"),
-              _spawn(cluster, 1, [me, "--client", "cpg-latency", str(LATENCY_SIZE), warm, "3"], "ready")]
-    rounds: list[list[list[float]]] = [[], []]
+    size = str(LATENCY_SIZE)
+    probes = [_spawn(cluster, 1, [me, "--client", "latency", size, warm], "ready"),
+              _spawn(cluster, 1, [me, "--client", "latency", size, warm, "nowait"], "ready"),
+              _spawn(cluster, 1, [me, "--client", "cpg-latency", size, warm, "3"], "ready")]
+    rounds: list[list[list[float]]] = [[], [], []]
     try:
         for _ in range(LATENCY_ROUNDS):
             for which, proc in enumerate(probes):
@@ -341,25 +351,31 @@ def _latency(cluster: LocalCluster, me: str, remote_sub: subprocess.Popen) -> di
     finally:
         _stop(probes)
     remote = _report(remote_sub)
-    evt_all, cpg_all = (sorted(s for r in rs for s in r) for rs in rounds)
-    evt_median, cpg_median = statistics.median(evt_all), statistics.median(cpg_all)
-    return {"median_us": round(evt_median, 1), "p99_us": round(_p99(evt_all), 1),
-            "remote_median_us": round(remote.get("latency_median_us", 0), 1),
-            "remote_p99_us": round(remote.get("latency_p99_us", 0), 1),
-            "cpg_median_us": round(cpg_median, 1), "cpg_p99_us": round(_p99(cpg_all), 1),
-            "ratio_vs_cpg": round(evt_median / max(cpg_median, 1e-9), 3),
-            "rounds": LATENCY_ROUNDS, "samples_per_round": LATENCY_SAMPLES, "warmup": LATENCY_WARMUP,
-            "rounds_median_us": [round(statistics.median(r), 1) for r in rounds[0]],
-            "cpg_rounds_median_us": [round(statistics.median(r), 1) for r in rounds[1]],
-            "rounds_ratio_vs_cpg": [round(statistics.median(a) / max(statistics.median(b), 1e-9), 3)
-                                    for a, b in zip(rounds[0], rounds[1], strict=True)]}
+    cpg_all = sorted(s for r in rounds[2] for s in r)
+    cpg_median = statistics.median(cpg_all)
+    rows = []
+    for mode, evt_rounds in (("wait", rounds[0]), ("nowait", rounds[1])):
+        evt_all = sorted(s for r in evt_rounds for s in r)
+        evt_median = statistics.median(evt_all)
+        rows.append({"publish": mode, "median_us": round(evt_median, 1), "p99_us": round(_p99(evt_all), 1),
+                     **({"remote_median_us": round(remote.get("latency_median_us", 0), 1),
+                         "remote_p99_us": round(remote.get("latency_p99_us", 0), 1)} if mode == "wait" else {}),
+                     "cpg_median_us": round(cpg_median, 1), "cpg_p99_us": round(_p99(cpg_all), 1),
+                     "ratio_vs_cpg": round(evt_median / max(cpg_median, 1e-9), 3),
+                     "rounds": LATENCY_ROUNDS, "samples_per_round": LATENCY_SAMPLES, "warmup": LATENCY_WARMUP,
+                     "rounds_median_us": [round(statistics.median(r), 1) for r in evt_rounds],
+                     "cpg_rounds_median_us": [round(statistics.median(r), 1) for r in rounds[2]],
+                     "rounds_ratio_vs_cpg": [round(statistics.median(a) / max(statistics.median(b), 1e-9), 3)
+                                             for a, b in zip(evt_rounds, rounds[2], strict=True)]})
+    return rows
 
 
 def run(seconds: float, procs: int, publishers: int, sizes: tuple[int, ...]) -> list[dict]:
     """Both receiver counts on one 3-node cluster; EVT and CPG alternate per size."""
     me = str(Path(__file__).resolve())
     rows = []
-    base = {"impl": "openais-py", "service": "evt", "nodes": 3, "transport": "udpu", "crypto": "none"}
+    base = {"impl": "openais-py", "service": "evt", "nodes": 3, "transport": "udpu", "crypto": "none",
+            **host_fields()}
     with tempfile.TemporaryDirectory(prefix="evtbench-") as tmp, \
             LocalCluster(Path(tmp), 3, transport="udpu", secauth=False) as cluster:
         cluster.start_all()
@@ -417,8 +433,8 @@ def run(seconds: float, procs: int, publishers: int, sizes: tuple[int, ...]) -> 
                                                                   for a, b in zip(after, before, strict=True)]})
                         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
                 if receivers == 2:
-                    rows.append({**base, "test": "latency", "receivers": receivers, "size": LATENCY_SIZE,
-                                 **_latency(cluster, me, subs[0])})
+                    rows.extend({**base, "test": "latency", "receivers": receivers, "size": LATENCY_SIZE, **row}
+                                for row in _latency(cluster, me, subs[0]))
             finally:
                 _stop(subs + cpg_recv)
         rows.append({**base, "test": "rss", "phase": "load", "rss_kb": max(peak, _rss_kb(pid1))})
@@ -440,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         if mode == "publish":
             result = client_publish(int(rest[0]), float(rest[1]), int(rest[2]), wait=rest[3:] != ["nowait"])
         elif mode == "latency":
-            result = client_latency(int(rest[0]), int(rest[1]))
+            result = client_latency(int(rest[0]), int(rest[1]), wait=rest[2:] != ["nowait"])
         elif mode == "cpg-latency":
             result = client_cpg_latency(int(rest[0]), int(rest[1]), int(rest[2]))
         else:

@@ -41,12 +41,18 @@ def test_throughput_rows_carry_every_process_cpu_and_their_totals(rows):
 
 
 def test_latency_and_rss_rows(rows):
-    (latency,) = [row for row in rows if row["test"] == "latency"]
-    assert 0 < latency["median_us"] <= latency["p99_us"] and latency["remote_median_us"] > 0
-    assert 0 < latency["cpg_median_us"] <= latency["cpg_p99_us"]
-    # EVT's and CPG's probes take turns: a median per round of each, in the order taken
-    rounds = latency["rounds"]
-    assert rounds > 1 and len(latency["rounds_median_us"]) == len(latency["cpg_rounds_median_us"]) == rounds
-    assert len(latency["rounds_ratio_vs_cpg"]) == rounds and all(r > 0 for r in latency["rounds_ratio_vs_cpg"])
-    assert min(latency["rounds_median_us"]) <= latency["median_us"] <= max(latency["rounds_median_us"])
+    latencies = [row for row in rows if row["test"] == "latency"]
+    assert [row["publish"] for row in latencies] == ["wait", "nowait"]  # one row per publish mode
+    assert latencies[0]["remote_median_us"] > 0 and "remote_median_us" not in latencies[1]
+    # both rows stand beside the same CPG probe
+    assert latencies[0]["cpg_rounds_median_us"] == latencies[1]["cpg_rounds_median_us"]
+    for latency in latencies:
+        assert 0 < latency["median_us"] <= latency["p99_us"]
+        assert 0 < latency["cpg_median_us"] <= latency["cpg_p99_us"]
+        assert latency["python"].startswith("CPython ") and latency["py_unpack_ns"] > 0
+        # EVT's and CPG's probes take turns: a median per round of each, in the order taken
+        rounds = latency["rounds"]
+        assert rounds > 1 and len(latency["rounds_median_us"]) == len(latency["cpg_rounds_median_us"]) == rounds
+        assert len(latency["rounds_ratio_vs_cpg"]) == rounds and all(r > 0 for r in latency["rounds_ratio_vs_cpg"])
+        assert min(latency["rounds_median_us"]) <= latency["median_us"] <= max(latency["rounds_median_us"])
     assert {row["phase"] for row in rows if row["test"] == "rss"} == {"idle", "load"}
