@@ -7,6 +7,7 @@ Modes (first argument):
                          (the loop of corosync-bench's ``cpgbench tput``: dispatch
                          after every 8th send, wait 1 ms for input on TryAgain)
 ``latency SIZE COUNT``   COUNT messages one at a time, mcast to own delivery
+                         (after 100 untimed ones, as ``cpgbench lat``)
 ``receive``              join, count everything delivered until stdin closes
 ``watch``                join, print a JSON line with the monotonic time of each confchg
 
@@ -27,6 +28,8 @@ import openais
 from openais import cpg
 
 GROUP = "bench"
+#: Untimed messages before a latency run, as corosync-bench's ``cpgbench lat`` sends.
+LATENCY_WARMUP = 100
 
 
 def _wait_members(handle: cpg.CpgHandle, count: int, timeout: float = 30.0) -> None:
@@ -102,7 +105,9 @@ def latency(size: int, count: int, members: int) -> None:
         h.join(GROUP)
         _wait_members(h, members)
         payload = b"l" * size
-        for _ in range(count):
+        for n in range(LATENCY_WARMUP + count):
+            if n == LATENCY_WARMUP:
+                samples.clear()
             got[0] = False
             t0 = time.perf_counter()
             while True:
