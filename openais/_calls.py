@@ -56,6 +56,8 @@ WINDOW = 64
 WINDOW_BYTES = 96 * 1024
 #: Seconds a send may wait while the executive takes no data, unless the caller says otherwise.
 SEND_WAIT = 30.0
+#: Past this many unanswered, ``post`` looks for answers (every POLL_EVERY posts).
+_HALF = WINDOW // 2
 
 #: An answer: (SaAisError code, payload).
 Answer = tuple[int, bytes]
@@ -256,7 +258,7 @@ class Calls:
             h._check()
         posted = self._posted
         self._posts += 1
-        if len(posted) >= WINDOW // 2 and not self._posts % self.POLL_EVERY:  # answers in batches
+        if len(posted) >= _HALF and not self._posts % self.POLL_EVERY:  # answers in batches
             self._poll()
         if self.deferred is not None:
             self.raise_deferred()
