@@ -72,7 +72,7 @@ class Executive:
         Path(self.env.state_dir).mkdir(parents=True, exist_ok=True)
         self.link = TotemLink(self.config, self.env, self.nodeid, self.authkey,
                               on_message=self.layer.deliver, on_config=self._config_change,
-                              on_room=self.layer.pump)
+                              on_room=self._room)
         self.layer.exec_init()
         self.ipc = IpcServer(self.env.ipc_socket, router=self.layer, authorizer=self._authorizer(),
                              max_frame=self.link.max_message + 65536, limits=IpcLimits.from_config(self.config),
@@ -187,6 +187,14 @@ class Executive:
             logging.getLogger("aisexec.sync").log(
                 25, "Completed service synchronization, ready to provide service.")
         self.ready_event.set()
+        if self.ipc is not None:
+            self.ipc.room_available()  # requests parked while sync held their service
+
+    def _room(self) -> None:
+        """The ring's send queue shrank: sync rounds go on, parked IPC requests are woken."""
+        self.layer.pump()
+        if self.ipc is not None:
+            self.ipc.room_available()
 
     def _pump_loop(self) -> None:
         """Keep sync rounds moving even when no token callback arrives."""

@@ -80,6 +80,7 @@ class TotemLink:
         self._on_message = on_message
         self._on_config = on_config
         self._on_room = on_room
+        self._room_freed = False  # a token visit moved frames into the core: on_room at the next flush
         secauth = config.totem.get("secauth") in (True, "on", "yes")
         totem_config = config.totem_config
         self.store = RingSeqStore(env.state_dir, nodeid)
@@ -164,7 +165,8 @@ class TotemLink:
     def _on_token(self, now: float) -> None:
         """Token visit (inside the core): hand it what the packer holds, so it leaves on this visit."""
         if self.pg.packer.has_frames():  # most visits of a node that sends nothing stop here
-            self._pump(now)
+            if self._pump(now):
+                self._room_freed = True  # told outside the core, by the next flush
 
     def has_room(self, size: int) -> bool:
         """True when a message of ``size`` bytes can be queued now."""
@@ -172,9 +174,12 @@ class TotemLink:
         return packer.queued_count < packer.max_count and packer.queued_bytes + size <= packer.max_bytes
 
     def _flush(self) -> None:
-        """Move packed frames into the core while it has room."""
+        """Move packed frames into the core while it has room; tell ``on_room`` when the send queue shrank."""
         if self._pump(self.driver.now()):
             self.driver.apply()
+            self._room_freed = True
+        if self._room_freed:
+            self._room_freed = False
             if self._on_room is not None:
                 self._on_room()
 

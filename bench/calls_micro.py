@@ -1,12 +1,14 @@
 """Microbenchmark of the synchronous call layer: µs per call against a fake executive that answers at once.
 
-    python bench/calls_micro.py [--calls 20000] [--modes lck,lck_deadline,msg,msg_deadline]
+    python bench/calls_micro.py [--calls 20000] [--modes lck,lck_deadline,msg,msg_deadline,cpg,cpg_post]
 
 Run from a build's directory with that build's python (A/B: /work/main vs a worktree, interleaved).
 A forked child plays the executive on a Unix socket (the handshake, then one 13-byte answer per
 request, sent as soon as the request is read); the parent opens one LCK or MSG handle and makes
-``--calls`` ``handle._call`` calls from one thread (``*_deadline``: each with a 5 s timeout).  One JSON
-line per mode: ``wall_us`` per call and ``cpu_us`` (the calling thread's CPU time) per call.
+``--calls`` ``handle._call`` calls from one thread (``*_deadline``: each with a 5 s timeout).  ``cpg``:
+the same through a CPG handle (its default 30 s call timeout); ``cpg_post``: pipelined sends
+(``_send_pipelined``, as ``mcast`` makes them; ``try_again`` counts the refused ones, retried).  One
+JSON line per mode: ``wall_us`` per call and ``cpu_us`` (the calling thread's CPU time) per call.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.getcwd())
 
-from openais import _wire, lck, msg
-from openais.errors import SaAisError
+from openais import _wire, cpg, lck, msg
+from openais.errors import SaAisError, TryAgain
 
 ANSWER = b"\x00" * 8 + b"\x01" * 5
 OK = int(SaAisError.OK)
@@ -76,15 +78,18 @@ def run(mode: str, calls: int) -> dict:
                 os._exit(0)
         listener.close()
         try:
-            handle = (lck.initialize if mode.startswith("lck") else msg.initialize)(path=path)
+            handle = {"lck": lck.initialize, "msg": msg.initialize, "cpg": cpg.initialize}[mode.split("_")[0]](
+                path=path)
             timeout = 5.0 if mode.endswith("_deadline") else None
-            call = handle._call
+            call = _poster(handle) if mode.endswith("_post") else handle._call
             for _ in range(500):  # warm up
                 call(2, b"x" * 30, timeout)
             wall, cpu = time.perf_counter(), time.thread_time()
             for _ in range(calls):
                 call(2, b"x" * 30, timeout)
             cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+            if mode.endswith("_post"):
+                handle.flush()
             handle.finalize()
         except BaseException:
             os.kill(pid, 9)
@@ -92,7 +97,25 @@ def run(mode: str, calls: int) -> dict:
         finally:
             os.waitpid(pid, 0)
     return {"mode": mode, "calls": calls, "wall_us": round(wall / calls * 1e6, 2),
-            "cpu_us": round(cpu / calls * 1e6, 2)}
+            "cpu_us": round(cpu / calls * 1e6, 2), **({"try_again": _REFUSED[0]} if mode.endswith("_post") else {})}
+
+
+_REFUSED = [0]
+
+
+def _poster(handle):
+    """``_send_pipelined`` as a call: retried on TryAgain (counted), as a sender at full speed would."""
+    send = handle._send_pipelined
+
+    def post(msg_id: int, payload: bytes, timeout: float | None) -> None:
+        while True:
+            try:
+                send(msg_id, payload)
+                return
+            except TryAgain:
+                _REFUSED[0] += 1
+
+    return post
 
 
 def main() -> None:

@@ -1,22 +1,27 @@
-"""Concurrent synchronous calls on one library handle: each waits for its own answer only.
+"""The call layer of every library handle: calls, pipelined (posted) requests, deferred errors.
 
-Several threads may call on one handle at once.  Every request carries a
-request id; one thread at a time *reads* the response socket (it holds the
-reading role) and files every answer that is not its own for the thread
-waiting for it, then, once its own answer is in, leaves the role to a waiting
-thread.  A call without a deadline that finds nobody reading (the usual case:
-one thread per handle) takes the role at once: it sends, then blocks in one
-``recv`` for its answer, with no table, condition or ``select`` on the way.
+One mechanism for every service.  Several threads may call on one handle at once.  Every
+request carries a request id; one thread at a time *reads* the response socket (it holds the
+reading role) and files every answer that is not its own for the thread waiting for it, then,
+once its own answer is in, leaves the role to a waiting thread.  A call that finds nobody
+reading (the usual case: one thread per handle) takes the role at once: it sends, then blocks
+in one ``recv`` for its answer, with no table, condition or ``select`` on the way.
 
-Requests may also be *posted* (sent without waiting): at most :attr:`Calls.WINDOW`
-requests and :attr:`Calls.WINDOW_BYTES` unanswered, then ``post`` raises
-TryAgain; the first error the executive answers to a posted request is kept
-(:attr:`Calls.deferred`) and raised by :meth:`Calls.raise_deferred`, once.
+Requests may also be *posted* (sent without waiting for their answers: CPG and EVS multicasts,
+EVT ``publish(wait=False)``, MSG ``message_send_async``).  At most :data:`WINDOW` requests and
+``window_bytes`` bytes are unanswered at once; a post that finds the window full reads the
+answers already there, waits ``room_wait`` seconds for more, then raises TryAgain (nothing
+sent).  The first error the executive answers to a posted request is kept (later ones are
+counted with it) and raised once: by the next post or call (a call looks for waiting answers
+first, and is then not sent), or by the handle's ``dispatch`` (the executive also tells of it
+on the dispatch channel: :meth:`Calls.refused`), ``flush`` (:meth:`Calls.drain` first) or
+``finalize``, which never drops it.
 
-Reads wait in the kernel (SO_RCVTIMEO, set only when the value changes) at
-most :attr:`Calls.SLICE` seconds at a time, so a reader notices ``finalize``
-(the handle's ``finalize`` also shuts the socket down, which ends a read at
-once) and the end of its deadline.  The handle calls :meth:`Calls.wake` when it
+Reads wait in the kernel (SO_RCVTIMEO, set only when the value changes) at most
+:attr:`Calls.SLICE` seconds at a time, so a reader notices ``finalize`` (the handle's
+``finalize`` also shuts the socket down, which ends a read at once) and the end of its deadline;
+sends wait at most their timeout (SO_SNDTIMEO, likewise), then raise Timeout and the connection
+is given up (part of a frame may be in the socket).  The handle calls :meth:`Calls.wake` when it
 is finalized, so that threads waiting for a reader notice it too.
 """
 
@@ -39,13 +44,36 @@ _REQUEST_SIZE = _wire.REQUEST.size
 _RESPONSE = _wire.RESPONSE
 _HEADER = _wire.RESPONSE.size
 _OK = int(SaAisError.OK)
-#: ``struct timeval`` for SO_RCVTIMEO.
+#: ``struct timeval`` for SO_RCVTIMEO / SO_SNDTIMEO.
 _TIMEVAL = struct.Struct("@ll")
 #: Bytes asked of one read of the response socket.
 _READ = 1 << 16
 
+#: Posted requests a handle may have unanswered at once (then TryAgain).
+WINDOW = 64
+#: Their bytes, unless a service asks otherwise: small enough that the socket buffer always takes
+#: them, so a post never blocks on a parked executive.
+WINDOW_BYTES = 96 * 1024
+#: Seconds a send may wait while the executive takes no data, unless the caller says otherwise.
+SEND_WAIT = 30.0
+#: Past this many unanswered, ``post`` looks for answers (every POLL_EVERY posts).
+_HALF = WINDOW // 2
+
 #: An answer: (SaAisError code, payload).
 Answer = tuple[int, bytes]
+
+
+def _code_name(code: int) -> str:
+    try:
+        return SaAisError(code).name
+    except ValueError:
+        return str(code)
+
+
+def _timeval(seconds: float) -> bytes:
+    """``seconds`` as a ``struct timeval`` that is never zero (zero means: wait forever)."""
+    whole = int(seconds)
+    return _TIMEVAL.pack(whole, max(int((seconds - whole) * 1e6), 0 if whole else 1))
 
 
 class Calls:
@@ -58,15 +86,10 @@ class Calls:
 
     #: Longest single wait in the kernel (seconds) before looking at finalize and the deadline again.
     SLICE = 0.25
-    #: Seconds ``post`` waits for room in the window before TryAgain.
-    ROOM_WAIT = 0.05
-    #: Posted requests unanswered at most, and their bytes.
-    WINDOW = 64
-    WINDOW_BYTES = 2 << 20
     #: Past half the window, ``post`` looks for answers once per this many posts (one recv for several).
     POLL_EVERY = 8
 
-    def __init__(self, handle: Any, service_id: int, posted: str = "posted request") -> None:
+    def __init__(self, handle: Any, service_id: int, posted: str = "pipelined request") -> None:
         self._h = handle
         self._service = service_id
         self._posted_what = posted
@@ -78,13 +101,16 @@ class Calls:
         self._waiting: set[int] = set()  #: request ids of calls that wait for a reader to file their answer
         self._posted: dict[int, int] = {}  #: request id -> frame bytes, of posted requests unanswered
         self._posted_bytes = 0
-        self.deferred: AisError | None = None
+        self._refusals: set[int] = set()  #: posted requests whose error the dispatch channel told already
+        self.deferred: AisError | None = None  #: the first error of a posted request, not yet raised
+        self._more = 0  #: posted requests that failed after the one ``deferred`` tells of
         self._reading = False
         self._kernel_wait: float | None = None  #: the SO_RCVTIMEO this layer last set on the socket
+        self._send_wait: float | None = None  #: the SO_SNDTIMEO likewise
         self._buf = bytearray()  #: bytes read and not yet split (only the reader touches it)
         self._ids = itertools.count(1)
         self._posts = 0
-        handle._response.settimeout(None)  # blocking: reads wait in the kernel (SO_RCVTIMEO)
+        handle._response.settimeout(None)  # blocking: reads and sends wait in the kernel
 
     def _next_id(self) -> int:
         rid = next(self._ids) & 0xFFFFFFFF
@@ -93,44 +119,61 @@ class Calls:
     # -- calls ------------------------------------------------------------------------------------
 
     def call(self, msg_id: int, payload: bytes, timeout: float | None = None) -> bytes:
-        """Send one request and wait ``timeout`` seconds (None: while the executive lives) for its answer."""
+        """Send one request and wait ``timeout`` seconds (None: while the executive lives) for its answer.
+
+        An error kept from a posted request is raised first (answers already waiting are read
+        for it), and this request is then not sent.
+        """
         h = self._h
         if h._finalized or h._dead:
             h._check()
+        if self._posted or self.deferred is not None:
+            self._poll()
+            self.raise_deferred()
         rid = next(self._ids) & 0xFFFFFFFF or self._next_id()
         frame = _REQUEST_HEAD(_REQUEST_SIZE + len(payload), self._service, msg_id, rid) + payload
         lock = self._lock
-        if timeout is None:
-            lock.acquire()
-            if not self._reading:  # the fast path: this thread reads, for its own answer
-                self._reading = True
-                lock.release()
-                try:
-                    self._sendall(frame)
-                    found = None if self._buf else self._read_once(self.SLICE, rid, True)  # usually the answer
-                    error, answer = found or self._read_until(rid, None)  # type: ignore[misc]
-                finally:
-                    lock.acquire()
-                    self._reading = False
-                    if self._sleepers:  # somebody waits: one of them reads from now on
-                        self._cv.notify_all()
-                    lock.release()
-                if error != _OK:
-                    raise AisError.from_code(error)
-                return answer
+        lock.acquire()
+        if not self._reading:  # the fast path: this thread reads, for its own answer
+            self._reading = True
             lock.release()
-        with lock:
+            try:
+                found = self._call_reading(frame, rid, timeout)
+            finally:
+                lock.acquire()
+                self._reading = False
+                if self._sleepers:  # somebody waits: one of them reads from now on
+                    self._cv.notify_all()
+                lock.release()
+        else:
             self._waiting.add(rid)
-        try:
-            self._sendall(frame)
-            error, answer = self._wait_answer(rid, timeout)
-        finally:
-            with lock:
-                self._waiting.discard(rid)
-                self._answers.pop(rid, None)
+            lock.release()
+            try:
+                self._sendall(frame, SEND_WAIT if timeout is None else max(timeout, 0.001))
+                found = self._wait_answer(rid, timeout)
+            finally:
+                with lock:
+                    self._waiting.discard(rid)
+                    self._answers.pop(rid, None)
+        error, answer = found
         if error != _OK:
             raise AisError.from_code(error)
         return answer
+
+    def _call_reading(self, frame: bytes, rid: int, timeout: float | None) -> Answer:
+        """Send ``frame`` and read (reading role held) until its answer is in; Timeout after ``timeout``."""
+        if timeout is None:
+            self._sendall(frame, SEND_WAIT)
+            found = None if self._buf else self._read_once(self.SLICE, rid, True)  # usually the answer
+            return found or self._read_until(rid, None)  # type: ignore[return-value]
+        timeout = max(timeout, 0.001)
+        deadline = time.monotonic() + timeout
+        self._sendall(frame, timeout)
+        found = None if self._buf else self._read_once(timeout if timeout < self.SLICE else self.SLICE, rid, True)
+        found = found or self._read_until(rid, deadline)
+        if found is None:  # the answer may still come: it is dropped by request id
+            raise Timeout(f"no answer from the executive within {timeout} s")
+        return found
 
     def _wait_answer(self, rid: int, timeout: float | None) -> Answer:
         """The answer to ``rid``: filed by another reader, or read by this thread once the role is free."""
@@ -190,37 +233,77 @@ class Calls:
         with self._cv:
             self._cv.notify_all()
 
+    def send_oneway(self, msg_id: int, payload: bytes) -> None:
+        """Send a request the executive does not answer (in turn with the others on the response socket)."""
+        h = self._h
+        if h._finalized or h._dead:
+            h._check()
+        self._sendall(_REQUEST_HEAD(_REQUEST_SIZE + len(payload), self._service, msg_id, self._next_id()) + payload,
+                      SEND_WAIT)
+
     # -- posted requests --------------------------------------------------------------------------
 
-    def post(self, msg_id: int, payload: bytes) -> None:
-        """Send one request without waiting for its answer (waits for room in the window, then TryAgain)."""
-        self._h._check()
+    def post(self, msg_id: int, payload: bytes, timeout: float | None = None, room_wait: float = 0.0,
+             window_bytes: int = WINDOW_BYTES) -> None:
+        """Send one request without waiting for its answer.
+
+        Raises the kept error of an earlier posted request (this one is then not sent); TryAgain
+        when the window (:data:`WINDOW` requests, ``window_bytes`` bytes) is full and stays so
+        ``room_wait`` seconds (answers are read meanwhile; 0: only those already there);
+        ``timeout``: seconds the send may wait while the executive takes no data (default
+        :data:`SEND_WAIT`; then Timeout, and the connection is given up).
+        """
+        h = self._h
+        if h._finalized or h._dead:
+            h._check()
+        posted = self._posted
         self._posts += 1
-        if len(self._posted) >= self.WINDOW // 2 and not self._posts % self.POLL_EVERY:  # answers in batches
+        if len(posted) >= _HALF and not self._posts % self.POLL_EVERY:  # answers in batches
             self._poll()
         if self.deferred is not None:
             self.raise_deferred()
         size = _REQUEST_SIZE + len(payload)
-
-        def room() -> bool:
-            return not self._posted or (len(self._posted) < self.WINDOW
-                                        and self._posted_bytes + size <= self.WINDOW_BYTES)
-
-        rid = self._next_id()
+        rid = next(self._ids) & 0xFFFFFFFF or self._next_id()
         with self._lock:
-            fits = room()
+            fits = not posted or (len(posted) < WINDOW and self._posted_bytes + size <= window_bytes)
             if fits:
-                self._posted[rid] = size
+                posted[rid] = size
                 self._posted_bytes += size
         if not fits:
-            try:
-                self._wait_until(room, time.monotonic() + self.ROOM_WAIT)
-            except Timeout:
-                raise TryAgain("too many of this handle's asynchronous sends are unconfirmed") from None
+            self._make_room(rid, size, room_wait, window_bytes)
+        self._sendall(_REQUEST_HEAD(size, self._service, msg_id, rid) + payload,
+                      SEND_WAIT if timeout is None else max(timeout, 0.001))
+
+    def _make_room(self, rid: int, size: int, room_wait: float, window_bytes: int) -> None:
+        """Read answers until the window takes ``size`` more bytes, then enter ``rid``; TryAgain after ``room_wait``."""
+        posted = self._posted
+
+        def fits() -> bool:
+            return not posted or (len(posted) < WINDOW and self._posted_bytes + size <= window_bytes)
+
+        self._poll()
+        deadline = time.monotonic() + room_wait
+        while True:
             with self._lock:
-                self._posted[rid] = size
-                self._posted_bytes += size
-        self._sendall(_REQUEST_HEAD(size, self._service, msg_id, rid) + payload)
+                if fits():
+                    posted[rid] = size
+                    self._posted_bytes += size
+                    break
+            if room_wait <= 0:
+                raise TryAgain("the executive has not yet taken this handle's earlier requests")
+            try:
+                self._wait_until(fits, deadline)
+            except Timeout:
+                raise TryAgain("the executive has not yet taken this handle's earlier requests") from None
+        if self.deferred is not None:  # an answer read while waiting for room refused an earlier request
+            self._forget_posted(rid)
+            self.raise_deferred()
+
+    def _forget_posted(self, rid: int) -> None:
+        with self._lock:
+            size = self._posted.pop(rid, None)
+            if size is not None:
+                self._posted_bytes -= size
 
     def _poll(self) -> None:
         """Take the answers already waiting on the socket, without blocking (unless another thread reads)."""
@@ -234,14 +317,41 @@ class Calls:
             self._leave()
 
     def drain(self, timeout: float) -> None:
-        """Wait until every posted request is answered."""
-        if self._posted:
-            self._wait_until(lambda: not self._posted, time.monotonic() + timeout)
+        """Wait until every posted request is answered; Timeout (telling how many are not) after ``timeout``."""
+        if not self._posted:
+            return
+        try:
+            self._wait_until(lambda: not self._posted, time.monotonic() + max(timeout, 0.0))
+        except Timeout:
+            raise Timeout(f"{len(self._posted)} pipelined requests still unanswered after {timeout} s") from None
+
+    def refused(self, rid: int, error: int) -> None:
+        """The dispatch channel told of a posted request's error (its answer itself comes later)."""
+        with self._lock:
+            if rid in self._posted and error != _OK and rid not in self._refusals:
+                self._refusals.add(rid)
+                self._keep(error)
+
+    def _keep(self, error: int) -> None:
+        """Keep a posted request's error (lock held): the first one, and a count of those after it."""
+        if self.deferred is None:
+            self.deferred = AisError.from_code(error, f"an earlier {self._posted_what} failed: "
+                                                      f"SA_AIS_ERR_{_code_name(error)}")
+        else:
+            self._more += 1
+
+    def take_deferred(self) -> AisError | None:
+        """The kept error (once, and then None), telling how many more posted requests failed after it."""
+        with self._lock:
+            error, self.deferred = self.deferred, None
+            more, self._more = self._more, 0
+        if error is not None and more:
+            error = AisError.from_code(int(error.code), f"{error} ({more} more pipelined requests failed after it)")
+        return error
 
     def raise_deferred(self) -> None:
         """Raise the error the executive answered to an earlier posted request, once."""
-        with self._lock:
-            error, self.deferred = self.deferred, None
+        error = self.take_deferred()
         if error is not None:
             raise error
 
@@ -264,13 +374,21 @@ class Calls:
 
     # -- the socket -------------------------------------------------------------------------------
 
-    def _sendall(self, frame: bytes) -> None:
+    def _sendall(self, frame: bytes, wait: float) -> None:
+        """Send ``frame`` whole, waiting at most ``wait`` s while the executive takes no data."""
         with self._send_lock:
             h = self._h
             if h._finalized or h._dead:
                 h._check()
+            sock = h._response
             try:
-                h._response.sendall(frame)
+                if wait != self._send_wait:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(wait))
+                    self._send_wait = wait
+                sock.sendall(frame)
+            except BlockingIOError:  # the kernel's timeout (EAGAIN): part of the frame may be in the socket
+                h._dead = True
+                raise Timeout(f"the executive took no data within {wait} s") from None
             except OSError as exc:
                 raise self._lost(exc) from None
 
@@ -306,15 +424,16 @@ class Calls:
     def _read_once(self, wait: float, rid: int, blocking: bool = False) -> Answer | None:
         """One read, waiting up to ``wait`` s (0: only what is there); file the complete frames, return ``rid``'s.
 
-        ``rid`` 0: no call of this thread waits (request ids are never 0).  ``blocking``: a call without
-        deadline, one ``recv`` that the kernel ends after ``wait`` (SO_RCVTIMEO, set when it changes);
+        ``rid`` 0: no call of this thread waits (request ids are never 0).  ``blocking``: one
+        ``recv`` that the kernel ends after ``wait`` (SO_RCVTIMEO, set when it changes);
         otherwise ``select`` waits, then ``recv`` takes what is there.
         """
         sock = self._h._response
         try:
             if blocking:
                 if self._kernel_wait != wait:
-                    self._set_kernel_wait(sock, wait)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(wait))
+                    self._kernel_wait = wait
                 chunk = sock.recv(_READ)
             elif wait <= 0:
                 chunk = sock.recv(_READ, socket.MSG_DONTWAIT)
@@ -336,15 +455,6 @@ class Calls:
         buf += chunk
         return self._file(rid)
 
-    def _set_kernel_wait(self, sock: socket.socket, wait: float) -> None:
-        """Make a blocking read of ``sock`` end after ``wait`` seconds (SO_RCVTIMEO)."""
-        whole = int(wait)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                        _TIMEVAL.pack(whole, max(int((wait - whole) * 1e6), 0 if whole else 1)))
-        self._kernel_wait = wait
-        if hasattr(self._h, "_kernel_wait"):
-            self._h._kernel_wait = None  # the shared client's own cache of the option is stale
-
     def _file(self, rid: int) -> Answer | None:
         """Split the complete frames read so far: file the others' answers, settle posted requests, return ``rid``'s."""
         try:
@@ -363,9 +473,11 @@ class Calls:
                         answers[frid] = (error, answer)
                     elif frid in posted:
                         self._posted_bytes -= posted.pop(frid)
-                        if error != _OK and self.deferred is None:
-                            self.deferred = AisError.from_code(error, f"an earlier {self._posted_what} failed: "
-                                                                      f"SA_AIS_ERR_{SaAisError(error).name}")
+                        if error != _OK:
+                            if frid in self._refusals:
+                                self._refusals.discard(frid)  # kept already, when the dispatch channel told
+                            else:
+                                self._keep(error)
                     # else: the late answer of a call that gave up waiting: dropped
                 if self._sleepers:
                     self._cv.notify_all()

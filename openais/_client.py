@@ -1,22 +1,23 @@
 """The handle every service module builds on: connection, calls, dispatch, finalize.
 
-Works from plain threads and under gevent (with or without monkey-patching):
-calls hold a lock so one request is outstanding per handle, responses are
-matched by request id, and a dead executive turns into :class:`Library`
-errors instead of hangs.
+Works from plain threads and under gevent (with or without monkey-patching).
+Every call goes through one call layer (:class:`openais._calls.Calls`, the
+same for every service): responses are matched by request id, calls from
+several threads on one handle proceed at once, and a dead executive turns
+into :class:`Library` errors instead of hangs.
 
-Pipelined requests (CPG and EVS multicasts) are sent without waiting for
-their answers.  An error the executive answers for one of them is never
-lost: it is kept and raised by the handle's next pipelined send that reads
-the answers (every ``PIPELINE_WINDOW // 2`` sends, or when the window is
-full), and at the latest by the next synchronous call, ``dispatch``,
-``flush`` or ``finalize``.  (``dispatch`` learns of it without reading the
-response channel: the executive also sends a ``PIPELINE_ERROR`` frame on the
-dispatch channel.)  ``finalize`` first waits (at most
-``FINALIZE_TIMEOUT`` seconds) for every pipelined request to be answered,
-then closes the handle and raises the first error one of them carried, or
-:class:`Timeout` if some were still unanswered (they may yet be delivered);
-the handle is closed either way.
+Pipelined requests (CPG and EVS multicasts, EVT ``publish(wait=False)``, MSG
+``message_send_async``) are sent without waiting for their answers, at most
+``PIPELINE_WINDOW`` requests and a window of bytes unanswered (then
+TryAgain).  An error the executive answers for one of them is never lost: it
+is kept and raised once, by the handle's next pipelined send or call, and at
+the latest by ``dispatch``, ``flush`` or ``finalize``.  (``dispatch`` learns
+of it without reading the response channel: the executive also sends a
+``PIPELINE_ERROR`` frame on the dispatch channel.)  ``finalize`` first waits
+(at most ``FINALIZE_TIMEOUT`` seconds) for every pipelined request to be
+answered, then closes the handle and raises the first error one of them
+carried, or :class:`Timeout` if some were still unanswered (they may yet be
+delivered); the handle is closed either way.
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ import errno
 import os
 import select
 import socket
-import struct
 import threading
-import time
 
-from openais import _wire
+from openais import _calls, _wire
+from openais._calls import Calls
 from openais.errors import AisError, BadHandle, Library, SaAisError, Timeout
 
 #: Seconds allowed to connect and complete the handshake.
@@ -39,26 +39,16 @@ CONNECT_TIMEOUT = 2.0
 CALL_TIMEOUT = 30.0
 #: Pipelined requests a handle may have unanswered at once (then TryAgain), and their bytes:
 #: small enough that the socket buffer always takes them, so a send never blocks on a parked executive.
-PIPELINE_WINDOW = 64
-PIPELINE_BYTES = 96 * 1024
+PIPELINE_WINDOW = _calls.WINDOW
+PIPELINE_BYTES = _calls.WINDOW_BYTES
 #: Seconds ``finalize`` waits for the answers to pipelined requests before it closes the handle.
 FINALIZE_TIMEOUT = 5.0
 #: Bytes read from the dispatch socket per call (a buffer of this size is kept per handle).
 DISPATCH_READ = 64 * 1024
 
-#: ``struct timeval`` for SO_RCVTIMEO / SO_SNDTIMEO.
-_TIMEVAL = struct.Struct("@ll")
-
 DISPATCH_ONE = 1
 DISPATCH_ALL = 2
 DISPATCH_BLOCKING = 3
-
-
-def _code_name(code: int) -> str:
-    try:
-        return SaAisError(code).name
-    except ValueError:
-        return str(code)
 
 
 def checked_timeout(timeout: float | None) -> float | None:
@@ -108,11 +98,6 @@ class Handle:
         self._connect_timeout = CONNECT_TIMEOUT if timeout is None else max(timeout, 0.001)
         self._call_lock = threading.Lock()
         self._dispatch_lock = threading.Lock()
-        self._next_request = 0
-        self._pipelined: dict[int, int] = {}  # request id -> frame size
-        self._pipelined_bytes = 0
-        self._deferred: AisError | None = None
-        self._rbuf = bytearray()
         self._scratch = memoryview(bytearray(DISPATCH_READ))  # dispatch reads land here (used under the lock)
         self._finalized = False
         self._dead = False
@@ -128,9 +113,8 @@ class Handle:
         except BaseException:
             self._close_sockets()
             raise
-        self._response.settimeout(None)
         self._dispatch.settimeout(None)
-        self._kernel_wait: float | None = None  # the SO_RCVTIMEO/SO_SNDTIMEO of the response socket
+        self._calls = Calls(self, service_id, self._posted_what)
 
     # -- connection -------------------------------------------------------------
 
@@ -183,133 +167,19 @@ class Handle:
             raise Library("the connection to the executive is lost")
 
     # -- calls ----------------------------------------------------------------
+    # One call layer for every service (openais._calls.Calls): concurrent calls, posted requests.
+
+    #: Seconds a call waits for its answer when not told (None: while the executive lives).
+    _call_wait: float | None = CALL_TIMEOUT
+    #: What a pipelined request is called in the text of its deferred error.
+    _posted_what = "pipelined request"
 
     def _call(self, msg_id: int, payload: bytes, timeout: float | None = None) -> bytes:
         """Send one request and wait for its answer; raise the AisError it carries.
 
         An error kept from an earlier pipelined request is raised first (and this request not sent).
         """
-        self._check()
-        with self._call_lock:
-            self._check()
-            self._raise_deferred(reap=True)
-            self._next_request = (self._next_request + 1) & 0xFFFFFFFF or 1
-            request_id = self._next_request
-            sock = self._response
-            try:
-                self._wait_at_most(sock, CALL_TIMEOUT if timeout is None else max(timeout, 0.001))
-                sock.sendall(_wire.encode_request(self._service, msg_id, request_id, payload))
-                while True:
-                    _s, _m, rid, error, answer = self._next_response(sock)
-                    if rid == request_id:
-                        break
-                    self._settle(rid, error)
-            except (TimeoutError, BlockingIOError):  # BlockingIOError: the kernel's timeout (EAGAIN) expired
-                # The answer may still come: later calls skip it by request id.
-                raise Timeout(f"no answer from the executive within {timeout or CALL_TIMEOUT} s") from None
-            except (OSError, ConnectionError, _wire.FrameError) as exc:
-                if self._finalized:
-                    raise BadHandle("the handle was finalized") from None
-                self._dead = True
-                raise Library(f"lost the connection to the executive: {exc}") from None
-        if error != SaAisError.OK:
-            raise AisError.from_code(error)
-        return answer
-
-    def _wait_at_most(self, sock: socket.socket, seconds: float) -> None:
-        """Make ``sock`` blocking with a kernel timeout of ``seconds`` (SO_RCVTIMEO, SO_SNDTIMEO).
-
-        A Python socket timeout costs a ``poll`` before every ``send`` and ``recv`` and an ``ioctl``
-        each time it is set; the kernel's own timeout costs nothing per call: a call is one ``send``
-        and one ``recv``.  The options are set only when the value changes.
-        """
-        if sock.gettimeout() is not None:  # the pipelined paths leave it non-blocking
-            sock.settimeout(None)
-        if seconds != self._kernel_wait:
-            whole = int(seconds)
-            value = _TIMEVAL.pack(whole, max(int((seconds - whole) * 1e6), 0 if whole else 1000))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
-            self._kernel_wait = seconds
-
-    def _next_response(self, sock: socket.socket) -> tuple[int, int, int, int, bytes]:
-        """The next response frame, from what was read ahead or from the socket."""
-        while True:
-            frames, _used = _wire.split_responses(self._rbuf, self._max_frame)
-            if frames:
-                first = frames[0]
-                del self._rbuf[: _wire.RESPONSE.size + len(first[4])]
-                return first
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                raise ConnectionError("the executive closed the connection")
-            self._rbuf += chunk
-
-    def _settle(self, request_id: int, error: int) -> None:
-        """Account the answer to a pipelined request; keep its error for the next call."""
-        if request_id in self._pipelined:
-            self._pipelined_bytes -= self._pipelined.pop(request_id)
-            if error != SaAisError.OK:
-                refusals = self.__dict__.get("_refusals")
-                if refusals and request_id in refusals:
-                    refusals.discard(request_id)  # already kept when the dispatch channel told of it
-                else:
-                    self._keep(error)
-
-    def _keep(self, error: int) -> None:
-        """Keep a pipelined request's error until the handle's next call, dispatch, flush or finalize."""
-        if self._deferred is None:
-            self._deferred = AisError.from_code(error, "an earlier pipelined request failed: "
-                                                       f"SA_AIS_ERR_{_code_name(error)}")
-        else:
-            self.__dict__["_deferred_more"] = self.__dict__.get("_deferred_more", 0) + 1
-
-    def _take_deferred(self) -> AisError | None:
-        """The kept error (once), telling how many more pipelined requests failed after it."""
-        error, self._deferred = self._deferred, None
-        more = self.__dict__.pop("_deferred_more", 0)
-        if error is not None and more:
-            error = AisError.from_code(int(error.code), f"{error} ({more} more pipelined requests failed after it)")
-        return error
-
-    def _refused(self, request_id: int, error: int) -> None:
-        """The dispatch channel told of a pipelined request's error (the answer itself may come later)."""
-        if request_id in self._pipelined and error != SaAisError.OK:
-            self.__dict__.setdefault("_refusals", set()).add(request_id)
-            self._keep(error)
-
-    def _raise_deferred(self, reap: bool) -> None:
-        """Raise (once) the error kept from a pipelined request; ``reap``: read waiting answers first.
-
-        Called with the call lock held.
-        """
-        if reap and (self._pipelined or self._rbuf):
-            try:
-                self._reap()
-            except (OSError, ConnectionError, _wire.FrameError) as exc:
-                self._dead = True
-                raise Library(f"lost the connection to the executive: {exc}") from None
-        error = self._take_deferred()
-        if error is not None:
-            raise error
-
-    def _reap(self) -> None:
-        """Read every answer already waiting (never blocks) and settle pipelined ones."""
-        sock = self._response
-        if sock.gettimeout() != 0.0:
-            sock.settimeout(0.0)  # MSG_DONTWAIT alone would still wait out a socket timeout
-        while True:
-            try:
-                chunk = sock.recv(1 << 16)
-            except BlockingIOError:
-                break
-            if not chunk:
-                raise ConnectionError("the executive closed the connection")
-            self._rbuf += chunk
-        frames, used = _wire.split_responses(self._rbuf, self._max_frame)
-        del self._rbuf[:used]
-        for _s, _m, rid, error, _payload in frames:
-            self._settle(rid, error)
+        return self._calls.call(msg_id, payload, self._call_wait if timeout is None else timeout)
 
     def _send_pipelined(self, msg_id: int, payload: bytes, timeout: float | None = None,
                         room_wait: float = 0.0, window_bytes: int = PIPELINE_BYTES) -> None:
@@ -322,117 +192,22 @@ class Handle:
         for this request (at most the socket's buffer, so that a send never blocks on a parked
         executive).
         """
-        self._check()
-        with self._call_lock:
-            self._check()
-            try:
-                if len(self._pipelined) >= PIPELINE_WINDOW // 2 or self._rbuf:  # reap in batches, not per call
-                    self._reap()
-                if self._deferred is not None:
-                    error = self._take_deferred()
-                    if error is not None:
-                        raise error
-                size = _wire.REQUEST.size + len(payload)
-                if self._pipelined and self._pipelined_bytes + size > window_bytes:
-                    self._reap()
-                if self._pipelined and (len(self._pipelined) >= PIPELINE_WINDOW
-                                        or self._pipelined_bytes + size > window_bytes) \
-                        and not (room_wait > 0 and self._wait_room(size, room_wait, window_bytes)):
-                    from openais.errors import TryAgain
-
-                    raise TryAgain("the executive has not yet taken this handle's earlier messages")
-                if self._deferred is not None:  # an answer read while waiting for room refused an earlier one
-                    error = self._take_deferred()
-                    if error is not None:
-                        raise error
-                self._next_request = (self._next_request + 1) & 0xFFFFFFFF or 1
-                request_id = self._next_request
-                frame = _wire.encode_request(self._service, msg_id, request_id, payload)
-                self._send_nowait_first(frame, timeout)
-                self._pipelined[request_id] = len(frame)
-                self._pipelined_bytes += len(frame)
-            except TimeoutError:
-                self._dead = True  # part of the frame may be in the socket: the stream is out of step
-                raise Timeout(f"the executive took no data within {timeout or CALL_TIMEOUT} s") from None
-            except (OSError, ConnectionError, _wire.FrameError) as exc:
-                if self._finalized:
-                    raise BadHandle("the handle was finalized") from None
-                self._dead = True
-                raise Library(f"lost the connection to the executive: {exc}") from None
-
-    def _wait_room(self, size: int, seconds: float, window_bytes: int = PIPELINE_BYTES) -> bool:
-        """Read answers (call lock held) until the window takes ``size`` more bytes; False after ``seconds``."""
-        sock = self._response
-        deadline = time.monotonic() + seconds
-        try:
-            while self._pipelined and (len(self._pipelined) >= PIPELINE_WINDOW
-                                       or self._pipelined_bytes + size > window_bytes):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                sock.settimeout(left)
-                _s, _m, rid, error, _payload = self._next_response(sock)
-                self._settle(rid, error)
-        except TimeoutError:  # a whole answer is read or none: the stream stays in step
-            return False
-        return True
+        self._calls.post(msg_id, payload, timeout, room_wait, window_bytes)
 
     def _send_oneway(self, msg_id: int, payload: bytes) -> None:
         """Send a request the executive does not answer (on the response socket, in turn with the calls)."""
-        self._check()
-        with self._call_lock:
-            self._check()
-            self._next_request = (self._next_request + 1) & 0xFFFFFFFF or 1
-            frame = _wire.encode_request(self._service, msg_id, self._next_request, payload)
-            try:
-                self._send_nowait_first(frame)
-            except TimeoutError:
-                self._dead = True
-                raise Library("the executive took no data for a one-way request") from None
-            except OSError as exc:
-                if self._finalized:
-                    raise BadHandle("the handle was finalized") from None
-                self._dead = True
-                raise Library(f"lost the connection to the executive: {exc}") from None
-
-    def _send_nowait_first(self, frame: bytes, timeout: float | None = None) -> None:
-        """Send ``frame`` on the response socket: straight away when it fits, else waiting (CALL_TIMEOUT).
-
-        A socket with a timeout polls before every send; the pipelined path keeps it non-blocking
-        and only waits when the kernel buffer is full (the executive is not reading).
-        """
-        sock = self._response
-        if sock.gettimeout() != 0.0:
-            sock.settimeout(0.0)
-        try:
-            sent = sock.send(frame)
-        except BlockingIOError:
-            sent = 0
-        if sent < len(frame):
-            sock.settimeout(CALL_TIMEOUT if timeout is None else max(timeout, 0.001))
-            sock.sendall(memoryview(frame)[sent:])
+        self._calls.send_oneway(msg_id, payload)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until the executive has answered every pipelined request; raise a deferred error."""
         self._check()
-        with self._call_lock:
-            self._wait_pipelined(CALL_TIMEOUT if timeout is None else timeout)
-            self._raise_deferred(reap=False)
-
-    def _wait_pipelined(self, timeout: float) -> None:
-        """Read answers until no pipelined request is unanswered (call lock held); Timeout after ``timeout``."""
-        sock = self._response
-        deadline = time.monotonic() + timeout
+        calls = self._calls
         try:
-            while self._pipelined:
-                sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                _s, _m, rid, error, _payload = self._next_response(sock)
-                self._settle(rid, error)
-        except TimeoutError:
-            raise Timeout(f"{len(self._pipelined)} pipelined requests still unanswered after {timeout} s") from None
-        except (OSError, ConnectionError, _wire.FrameError) as exc:
-            self._dead = True
-            raise Library(f"lost the connection to the executive: {exc}") from None
+            calls.drain(CALL_TIMEOUT if timeout is None else timeout)
+        except Timeout:
+            calls.raise_deferred()  # the error an answer carried comes before the Timeout
+            raise
+        calls.raise_deferred()
 
     # -- dispatch ---------------------------------------------------------------
 
@@ -504,8 +279,8 @@ class Handle:
             raise InvalidParam(f"dispatch flags must be DISPATCH_ONE, DISPATCH_ALL or DISPATCH_BLOCKING, not {flags}")
         # A pipelined request's error reaches dispatch through the dispatch channel (the executive
         # sends a PIPELINE_ERROR frame with the answer): raised before and after the callbacks run.
-        if self._deferred is not None:
-            self._raise_kept()
+        if self._calls.deferred is not None:
+            self._calls.raise_deferred()
         with self._dispatch_lock:
             if flags == DISPATCH_BLOCKING:
                 while not self._finalized:
@@ -515,20 +290,14 @@ class Handle:
                         if self._finalized:
                             return
                         raise
-                    self._raise_kept()
+                    self._calls.raise_deferred()
                 return
             if flags == DISPATCH_ONE:
                 self._dispatch_frame(block=False)
             else:
                 self._dispatch_all()
-        if self._deferred is not None:
-            self._raise_kept()
-
-    def _raise_kept(self) -> None:
-        if self._deferred is not None:
-            error = self._take_deferred()
-            if error is not None:
-                raise error
+        if self._calls.deferred is not None:
+            self._calls.raise_deferred()
 
     def _dispatch_all(self) -> None:
         """Read every pending callback in large chunks, then run them (no bytes are left in user space).
@@ -578,7 +347,7 @@ class Handle:
                 return
             try:
                 if msg_id == _wire.PIPELINE_ERROR:
-                    self._refused(rid, error)
+                    self._calls.refused(rid, error)
                     continue
                 self._on_dispatch(msg_id, payload)
             except BaseException:
@@ -610,7 +379,7 @@ class Handle:
             raise Library(f"lost the dispatch connection to the executive: {exc}") from None
         _service, msg_id, rid, error, payload = frame
         if msg_id == _wire.PIPELINE_ERROR:
-            self._refused(rid, error)
+            self._calls.refused(rid, error)
         else:
             self._on_dispatch(msg_id, payload)
         return True
@@ -631,19 +400,20 @@ class Handle:
         if self._finalized:
             raise BadHandle("the handle was already finalized")
         error: AisError | None = None
-        # (a call of another thread holds the lock at most ``timeout``: its own wait settles the answers)
-        if not self._dead and self._pipelined and self._call_lock.acquire(timeout=max(timeout, 0.001)):
-            try:
-                if not self._finalized:
-                    self._wait_pipelined(timeout)
-            except AisError as exc:  # Timeout, or Library: the executive is gone with them
-                error = exc
-            finally:
-                self._call_lock.release()
-        if self._deferred is not None:  # the error an answer carried comes before a Timeout
-            error = self._take_deferred()
+        calls = self.__dict__.get("_calls")  # (none in a handle a test builds without a socket)
+        if calls is not None:
+            if not self._dead:
+                try:  # concurrent calls of other threads go on reading meanwhile: their answers are filed
+                    calls.drain(timeout)
+                except AisError as exc:  # Timeout, or Library: the executive is gone with them
+                    error = exc
+            kept = calls.take_deferred()  # the error an answer carried comes before a Timeout
+            if kept is not None:
+                error = kept
         self._finalized = True
         self._close_sockets()
+        if calls is not None:
+            calls.wake()
         if error is not None:
             raise error
 

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from typing import Any
 
 from openais import _common
-from openais._calls import Calls
 from openais._client import DISPATCH_ALL, Handle
 from openais._objects import ObjectHandle
 from openais.errors import (
@@ -408,21 +407,17 @@ class Resource(ObjectHandle):
 class LckHandle(Handle):
     """An LCK library handle (``saLckInitialize``); calls from several threads run concurrently."""
 
+    #: A call waits while the executive lives (a lock request waits as long as it is queued).
+    _call_wait = None
+
     def __init__(self, callbacks: dict[str, Callable[..., Any] | None], version: tuple[str, int, int],
                  path: str | None = None) -> None:
         super().__init__(SERVICE_ID, path=path)
         self.version = VERSION
         self._requested_version = version
         self._callbacks = callbacks
-        self._calls = Calls(self, SERVICE_ID)
         self._async_locks: dict[int, Lock] = {}
         self._early: dict[int, tuple[int, int]] = {}
-
-    # -- calls ----------------------------------------------------------------------------------
-
-    def _call(self, msg_id: int, payload: bytes, timeout: float | None = None) -> bytes:
-        """Send one request and wait for its own answer (other threads' calls proceed meanwhile)."""
-        return self._calls.call(msg_id, payload, timeout)
 
     # -- library calls ----------------------------------------------------------------------------
 
@@ -520,7 +515,6 @@ class LckHandle(Handle):
         super().finalize()
         for child in list(getattr(self, "_object_handles", {}).values()):
             child._forget()
-        self._calls.wake()
 
 
 def initialize(resource_open: Callable[..., Any] | None = None, lock_grant: Callable[..., Any] | None = None,

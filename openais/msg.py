@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from openais import _common
-from openais._calls import Calls
 from openais._client import DISPATCH_ALL, Handle
 from openais._objects import ObjectHandle
 from openais.errors import (
@@ -76,6 +75,9 @@ MAX_NUM_QUEUE_GROUPS = 256
 MAX_NUM_QUEUES_PER_GROUP = 64
 #: ns value meaning "no timeout" / "forever" on the wire.
 FOREVER = -1
+#: Pipelined ``message_send_async``: seconds a full window waits for room (then TryAgain), and its bytes.
+SEND_ROOM_WAIT = 0.05
+SEND_WINDOW_BYTES = 2 << 20
 
 
 class QueueCreationFlags(enum.IntFlag):
@@ -579,7 +581,7 @@ class Queue(ObjectHandle):
 
     def _call(self, msg_id: int, payload: bytes, timeout: float | None = None) -> bytes:
         self._check()
-        return self._parent._mux.call(msg_id, payload, timeout)
+        return self._parent._calls.call(msg_id, payload, timeout)
 
     def _close(self) -> None:
         # The handle is gone for the caller whatever happens, so a TryAgain (sync running) is retried
@@ -642,13 +644,16 @@ class Queue(ObjectHandle):
 class MsgHandle(Handle):
     """A MSG library handle (``saMsgHandleT``)."""
 
+    #: A call waits while the executive lives (message_get waits as long as it is told).
+    _call_wait = None
+    _posted_what = "message_send_async"
+
     def __init__(self, callbacks: dict[str, Callable[..., Any] | None], version: tuple[str, int, int],
                  path: str | None) -> None:
         super().__init__(SERVICE_ID, path=path)
         self._callbacks = callbacks
         self.version = VERSION
         self._major = version[1]
-        self._mux = Calls(self, SERVICE_ID, "message_send_async")
         self._queues: dict[int, Queue] = {}
         self._checked: set[str] = set()  # destinations an async send found valid (later ones are pipelined)
 
@@ -657,9 +662,6 @@ class MsgHandle(Handle):
     def _need_b3(self) -> None:
         if self._major < 3:
             raise Version("this call needs MSG B.03 (initialize with version ('B', 3, x))")
-
-    def _call(self, msg_id: int, payload: bytes, timeout: float | None = None) -> bytes:  # type: ignore[override]
-        return self._mux.call(msg_id, payload, timeout)
 
     def _cb(self, name: str) -> Callable[..., Any] | None:
         return self._callbacks.get(name)
@@ -797,13 +799,12 @@ class MsgHandle(Handle):
         payload = self._send_payload(SendKind.ASYNC, invocation, ack_flags, FOREVER, destination, message)
         if destination in self._checked:  # known to exist and be available: pipelined
             try:
-                self._mux.post(Request.SEND, payload)
+                self._send_pipelined(Request.SEND, payload, room_wait=SEND_ROOM_WAIT, window_bytes=SEND_WINDOW_BYTES)
             except AisError as exc:
                 if not isinstance(exc, TryAgain):
                     self._checked.clear()  # a destination went away: check the next sends at once again
                 raise
             return
-        self._mux.raise_deferred()
         self._call(Request.SEND, payload)  # the first send to a destination is checked at once
         if len(self._checked) > 1024:
             self._checked.clear()
@@ -922,20 +923,16 @@ class MsgHandle(Handle):
     def finalize(self, timeout: float = 10.0) -> None:
         """Close the handle and every queue opened through it.
 
-        First waits, at most ``timeout`` seconds, until the executive took every pipelined
-        ``message_send_async``; a kept error of one of them is not raised (use
-        ``MESSAGE_DELIVERED_ACK`` to learn each outcome).
+        First waits, at most ``timeout`` seconds, until the executive answered every pipelined
+        ``message_send_async``; after closing, raises the first error one of them carried
+        (as every handle's ``finalize`` does), or Timeout when some were still unanswered.
         """
-        if not self._finalized and not self._dead:
-            try:
-                self._mux.drain(timeout)
-            except AisError:
-                pass
-        super().finalize()
-        for queue in list(self._queues.values()):
-            queue._forget()
-        self._queues.clear()
-        self._mux.wake()
+        try:
+            super().finalize(timeout)
+        finally:
+            for queue in list(self._queues.values()):
+                queue._forget()
+            self._queues.clear()
 
 
 def initialize(queue_open: Callable[..., Any] | None = None, queue_group_track: Callable[..., Any] | None = None,

@@ -61,6 +61,10 @@ class ServerThread:
     def _loop_call(self, fn) -> None:
         self._hub.loop.run_callback_threadsafe(fn)
 
+    def room_available(self) -> None:
+        """Tell the server, in its own hub, that the ring has room (as the executive's on_room does)."""
+        self._loop_call(self.server.room_available)
+
     def stop(self) -> None:
         self._loop_call(self._stop.set)
         self._thread.join(10)

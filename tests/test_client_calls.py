@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 
 import openais
-from openais import _wire
+from openais import _calls, _wire
 from openais._calls import Calls
 from openais.errors import SaAisError
 
@@ -267,19 +267,24 @@ def test_posted_requests_fill_the_window_then_try_again(pair) -> None:
     executive = _Executive(peer)
     executive.hold = True
     calls = Calls(handle, SERVICE)
-    for i in range(Calls.WINDOW):
+    for i in range(_calls.WINDOW):
         calls.post(2, b"p%d" % i)
+    started = time.monotonic()
     with pytest.raises(openais.TryAgain):
-        calls.post(2, b"over")
+        calls.post(2, b"over")  # room_wait 0: at once
+    with pytest.raises(openais.TryAgain):
+        calls.post(2, b"over", room_wait=0.2)  # waits for answers that long first
+    assert 0.2 <= time.monotonic() - started < 2
     deadline = time.monotonic() + 5
-    while len(executive.held) < Calls.WINDOW:  # every posted request reached the executive
+    while len(executive.held) < _calls.WINDOW:  # every posted request reached the executive
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    assert len(executive.held) == Calls.WINDOW  # the refused one was not sent
-    executive.release()
+    assert len(executive.held) == _calls.WINDOW  # the refused ones were not sent
+    threading.Timer(0.2, executive.release).start()
+    calls.post(2, b"room came", room_wait=5.0)  # answers arrive while it waits: sent
     calls.drain(5.0)
     assert not calls._posted and calls._posted_bytes == 0
-    calls.post(2, b"room again")
+    assert executive.requests[-1][3] == b"room came"
 
 
 def test_the_window_counts_bytes_too(pair) -> None:
@@ -287,18 +292,22 @@ def test_the_window_counts_bytes_too(pair) -> None:
     executive = _Executive(peer)
     executive.hold = True
     calls = Calls(handle, SERVICE)
-    big = b"b" * (Calls.WINDOW_BYTES // 2)
+    big = b"b" * (_calls.WINDOW_BYTES // 2)
     calls.post(2, big)
     with pytest.raises(openais.TryAgain):
         calls.post(2, big)  # two of them are above WINDOW_BYTES
+    calls.post(2, b"small")  # one that fits goes
+    with pytest.raises(openais.TryAgain):
+        calls.post(2, b"c" * 600, window_bytes=1000)  # a window of the caller's bytes
     executive.release()
     calls.drain(5.0)
-    calls.post(2, big)
+    calls.drain(5.0)
+    calls.post(2, big + big)  # alone in the window: a request above the window still goes
 
 
 def test_a_posted_requests_error_is_raised_by_a_later_call_once(pair) -> None:
     handle, peer = pair
-    _Executive(peer)
+    executive = _Executive(peer)
     calls = Calls(handle, SERVICE, "message_send_async")
     calls.post(2, b"fail")
     calls.post(2, b"fine")
@@ -308,9 +317,93 @@ def test_a_posted_requests_error_is_raised_by_a_later_call_once(pair) -> None:
         calls.post(2, b"next")  # a later post raises it (and is not sent)
     calls.raise_deferred()  # raised once only
     calls.post(2, b"fail")
-    assert calls.call(1, b"sync") == b"cnys"  # a synchronous call reads (and settles) the posted answer
-    with pytest.raises(openais.NotExist):
+    calls.post(2, b"fail")
+    time.sleep(0.1)
+    sent = len(executive.requests)
+    with pytest.raises(openais.NotExist, match=r"1 more pipelined requests failed after it"):
+        calls.call(1, b"sync")  # a call reads the answers waiting, raises the kept error, is not sent
+    assert len(executive.requests) == sent
+    assert calls.call(1, b"sync") == b"cnys"
+    calls.raise_deferred()  # nothing left
+
+
+def test_a_refusal_told_on_the_dispatch_channel_is_raised_once(pair) -> None:
+    """``refused`` (the dispatch channel's PIPELINE_ERROR) keeps the error; its answer later adds nothing."""
+    handle, peer = pair
+    executive = _Executive(peer)
+    executive.hold = True
+    calls = Calls(handle, SERVICE)
+    calls.post(2, b"fail")
+    rid = next(iter(calls._posted))
+    calls.refused(rid, int(SaAisError.NOT_EXIST))
+    calls.refused(rid, int(SaAisError.NOT_EXIST))  # told twice: kept once
+    calls.refused(rid + 99, int(SaAisError.NOT_EXIST))  # not a posted request: ignored
+    with pytest.raises(openais.NotExist) as info:
         calls.raise_deferred()
+    assert "more" not in str(info.value)
+    executive.release()
+    calls.drain(5.0)
+    calls.raise_deferred()  # the answer itself is not raised again
+
+
+def test_posts_and_calls_from_many_threads_share_one_window(pair) -> None:
+    """Thread safety: posts of several threads and calls between them; every answer settles the window."""
+    handle, peer = pair
+    _Executive(peer, delay=lambda p: 0.002 if p.startswith(b"s") else 0.0)
+    calls = Calls(handle, SERVICE)
+    errors: list[BaseException] = []
+
+    def poster(n: int) -> None:
+        try:
+            for i in range(200):
+                while True:
+                    try:
+                        calls.post(2, b"p%d-%d" % (n, i), room_wait=1.0)
+                        break
+                    except openais.TryAgain:
+                        continue
+                if i % 50 == 0:
+                    assert calls.call(1, b"s%d" % i) == (b"s%d" % i)[::-1]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=poster, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    calls.drain(5.0)
+    assert not calls._posted and calls._posted_bytes == 0 and _idle(calls)
+    assert calls.deferred is None
+
+
+def test_a_lost_executive_gives_library_to_posts_drain_and_calls(pair) -> None:
+    handle, peer = pair
+    executive = _Executive(peer)
+    executive.hold = True
+    calls = Calls(handle, SERVICE)
+    calls.post(2, b"unanswered")
+    peer.shutdown(socket.SHUT_RDWR)  # the executive is gone
+    with pytest.raises(openais.Library):
+        calls.drain(5.0)
+    assert handle._dead
+    for attempt in (lambda: calls.post(2, b"x"), lambda: calls.call(1, b"x")):
+        with pytest.raises(openais.Library):
+            attempt()
+
+
+def test_a_send_the_executive_does_not_take_times_out_and_gives_up_the_connection(pair) -> None:
+    handle, _peer = pair
+    handle._response.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    calls = Calls(handle, SERVICE)  # nobody reads ``peer``
+    started = time.monotonic()
+    with pytest.raises(openais.Timeout):
+        for _ in range(1000):
+            calls.post(2, b"z" * 60000, timeout=0.2, window_bytes=1 << 30)
+    assert time.monotonic() - started < 3 and handle._dead
+    with pytest.raises(openais.Library):
+        calls.post(2, b"x")
 
 
 def test_a_single_thread_call_sends_one_frame_and_reads_once(pair, monkeypatch) -> None:

@@ -312,100 +312,6 @@ def test_unprivileged_uid_is_refused_and_a_configured_uid_admitted():
         shutil.rmtree(public, ignore_errors=True)
 
 
-def test_pipelined_requests_are_parked_not_refused_and_the_window_bounds_them(server):
-    from openais import _client
-
-    h = EchoHandle(server.path)
-    server.router.room = False
-    for i in range(_client.PIPELINE_WINDOW):
-        h._send_pipelined(10, str(i).encode())
-    with pytest.raises(openais.TryAgain):
-        h._send_pipelined(10, b"one too many")
-    time.sleep(0.2)
-    assert server.engine.taken_payloads == []  # parked while the ring has no room
-    server.router.room = True
-    h.flush(timeout=5)
-    assert server.engine.taken_payloads == [str(i).encode() for i in range(_client.PIPELINE_WINDOW)]
-    h._send_pipelined(10, b"bad")
-    with pytest.raises(openais.NotExist):  # the executive's error for an earlier message surfaces later
-        h.flush(timeout=5)
-    assert h._call(1, b"ok") == b"ok"
-    h.finalize()
-
-
-def test_a_full_window_waits_room_wait_for_answers_then_raises_try_again(server):
-    import threading
-
-    from openais import _client
-
-    h = EchoHandle(server.path)
-    server.router.room = False
-    for i in range(_client.PIPELINE_WINDOW):
-        h._send_pipelined(10, str(i).encode())
-    started = time.monotonic()
-    with pytest.raises(openais.TryAgain):
-        h._send_pipelined(10, b"no room", room_wait=0.3)
-    assert time.monotonic() - started >= 0.3  # it waited for answers before giving up
-    threading.Timer(0.2, setattr, (server.router, "room", True)).start()
-    h._send_pipelined(10, b"room came", room_wait=5.0)  # answers arrive while it waits: sent
-    h.flush(timeout=5)
-    assert server.engine.taken_payloads[-1] == b"room came" and len(server.engine.taken_payloads) == 65
-    server.router.room = False  # the bytes of the window bound it too, per call
-    h._send_pipelined(10, b"a" * 600, window_bytes=1000)
-    with pytest.raises(openais.TryAgain):
-        h._send_pipelined(10, b"b" * 600, window_bytes=1000)
-    h._send_pipelined(10, b"c" * 600)  # the default window takes it
-    server.router.room = True
-    h.flush(timeout=5)
-    assert server.engine.taken_payloads[-2:] == [b"a" * 600, b"c" * 600]
-    h.finalize()
-
-
-def test_finalize_raises_the_error_of_the_last_pipelined_request_after_closing(server):
-    h = EchoHandle(server.path)
-    h._send_pipelined(10, b"fine")
-    h._send_pipelined(10, b"bad")
-    with pytest.raises(openais.NotExist):
-        h.finalize()
-    assert h._finalized
-    with pytest.raises(openais.BadHandle):
-        h._call(1, b"x")
-    assert wait_until(lambda: len(server.engine.exits) == 1)
-
-
-def test_a_call_and_dispatch_raise_a_kept_error_once(server):
-    h = EchoHandle(server.path)
-    h._send_pipelined(10, b"bad")
-    time.sleep(0.2)
-    with pytest.raises(openais.NotExist):
-        h._call(1, b"not sent")
-    assert h._call(1, b"ok") == b"ok"
-    h._send_pipelined(10, b"bad")
-    time.sleep(0.2)
-    with pytest.raises(openais.NotExist):
-        h.dispatch(openais.DISPATCH_ALL)
-    h.dispatch(openais.DISPATCH_ALL)
-    h.finalize()
-
-
-def test_finalize_with_unanswered_requests_closes_and_raises_timeout(server):
-    h = EchoHandle(server.path)
-    server.router.room = False  # the executive parks the request: no answer comes
-    h._send_pipelined(10, b"parked")
-    started = time.monotonic()
-    with pytest.raises(openais.Timeout, match="1 pipelined requests still unanswered"):
-        h.finalize(timeout=0.3)
-    assert h._finalized and time.monotonic() - started < 3
-    server.router.room = True
-
-
-def test_leaving_a_with_block_by_an_exception_keeps_that_exception(server):
-    with pytest.raises(KeyError), EchoHandle(server.path) as h:
-        h._send_pipelined(10, b"bad")
-        raise KeyError("the block's own error")
-    assert h._finalized
-
-
 def test_the_executive_logs_a_refused_pipelined_request_once_per_connection(server, caplog):
     h = EchoHandle(server.path)
     with caplog.at_level("WARNING", logger="aisexec.ipc"):
@@ -419,21 +325,6 @@ def test_the_executive_logs_a_refused_pipelined_request_once_per_connection(serv
     with pytest.raises(openais.Library):
         h._call(5, b"")  # an error answer to a request that is not pipelined is not counted
     assert server.server.counters["refused_pipelined"] == 3
-    h.finalize()
-
-
-def test_dispatch_hears_of_a_refusal_on_its_own_channel_and_nothing_is_raised_twice(server):
-    h = EchoHandle(server.path)
-    h._send_pipelined(10, b"fine")
-    h._send_pipelined(10, b"bad")
-    h._send_pipelined(10, b"bad")
-    assert wait_until(lambda: select.select([h], [], [], 0)[0])
-    time.sleep(0.1)
-    with pytest.raises(openais.NotExist, match="1 more pipelined requests failed after it"):
-        h.dispatch(openais.DISPATCH_ALL)  # the response channel was not read: the dispatch channel told
-    assert h.callbacks == []  # PIPELINE_ERROR frames are the handle's, not callbacks
-    h.dispatch(openais.DISPATCH_ALL)
-    h.flush(timeout=5)  # the answers themselves come later: not raised again
     h.finalize()
 
 

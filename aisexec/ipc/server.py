@@ -41,6 +41,7 @@ import secrets
 import socket as pysocket
 import stat
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -70,8 +71,9 @@ READ_CHUNK = 256 * 1024
 _OK = int(SaAisError.OK)
 #: Room asked for beyond a request's payload (the service's own headers).
 PIPELINE_SLACK = 1024
-#: How often a parked connection checks for room, and for how long at most (then TRY_AGAIN).
-PARK_POLL = 0.002
+#: A parked connection is woken when the ring has room (:meth:`IpcServer.room_available`); without
+#: a wake it looks again after PARK_FALLBACK seconds, and it answers TRY_AGAIN after PARK_LIMIT.
+PARK_FALLBACK = 0.1
 PARK_LIMIT = 30.0
 WRITE_CHUNK = 1024 * 1024
 HANDSHAKE_TIMEOUT = 5.0
@@ -275,6 +277,7 @@ class IpcConnection:
         self._early_dispatch = bytearray()
         self._refusal_logged = False
         self.request_waiter: ReadWaiter | None = None  # the request reader's watcher, cancelled by close()
+        self.parked: _Parked | None = None  # while its reader waits for room in the ring (woken by close())
 
     @property
     def closed(self) -> bool:
@@ -376,6 +379,8 @@ class IpcConnection:
         held = self.held_in + self.held_out
         if self.request_waiter is not None:
             self.request_waiter.cancel(OSError(errno.EBADF, "the connection was closed"))
+        if self.parked is not None:
+            self.parked.event.set()  # the parked reader leaves at once
         self._response.close()
         if self._dispatch is not None:
             self._dispatch.close()
@@ -387,6 +392,17 @@ class IpcConnection:
             self.host.hook.lib_exit(conn=self)
         except Exception:
             self._server.log.exception("service %s failed in lib_exit", self.engine.name)
+
+
+class _Parked:
+    """A connection whose reader waits for room in the ring for one request of ``size`` bytes."""
+
+    __slots__ = ("conn", "event", "size")
+
+    def __init__(self, conn: IpcConnection, size: int) -> None:
+        self.conn = conn
+        self.size = size
+        self.event = gevent.event.Event()
 
 
 class IpcServer:
@@ -415,6 +431,7 @@ class IpcServer:
         self._bound: tuple[int, int, int] | None = None  # (st_dev, st_ino, st_ctime_ns) of the socket it bound
         self._sockets = 0  # accepted sockets still open (handshaking, response and dispatch channels)
         self._per_uid: dict[int, int] = {}
+        self._parked: deque[_Parked] = deque()  # parked connections, oldest first
         self._fd_baseline = 0
         self._trim_pending = False
         self.counters = {"accepted": 0, "refused": 0, "malformed": 0, "requests": 0, "try_again": 0,
@@ -805,14 +822,62 @@ class IpcServer:
         return self.router.cluster_ready(service) and self.router.has_room(size + PIPELINE_SLACK)
 
     def _park(self, conn: IpcConnection, size: int) -> bool:
-        """Hold this connection's reader until the ring can take ``size`` bytes; False on timeout."""
+        """Hold this connection's reader until the ring can take ``size`` bytes; False on timeout or close.
+
+        Parked connections go in arrival order: each is woken by :meth:`room_available` (or
+        after ``PARK_FALLBACK`` without one), and goes only when no older one waits that could.
+        """
         self.counters["parked"] += 1
+        waiter = _Parked(conn, size)
+        parked = self._parked
+        parked.append(waiter)
+        conn.parked = waiter
         deadline = time.monotonic() + PARK_LIMIT
-        while not conn.closed and time.monotonic() < deadline:
-            gevent.sleep(PARK_POLL)
-            if self._cluster_can_take(size, conn.service):
-                return True
-        return False
+        try:
+            while not conn.closed:
+                if self._may_go(waiter):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                waiter.event.wait(left if left < PARK_FALLBACK else PARK_FALLBACK)
+                waiter.event.clear()
+            return False
+        finally:
+            parked.remove(waiter)
+            conn.parked = None
+            if parked:
+                self.room_available()  # the next one may fit in what is left
+
+    def _may_go(self, waiter: _Parked) -> bool:
+        """True when the ring takes ``waiter``'s request and no older parked connection could go first."""
+        for other in self._parked:
+            if other is waiter:
+                break
+            if not other.conn.closed and self.router.cluster_ready(other.conn.service):
+                return False  # an older one waits for ring room too: it goes first
+        return self._cluster_can_take(waiter.size, waiter.conn.service)
+
+    def room_available(self) -> None:
+        """The ring took frames or a sync round ended: wake the parked connections the room takes, oldest first.
+
+        Costs nothing while none is parked.  A connection whose service syncs does not hold up
+        those behind it; one that does not fit does (fair: a big request is not overtaken).
+        """
+        if not self._parked:
+            return
+        claimed = 0
+        for waiter in self._parked:
+            conn = waiter.conn
+            if conn.closed:
+                waiter.event.set()
+                continue
+            if not self.router.cluster_ready(conn.service):
+                continue
+            if not self.router.has_room(claimed + waiter.size + PIPELINE_SLACK):
+                break
+            claimed += waiter.size + PIPELINE_SLACK
+            waiter.event.set()
 
     def _request(self, conn: IpcConnection, service: int, msg_id: int, request_id: int, payload: bytes) -> None:
         self.counters["requests"] += 1
@@ -827,7 +892,9 @@ class IpcServer:
         if len(payload) > handler.max_size:
             conn.respond(service, msg_id, request_id, SaAisError.TOO_BIG)
             return
-        if handler.needs_cluster and not self._cluster_can_take(len(payload), service):
+        # (while connections are parked, a pipelined request parks behind them: fair order)
+        if handler.needs_cluster and ((self._parked and handler.pipelined)
+                                      or not self._cluster_can_take(len(payload), service)):
             if not (handler.pipelined and self._park(conn, len(payload))):
                 self.counters["try_again"] += 1
                 conn.respond(service, msg_id, request_id, SaAisError.TRY_AGAIN)
