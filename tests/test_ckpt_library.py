@@ -35,7 +35,6 @@ class BridgedHandle(ckpt.CkptHandle):
         self._pending_async = {}
         self._finalized = False
         self._dead = False
-        self._pipelined, self._rbuf, self._deferred = {}, bytearray(), None
         self.version = ("B", 2, 2)
         self.cluster = cluster
         self.conn = cluster.connect(nodeid, ckpt.SERVICE_ID, pid=pid)
