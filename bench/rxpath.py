@@ -186,6 +186,7 @@ class Receiver:
         link.pg = PgEndpoint(RECEIVER, _frame_size(), withdraw=core.withdraw_pending)
         link.pump_ahead = 4 * max(core.cfg.window_size, core.cfg.max_messages)
         link._on_room = None
+        link._room_freed = False
         link._on_config = self._on_config
         link._on_message = self._on_message
         link._pump = types.MethodType(TotemLink._pump, link)
