@@ -91,6 +91,22 @@ def send(size: int, seconds: float, members: int, hold: bool = False) -> None:
             sys.stdin.read()
 
 
+def timed_mcast(h: cpg.CpgHandle, payload: bytes, got: list[bool]) -> float:
+    """Microseconds from ``mcast(payload)`` to its own delivery (the deliver callback sets ``got[0]``)."""
+    got[0] = False
+    t0 = time.perf_counter()
+    while True:
+        try:
+            h.mcast(payload)
+            break
+        except openais.TryAgain:
+            time.sleep(0.0005)
+    while not got[0]:
+        select.select([h], [], [], 1.0)
+        h.dispatch(openais.DISPATCH_ALL)
+    return (time.perf_counter() - t0) * 1e6
+
+
 def latency(size: int, count: int, members: int) -> None:
     """Latency: one message at a time, from mcast to own delivery."""
     me = os.getpid()
@@ -108,18 +124,7 @@ def latency(size: int, count: int, members: int) -> None:
         for n in range(LATENCY_WARMUP + count):
             if n == LATENCY_WARMUP:
                 samples.clear()
-            got[0] = False
-            t0 = time.perf_counter()
-            while True:
-                try:
-                    h.mcast(payload)
-                    break
-                except openais.TryAgain:
-                    time.sleep(0.0005)
-            while not got[0]:
-                select.select([h], [], [], 1.0)
-                h.dispatch(openais.DISPATCH_ALL)
-            samples.append((time.perf_counter() - t0) * 1e6)
+            samples.append(timed_mcast(h, payload, got))
     samples.sort()
     print(json.dumps({"median_us": statistics.median(samples), "p99_us": samples[int(len(samples) * 0.99) - 1],
                       "count": len(samples)}))

@@ -177,8 +177,7 @@ def client_cpg_latency(size: int, warmup: int, members: int) -> dict:
     Joins the group of ``bench/cpg_client.py`` (whose receivers run on the other nodes) and waits
     for ``members`` members; the payload has the same size and is built the same way per message.
     """
-    import openais
-    from bench.cpg_client import GROUP, _wait_members
+    from bench.cpg_client import GROUP, _wait_members, timed_mcast
     from openais import cpg
 
     me = os.getpid()
@@ -193,19 +192,7 @@ def client_cpg_latency(size: int, warmup: int, members: int) -> dict:
         _wait_members(h, members)
 
         def one() -> float:
-            got[0] = False
-            t0 = time.perf_counter()
-            payload = time.monotonic_ns().to_bytes(8, "big").ljust(size, b"l")
-            while True:
-                try:
-                    h.mcast(payload)
-                    break
-                except openais.TryAgain:
-                    time.sleep(0.0005)
-            while not got[0]:
-                select.select([h], [], [], 1.0)
-                h.dispatch(openais.DISPATCH_ALL)
-            return (time.perf_counter() - t0) * 1e6
+            return timed_mcast(h, time.monotonic_ns().to_bytes(8, "big").ljust(size, b"l"), got)
 
         _probe_rounds(one, warmup)
     return {}

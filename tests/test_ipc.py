@@ -92,11 +92,17 @@ class EchoHandle(Handle):
         self.callbacks.append((msg_id, payload))
 
 
+def serve_echo(tmp_path, **options) -> ServerThread:
+    """An IPC server thread with one :class:`EchoEngine` (as ``.engine``); the caller stops it."""
+    engine = EchoEngine()
+    srv = ServerThread(tmp_path / "ipc.sock", [engine], **options)
+    srv.engine = engine
+    return srv
+
+
 @pytest.fixture
 def server(tmp_path):
-    engine = EchoEngine()
-    srv = ServerThread(tmp_path / "ipc.sock", [engine], max_queued_bytes=2 * 1024 * 1024)
-    srv.engine = engine
+    srv = serve_echo(tmp_path, max_queued_bytes=2 * 1024 * 1024)
     yield srv
     srv.stop()
 

@@ -16,15 +16,12 @@ import pytest
 import openais
 from aisexec.ipc import server as server_module
 from aisexec.service import LibHandler
-from tests.ipcfixture import ServerThread
-from tests.test_ipc import EchoEngine, EchoHandle, wait_until
+from tests.test_ipc import EchoHandle, serve_echo, wait_until
 
 
 @pytest.fixture
 def server(tmp_path):
-    engine = EchoEngine()
-    srv = ServerThread(tmp_path / "ipc.sock", [engine])
-    srv.engine = engine
+    srv = serve_echo(tmp_path)
     yield srv
     srv.stop()
 

@@ -19,15 +19,12 @@ import pytest
 import openais
 from openais import _client, cpg, evs, evt, lck, msg
 from openais._calls import Calls
-from tests.ipcfixture import ServerThread
-from tests.test_ipc import EchoEngine, EchoHandle, wait_until
+from tests.test_ipc import EchoHandle, serve_echo, wait_until
 
 
 @pytest.fixture
 def server(tmp_path):
-    engine = EchoEngine()
-    srv = ServerThread(tmp_path / "ipc.sock", [engine], max_queued_bytes=2 * 1024 * 1024)
-    srv.engine = engine
+    srv = serve_echo(tmp_path, max_queued_bytes=2 * 1024 * 1024)
     yield srv
     srv.stop()
 
