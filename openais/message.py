@@ -78,6 +78,7 @@ from typing import Any, ClassVar
 __all__ = [  # noqa: RUF022 - grouped: scalars, then the other fields, then the classes
     "U8", "U16", "U32", "U64", "I32", "I64", "F64", "Bool", "Enum",
     "Bytes", "Str", "Json", "Tail", "List", "Nested", "Optional", "Field", "Message", "MessageError",
+    "head_struct",
 ]
 
 _NO_DEFAULT = object()
@@ -697,6 +698,31 @@ def _build(cls_name: str, fields: list[Field], *, blame: str | None = None,
     env["_reason"] = _reason
     exec(compile("\n".join(src) + "\n", f"<message {cls_name}>", "exec"), env)  # our own generated code
     return env
+
+
+def head_struct(cls: type[Message], stop: str | None = None) -> struct.Struct:
+    """The struct of ``cls``'s leading fixed-width fields: up to ``stop`` (excluded), or to the first variable one.
+
+    For a hot path that reads those fields itself (a prefix it copies, or the head of a message
+    whose variable part it has seen before): the layout still comes from the one definition.  Only
+    plain numbers may be in it (a ``Bool`` or an ``Enum``, which the strict decoder checks, raises
+    TypeError), so what it unpacks is what the strict decoder would give.
+    """
+    codes = []
+    for f in cls._field_defs:  # type: ignore[attr-defined]
+        if f.name == stop:
+            break
+        if f.code is None:
+            if stop is None:
+                break
+            raise TypeError(f"{cls.__name__}: the variable field {f.name!r} comes before {stop!r}")
+        if isinstance(f, (Bool, Enum)):
+            raise TypeError(f"{cls.__name__}.{f.name}: a checked field cannot be in a raw head")
+        codes.append(f.code)
+    else:
+        if stop is not None:
+            raise TypeError(f"{cls.__name__} has no field {stop!r}")
+    return struct.Struct("!" + "".join(codes))
 
 
 def _diagnose(cls: type[Message], values: tuple, error: Exception) -> MessageError:

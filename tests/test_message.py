@@ -27,6 +27,7 @@ from openais.message import (
     Optional,
     Str,
     Tail,
+    head_struct,
 )
 
 
@@ -387,3 +388,40 @@ def test_a_layout_no_code_can_be_made_for_is_refused_when_the_class_is_made():
     with pytest.raises(TypeError, match="unknown field type Odd"):
         class Unknown(Message):
             x = List(Odd(), max_count=2)
+
+
+class _Headed(Message):
+    """Fixed head, then a name and the data."""
+
+    conn = U64()
+    seq = U32()
+    prio = U8()
+    name = Str(max_len=16)
+    data = Tail(max_len=64)
+
+
+class Color3(Message):
+    """Fixed fields only."""
+
+    r = U8()
+    g = U8()
+
+
+def test_head_struct_reads_the_fixed_head_as_the_strict_decoder_does():
+    encoded = _Headed.pack(7, 9, 3, "n", b"data")
+    head = head_struct(_Headed)
+    assert head.format == "!QIB" and head.unpack_from(encoded) == tuple(_Headed.unpack(encoded))[:3]
+    assert head_struct(_Headed, stop="prio").format == "!QI"
+    with pytest.raises(TypeError, match="no field"):
+        head_struct(Color3, stop="missing")
+    with pytest.raises(TypeError, match="variable field 'name' comes before 'data'"):
+        head_struct(_Headed, stop="data")
+
+
+def test_head_struct_refuses_fields_the_strict_decoder_checks():
+    class Checked(Message):
+        flag = Bool()
+        rest = Tail(max_len=8)
+
+    with pytest.raises(TypeError, match="checked field"):
+        head_struct(Checked)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import enum
 import struct
 
-from openais.evt import MAX_EVT_SIZE, MAX_NAME, MAX_NUM_PATTERNS, MAX_PATTERN_SIZE, Filter
-from openais.message import U8, U32, U64, Bool, Bytes, List, Message, MessageError, Str, Tail
+from openais.evt import MAX_EVT_SIZE, MAX_NAME, MAX_NUM_PATTERNS, MAX_PATTERN_SIZE, Filter, PublishRequest
+from openais.message import U8, U32, U64, Bool, Bytes, List, Message, MessageError, Str, Tail, head_struct
 
 __all__ = [
     "AttrsCache", "Clear", "Close", "Exec", "Expire", "Forget", "MessageError", "Open", "Publish", "RecChannel",
@@ -80,9 +80,9 @@ class Publish(Message):
 #: The fields of a Publish before the ones it shares, byte for byte, with a PUBLISH_NOWAIT request
 #: (everything after its channel field, from the event id the library chose): conn_id, request_id,
 #: request, channel_id.
-PUBLISH_HEAD = struct.Struct("!QIBQ")
+PUBLISH_HEAD = head_struct(Publish, stop="event_id")
 #: The same for a PUBLISH request, whose event the executive names: then event_id and publish_time too.
-PUBLISH_NAMED_HEAD = struct.Struct("!QIBQQQ")
+PUBLISH_NAMED_HEAD = head_struct(Publish, stop="priority")
 #: Offset in an encoded Publish where an encoded :class:`openais.evt.EventBody` starts (event_id onwards).
 PUBLISH_BODY_OFFSET = 21
 #: Offsets in an encoded PublishRequest after its channel field, and after its event id and publish time.
@@ -90,8 +90,8 @@ REQUEST_REST_OFFSET = 8
 REQUEST_NAMED_OFFSET = 24
 #: The fixed-width head of a Publish (conn_id .. retention_ns) and of a PublishRequest (channel ..
 #: retention_ns): the publisher name, the patterns and the data follow at ``.size``.
-PUBLISH_FIXED = struct.Struct("!QIBQQQBQ")
-REQUEST_FIXED = struct.Struct("!QQQBQ")
+PUBLISH_FIXED = head_struct(Publish)
+REQUEST_FIXED = head_struct(PublishRequest)
 #: An encoded empty publisher name and empty pattern list (a U16 length, a U32 count).
 _NO_ATTRS = b"\0" * 6
 
