@@ -35,3 +35,12 @@ def test_raw_ring_benchmark_measures_the_ring_alone():
     assert all(row["layer"] == "totem" and row["crypto"] == "chacha20-poly1305" for row in rows)
     assert all(row["msgs_per_s"] > 0 for row in rows if row["test"] == "throughput")
     assert [row["test"] for row in rows][-1] == "latency"
+
+
+def test_floor_benchmark_delivers_every_message_to_both_receivers():
+    rows = _rows(str(BENCH / "floor.py"), "--sizes", "64,16384", "--seconds", "0.3", "--crypto", "on")
+    assert [row["size"] for row in rows] == [64, 16384]
+    for row in rows:
+        assert row["test"] == "floor" and row["crypto"] == "aes-256-gcm"
+        assert row["delivered"] == row["sent"] > 0 and row["lost_frames"] == 0
+        assert set(row["us_cpu_per_msg"]) == {"sender", "exec1", "exec2", "exec3", "recv2", "recv3"}
