@@ -51,6 +51,7 @@ ACK = struct.Struct("!Q")
 ACK_EVERY, WINDOW, BATCH, RUN = 32, 256, 8, 40  # RUN frames of 1378 bytes fit one GSO send
 PORT = 23410
 KEY = bytes(range(32))
+END = RECORD.pack(0)  # the end record: a zero length
 
 
 def _aead(crypto: bool):
@@ -105,7 +106,7 @@ def sender(path: str, size: int, seconds: float) -> None:
             if ev & select.POLLOUT and not ending:
                 if not out:
                     if time.monotonic() >= stop:
-                        out, ending = memoryview(RECORD.pack(0)), True
+                        out, ending = memoryview(END), True
                         poll.modify(sock, select.POLLIN)
                         sock.setblocking(True)
                         sock.sendall(out)
@@ -120,12 +121,18 @@ def sender(path: str, size: int, seconds: float) -> None:
     _report(role="sender", sent=sent, delivered=delivered, secs=time.monotonic() - start, cpu=cpu_s(os.getpid()))
 
 
-def executive1(path: str, crypto: bool, peers: list[str]) -> None:
-    """Frame, seal and send the client's stream to the peers; echo it back to the client."""
-    aead = _aead(crypto)
+def _listen(path: str) -> socket.socket:
+    """The executive's IPC listening socket at ``path`` (one client)."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(1)
+    return server
+
+
+def executive1(path: str, crypto: bool, peers: list[str]) -> None:
+    """Frame, seal and send the client's stream to the peers; echo it back to the client."""
+    aead = _aead(crypto)
+    server = _listen(path)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     udp.bind(("127.0.0.1", PORT))
@@ -179,9 +186,7 @@ def _send_run(sock: socket.socket, frames: list[bytes], addr: tuple) -> None:
 def executive(path: str, crypto: bool, address: str) -> None:
     """Open the frames from node 1, pass their bytes to the local client, acknowledge every 32nd."""
     aead = _aead(crypto)
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(1)
+    server = _listen(path)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     udp.setsockopt(socket.IPPROTO_UDP, UDP_GRO, 1)
@@ -214,7 +219,7 @@ def executive(path: str, crypto: bool, address: str) -> None:
                 udp.sendto(ACK.pack(seq), ack_to)
         blob = b"".join(out)
         client.sendall(blob)
-        if blob.endswith(RECORD.pack(0)):
+        if blob.endswith(END):
             done = True
     _report(role="exec", address=address, frames=frames, lost_frames=lost, cpu=cpu_s(os.getpid()))
 
